@@ -1,0 +1,9 @@
+import type { Command } from "./command.ts";
+import { serve } from "./serve.ts";
+import { demo } from "./demo.ts";
+import { cluster } from "./cluster.ts";
+import { init } from "./init.ts";
+import { check, explain, bench } from "./later.ts";
+
+/** Every subcommand, in the order `pgroute --help` lists them. */
+export const commands: readonly Command[] = [serve, demo, cluster, init, check, explain, bench];

@@ -1,0 +1,18 @@
+import type { Command } from "./command.ts";
+
+/** A command whose issue has not landed yet: says so plainly instead of pretending. */
+function later(name: string, summary: string, usage: string): Command {
+  return {
+    name,
+    summary,
+    help: `Usage: pgroute ${usage}\n\n${summary}.\n\nNot available in this version of pgroute yet.`,
+    async run() {
+      console.error(`pgroute ${name}: not available in this version of pgroute yet`);
+      return 1;
+    },
+  };
+}
+
+export const check = later("check", "probe the cluster: roles, replication lag, health (check lag)", "check lag [-c FILE] [--json] [--watch]");
+export const explain = later("explain", "show where each statement of a SQL file would be routed and why", "explain FILE.sql [--json]");
+export const bench = later("bench", "measure a cluster directly and through proxies, side by side", "bench [--config FILE] [--direct] [--target NAME=URL]");

@@ -1,0 +1,106 @@
+import pc from "picocolors";
+import { ConfigLoadError, loadConfig } from "../config/load.ts";
+import type { Config, LogFormat, LogLevel } from "../config/types.ts";
+import { createLogger } from "../log.ts";
+import { Proxy } from "../server.ts";
+import { UsageError, parseFlags, type Command } from "./command.ts";
+
+const help = `Usage: pgroute serve [-c FILE] [--listen HOST:PORT] [--log-level LEVEL] [--log-format text|json]
+
+Runs the proxy: clients connect to it as if it were PostgreSQL.
+
+Options:
+  -c, --config FILE       configuration file (default: $PGROUTE_CONFIG or ./pgroute.toml)
+      --listen HOST:PORT  override listen.host / listen.port
+      --log-level LEVEL   debug | info | warn | error (overrides log.level)
+      --log-format FMT    text | json (overrides log.format)
+
+Stops on SIGINT or SIGTERM. Exit codes: 0 stopped, 1 runtime error, 2 bad configuration or usage.`;
+
+/** Overrides from flags, applied on top of the file's snapshot. */
+export interface ServeOverrides {
+  listen?: string;
+  logLevel?: string;
+  logFormat?: string;
+}
+
+/** A new frozen snapshot with command-line overrides applied. */
+export function applyOverrides(config: Config, o: ServeOverrides): Config {
+  let listen = config.listen;
+  if (o.listen !== undefined) {
+    const m = /^(.*):(\d+)$/.exec(o.listen);
+    const port = m ? Number(m[2]) : Number.NaN;
+    if (!m || port > 65535) throw new UsageError(`--listen: expected HOST:PORT, got "${o.listen}"`);
+    listen = Object.freeze({ host: m[1]!.replace(/^\[(.*)\]$/, "$1") || config.listen.host, port });
+  }
+  const level = (o.logLevel ?? config.log.level) as LogLevel;
+  const format = (o.logFormat ?? config.log.format) as LogFormat;
+  if (!["debug", "info", "warn", "error"].includes(level)) throw new UsageError(`--log-level: expected debug|info|warn|error, got "${level}"`);
+  if (!["text", "json"].includes(format)) throw new UsageError(`--log-format: expected text|json, got "${format}"`);
+  return Object.freeze({ ...config, listen, log: Object.freeze({ level, format }) });
+}
+
+/** Loads a config, printing every error with its key path; null when it is invalid. */
+export async function loadOrReport(path: string): Promise<Config | null> {
+  try {
+    return await loadConfig(path);
+  } catch (err) {
+    if (!(err instanceof ConfigLoadError)) throw err;
+    console.error(pc.red(err.message));
+    return null;
+  }
+}
+
+/** Resolves when the process gets SIGINT or SIGTERM. */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (sig: NodeJS.Signals) => {
+      process.off("SIGINT", on);
+      process.off("SIGTERM", on);
+      resolve(sig);
+    };
+    process.on("SIGINT", on);
+    process.on("SIGTERM", on);
+  });
+}
+
+/** Starts a proxy for `config`, printing where it listens. */
+export function startProxy(config: Config): Proxy {
+  const log = createLogger(config.log);
+  const proxy = new Proxy({ config, log });
+  try {
+    proxy.listen();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    const where = `${config.listen.host}:${config.listen.port}`;
+    throw new Error(e.code === "EADDRINUSE" ? `${where} is already in use (choose another listen port)` : `cannot listen on ${where}: ${e.message}`);
+  }
+  return proxy;
+}
+
+export const serve: Command = {
+  name: "serve",
+  summary: "run the proxy",
+  help,
+  async run(argv) {
+    const { values } = parseFlags(argv, {
+      config: { type: "string", short: "c" },
+      listen: { type: "string" },
+      "log-level": { type: "string" },
+      "log-format": { type: "string" },
+    });
+    const path = values.config ?? process.env.PGROUTE_CONFIG ?? "pgroute.toml";
+    const loaded = await loadOrReport(path);
+    if (!loaded) return 2;
+    const config = applyOverrides(loaded, {
+      listen: values.listen,
+      logLevel: values["log-level"],
+      logFormat: values["log-format"],
+    });
+    const proxy = startProxy(config);
+    const sig = await untilSignal();
+    await proxy.stop();
+    console.error(`pgroute: stopped (${sig})`);
+    return 0;
+  },
+};

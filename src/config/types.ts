@@ -1,0 +1,75 @@
+/**
+ * The shape of a validated pgroute configuration. `load.ts` turns a TOML file into one frozen `Config`;
+ * everything else reads it and never mutates it (a reload builds a new snapshot and swaps it in).
+ *
+ * Durations are stored in milliseconds and sizes in bytes, whatever unit the TOML used.
+ */
+
+export type PoolMode = "session" | "transaction";
+export type NodeRole = "primary" | "replica" | "auto";
+/** How a client proves who it is to pgroute. */
+export type ClientAuthMethod = "scram-sha-256" | "md5" | "trust";
+export type LogLevel = "debug" | "info" | "warn" | "error";
+export type LogFormat = "text" | "json";
+
+export interface ListenConfig {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface NodeConfig {
+  readonly name: string;
+  readonly host: string;
+  readonly port: number;
+  readonly role: NodeRole;
+  readonly weight: number;
+  readonly zone: string;
+}
+
+export interface UserConfig {
+  readonly name: string;
+  /** Plaintext password: verifies clients (any method) and logs in to servers. */
+  readonly password?: string;
+  /** `SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>` as in pg_authid; verifies SCRAM clients. */
+  readonly scram_verifier?: string;
+  /** `md5` + md5(password + username) as in pg_authid; verifies md5 clients. */
+  readonly md5_hash?: string;
+  readonly auth: ClientAuthMethod;
+  /** Databases this user may connect to; empty means any. */
+  readonly databases: readonly string[];
+  /** Role pgroute logs in to servers as (default: the same name). */
+  readonly server_user?: string;
+  /** Password pgroute uses for servers (default: `password`, else SCRAM pass-through of the client's key). */
+  readonly server_password?: string;
+}
+
+export interface PoolConfig {
+  readonly mode: PoolMode;
+  /** Server connections per (node, user, database). */
+  readonly size: number;
+  readonly checkout_timeout_ms: number;
+  readonly idle_timeout_ms: number;
+  readonly max_lifetime_ms: number;
+  /** Server connections idle longer than this are validated before reuse. */
+  readonly validate_after_ms: number;
+}
+
+export interface LimitsConfig {
+  readonly max_client_connections: number;
+  readonly max_message_size: number;
+  readonly login_timeout_ms: number;
+}
+
+export interface LogConfig {
+  readonly level: LogLevel;
+  readonly format: LogFormat;
+}
+
+export interface Config {
+  readonly listen: ListenConfig;
+  readonly nodes: readonly NodeConfig[];
+  readonly users: readonly UserConfig[];
+  readonly pool: PoolConfig;
+  readonly limits: LimitsConfig;
+  readonly log: LogConfig;
+}

@@ -1,0 +1,54 @@
+/**
+ * The one error type that reaches a client: a SQLSTATE, a severity and a message, built by named constructors
+ * so the same condition always carries the same code (PostgreSQL docs, Appendix A "Error Codes").
+ */
+import { errorResponse, type ErrorFields } from "./wire/encode.ts";
+
+export class PgError extends Error {
+  override readonly name = "PgError";
+  constructor(
+    readonly code: string,
+    message: string,
+    readonly severity: "ERROR" | "FATAL" = "ERROR",
+    readonly detail?: string,
+    readonly hint?: string,
+  ) {
+    super(message);
+  }
+
+  get fields(): ErrorFields {
+    return { severity: this.severity, code: this.code, message: this.message, detail: this.detail, hint: this.hint };
+  }
+
+  /** The ErrorResponse bytes for this error. */
+  toMessage(): Uint8Array {
+    return errorResponse(this.fields);
+  }
+}
+
+export const errors = {
+  /** 08P01: the peer broke the protocol. */
+  protocolViolation: (message: string) => new PgError("08P01", message, "FATAL"),
+  /** 28P01: the same message whether the user is unknown or the password wrong. */
+  authFailed: (user: string) => new PgError("28P01", `password authentication failed for user "${user}"`, "FATAL"),
+  /** 28000: a user that may not use the database it asked for. */
+  notAllowed: (user: string, database: string) =>
+    new PgError("28000", `user "${user}" is not allowed to connect to database "${database}"`, "FATAL"),
+  /** 28000: a startup packet without a user name. */
+  noUser: () => new PgError("28000", "no PostgreSQL user name specified in startup packet", "FATAL"),
+  /** 53300: more client connections than `limits.max_client_connections`. */
+  tooManyClients: (max: number) =>
+    new PgError("53300", `sorry, too many clients already (max_client_connections = ${max})`, "FATAL"),
+  /** 08006: the server connection broke under a client. */
+  serverGone: (node: string, why: string) =>
+    new PgError("08006", `server connection to node "${node}" was lost: ${why}`, "FATAL"),
+  /** 08001: pgroute could not reach a server for this client. */
+  cannotConnect: (node: string, why: string) =>
+    new PgError("08001", `could not connect to node "${node}": ${why}`, "FATAL"),
+  /** 57P01: pgroute is shutting down. */
+  shuttingDown: () => new PgError("57P01", "terminating connection due to pgroute shutdown", "FATAL"),
+  /** 08P01 for login that took longer than `limits.login_timeout`. */
+  loginTimeout: () => new PgError("08P01", "login timeout: startup and authentication took too long", "FATAL"),
+  /** 0A000: something pgroute does not support. */
+  unsupported: (what: string) => new PgError("0A000", what, "FATAL"),
+} as const;
