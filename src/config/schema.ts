@@ -1,0 +1,472 @@
+/**
+ * The configuration schema: one table (`SCHEMA`) listing every key with its type and default, and `validate`,
+ * which turns the raw object a TOML parser produces into a frozen `Config`, or into every error at once, each
+ * named by its key path (`nodes[1].port: expected an integer 1-65535, got "abc"`).
+ *
+ * Defaults are written in the table as raw TOML values ("5s", "64MiB") and go through the same conversion as
+ * user input, so a default can never bypass validation, and `examples/pgroute.toml` is tested against this table.
+ */
+import type { ClientAuthMethod, Config, LogFormat, LogLevel, NodeRole, PoolMode } from "./types.ts";
+
+/** One validation problem. Rendered as `path: message` by `formatConfigError`. */
+export interface ConfigError {
+  /** Key path as the user would write it: `pool.size`, `nodes[1].port`; empty for the document itself. */
+  readonly path: string;
+  readonly message: string;
+}
+
+/** `path: message`, the one line a user sees for an error. */
+export function formatConfigError(error: ConfigError): string {
+  return error.path === "" ? error.message : `${error.path}: ${error.message}`;
+}
+
+/** The type of one key's value, which decides how raw input is checked and converted. */
+export type ValueType =
+  | { readonly kind: "string"; readonly nonEmpty: boolean }
+  /** A credential: its value never appears in an error message (an md5 hash is as good as the password). */
+  | { readonly kind: "secret"; readonly pattern?: RegExp; readonly expected?: string }
+  | { readonly kind: "enum"; readonly values: readonly string[] }
+  | { readonly kind: "int"; readonly min: number; readonly max?: number }
+  | { readonly kind: "positive" }
+  /** A string like "1h30m" or an integer of milliseconds; stored in milliseconds. */
+  | { readonly kind: "duration" }
+  /** A string like "64MiB" or an integer of bytes; stored in bytes. */
+  | { readonly kind: "size"; readonly min: number; readonly max: number }
+  | { readonly kind: "strings" };
+
+/** A default as it would be written in TOML. */
+export type RawDefault = string | number | readonly string[];
+
+/** One key of a section. */
+export interface KeySpec {
+  /** The TOML key (snake_case). */
+  readonly key: string;
+  /** The `Config` field it fills: the key itself, or `<key>_ms` for durations. */
+  readonly field: string;
+  readonly type: ValueType;
+  /** Absent for keys that are either required or simply optional. */
+  readonly default?: RawDefault;
+  readonly required: boolean;
+}
+
+/** A top-level TOML table (`[pool]`) or array of tables (`[[nodes]]`). */
+export interface SectionSpec {
+  readonly name: keyof Config;
+  /** True for `[[nodes]]`-style arrays of tables. */
+  readonly many: boolean;
+  readonly keys: readonly KeySpec[];
+}
+
+const ROLES = ["primary", "replica", "auto"] as const satisfies readonly NodeRole[];
+const AUTH_METHODS = ["scram-sha-256", "md5", "trust"] as const satisfies readonly ClientAuthMethod[];
+const POOL_MODES = ["session", "transaction"] as const satisfies readonly PoolMode[];
+const LOG_LEVELS = ["debug", "info", "warn", "error"] as const satisfies readonly LogLevel[];
+const LOG_FORMATS = ["text", "json"] as const satisfies readonly LogFormat[];
+
+const KiB = 1024;
+const GiB = 1024 * 1024 * 1024;
+
+const str = (nonEmpty = true): ValueType => ({ kind: "string", nonEmpty });
+const oneOf = (values: readonly string[]): ValueType => ({ kind: "enum", values });
+const int = (min: number, max?: number): ValueType => (max === undefined ? { kind: "int", min } : { kind: "int", min, max });
+const duration: ValueType = { kind: "duration" };
+
+function key(name: string, type: ValueType, dflt?: RawDefault): KeySpec {
+  const field = type.kind === "duration" ? `${name}_ms` : name;
+  return dflt === undefined ? { key: name, field, type, required: false } : { key: name, field, type, default: dflt, required: false };
+}
+function required(name: string, type: ValueType): KeySpec {
+  return { key: name, field: name, type, required: true };
+}
+
+/** `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, keys being base64 of 32 bytes, as Postgres stores it. */
+const SCRAM_VERIFIER = /^SCRAM-SHA-256\$[1-9]\d*:(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\$[A-Za-z0-9+/]{43}=:[A-Za-z0-9+/]{43}=$/;
+const MD5_HASH = /^md5[0-9a-f]{32}$/;
+
+/**
+ * Every configuration key, its type and its default — the only place defaults are written.
+ * Order matters only for documentation: it is the order of `examples/pgroute.toml`.
+ */
+export const SCHEMA: readonly SectionSpec[] = [
+  {
+    name: "listen",
+    many: false,
+    keys: [key("host", str(), "127.0.0.1"), key("port", int(0, 65535), 6432)], // 0: any free port (tests)
+  },
+  {
+    name: "nodes",
+    many: true,
+    keys: [
+      required("name", str()),
+      key("host", str(), "127.0.0.1"),
+      key("port", int(1, 65535), 5432),
+      key("role", oneOf(ROLES), "auto"),
+      key("weight", { kind: "positive" }, 1),
+      key("zone", str(false), ""),
+    ],
+  },
+  {
+    name: "users",
+    many: true,
+    keys: [
+      required("name", str()),
+      key("password", { kind: "secret" }),
+      key("scram_verifier", {
+        kind: "secret",
+        pattern: SCRAM_VERIFIER,
+        expected: `"SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>" as in pg_authid`,
+      }),
+      key("md5_hash", { kind: "secret", pattern: MD5_HASH, expected: `"md5" followed by 32 lowercase hex digits` }),
+      key("auth", oneOf(AUTH_METHODS), "scram-sha-256"),
+      key("databases", { kind: "strings" }, []),
+      key("server_user", str()),
+      key("server_password", { kind: "secret" }),
+    ],
+  },
+  {
+    name: "pool",
+    many: false,
+    keys: [
+      key("mode", oneOf(POOL_MODES), "session"),
+      key("size", int(1), 20),
+      key("checkout_timeout", duration, "5s"),
+      key("idle_timeout", duration, "10m"),
+      key("max_lifetime", duration, "1h"),
+      key("validate_after", duration, "30s"),
+    ],
+  },
+  {
+    name: "limits",
+    many: false,
+    keys: [
+      key("max_client_connections", int(1), 10000),
+      key("max_message_size", { kind: "size", min: KiB, max: GiB }, "64MiB"),
+      key("login_timeout", duration, "10s"),
+    ],
+  },
+  {
+    name: "log",
+    many: false,
+    keys: [key("level", oneOf(LOG_LEVELS), "info"), key("format", oneOf(LOG_FORMATS), "text")],
+  },
+];
+
+/** The raw (TOML) default of `section.key`, for prompts and docs; throws on a key the schema lacks. */
+export function defaultOf(section: keyof Config, name: string): RawDefault | undefined {
+  const spec = SCHEMA.find((s) => s.name === section)?.keys.find((k) => k.key === name);
+  if (!spec) throw new Error(`no such config key: ${section}.${name}`);
+  return spec.default;
+}
+
+// ---- units ----
+
+/** setTimeout fires at once for delays above 2^31-1 ms, so no duration may exceed it. */
+const MAX_DURATION_MS = 2 ** 31 - 1;
+const DURATION = /^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?(?:(\d+)ms)?$/;
+const SIZE = /^(\d+)(B|KiB|MiB|GiB)$/;
+const SIZE_UNITS: Record<string, number> = { B: 1, KiB: KiB, MiB: KiB * KiB, GiB: GiB };
+
+/** Milliseconds in a duration string like "1h30m" or "250ms", or undefined if it is not one. */
+export function parseDuration(text: string): number | undefined {
+  const m = DURATION.exec(text);
+  if (!m || text === "") return undefined;
+  const [h, min, s, ms] = m.slice(1).map((part) => Number(part ?? 0)) as [number, number, number, number];
+  return ((h * 60 + min) * 60 + s) * 1000 + ms;
+}
+
+/** Bytes in a size string like "64MiB", or undefined if it is not one. */
+export function parseSize(text: string): number | undefined {
+  const m = SIZE.exec(text);
+  return m ? Number(m[1]) * SIZE_UNITS[m[2]!]! : undefined;
+}
+
+/** The shortest exact spelling of a byte count: 1073741824 → "1GiB". */
+export function formatSize(bytes: number): string {
+  for (const unit of ["GiB", "MiB", "KiB"]) {
+    const n = SIZE_UNITS[unit]!;
+    if (bytes >= n && bytes % n === 0) return `${bytes / n}${unit}`;
+  }
+  return `${bytes}B`;
+}
+
+// ---- describing values in messages ----
+
+function isTable(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v) && !(v instanceof Date);
+}
+
+/** How a value is shown after "got": strings JSON-quoted, numbers bare, containers by kind. */
+function describe(v: unknown): string {
+  if (typeof v === "string") return JSON.stringify(v);
+  if (typeof v === "number") return Number.isFinite(v) ? String(v) : Number.isNaN(v) ? "nan" : v > 0 ? "inf" : "-inf";
+  if (typeof v === "boolean" || typeof v === "bigint") return String(v);
+  if (v instanceof Date) return "a date";
+  if (Array.isArray(v)) return "an array";
+  if (isTable(v)) return "a table";
+  return "nothing";
+}
+
+/** Like `describe`, without revealing a credential. */
+function describeSecret(v: unknown): string {
+  if (typeof v === "string") return v === "" ? `""` : `a ${v.length}-character string`;
+  if (typeof v === "number" || typeof v === "bigint") return "a number";
+  return describe(v);
+}
+
+// ---- converting one value ----
+
+type Converted = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly errors: ConfigError[] };
+
+const mismatch = (path: string, expected: string, got: string): ConfigError => ({
+  path,
+  message: `expected ${expected}, got ${got}`,
+});
+const fail = (path: string, expected: string, got: string): Converted => ({ ok: false, errors: [mismatch(path, expected, got)] });
+
+function convert(type: ValueType, v: unknown, path: string): Converted {
+  switch (type.kind) {
+    case "string":
+      if (typeof v !== "string" || (type.nonEmpty && v === "")) {
+        return fail(path, type.nonEmpty ? "a non-empty string" : "a string", describe(v));
+      }
+      return { ok: true, value: v };
+    case "secret":
+      if (typeof v !== "string" || v === "") return fail(path, "a non-empty string", describeSecret(v));
+      if (type.pattern && !type.pattern.test(v)) return fail(path, type.expected ?? "a valid value", describeSecret(v));
+      return { ok: true, value: v };
+    case "enum":
+      if (typeof v !== "string" || !type.values.includes(v)) {
+        return fail(path, `one of ${type.values.map((x) => JSON.stringify(x)).join(", ")}`, describe(v));
+      }
+      return { ok: true, value: v };
+    case "int": {
+      const expected = type.max === undefined ? `an integer >= ${type.min}` : `an integer ${type.min}-${type.max}`;
+      if (typeof v !== "number" || !Number.isInteger(v) || v < type.min || (type.max !== undefined && v > type.max)) {
+        return fail(path, expected, describe(v));
+      }
+      return { ok: true, value: v };
+    }
+    case "positive":
+      if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) return fail(path, "a number > 0", describe(v));
+      return { ok: true, value: v };
+    case "duration": {
+      const ms = typeof v === "string" ? parseDuration(v) : typeof v === "number" && Number.isInteger(v) ? v : undefined;
+      if (ms === undefined) return fail(path, `a duration like "5s" or "250ms"`, describe(v));
+      if (ms < 1 || ms > MAX_DURATION_MS) return fail(path, "a duration from 1ms to 596h", describe(v));
+      return { ok: true, value: ms };
+    }
+    case "size": {
+      const bytes = typeof v === "string" ? parseSize(v) : typeof v === "number" && Number.isInteger(v) ? v : undefined;
+      if (bytes === undefined) return fail(path, `a size like "64MiB" or "512KiB"`, describe(v));
+      if (bytes < type.min || bytes > type.max) {
+        return fail(path, `a size from ${formatSize(type.min)} to ${formatSize(type.max)}`, describe(v));
+      }
+      return { ok: true, value: bytes };
+    }
+    case "strings": {
+      if (!Array.isArray(v)) return fail(path, "an array of strings", describe(v));
+      const errors = v.flatMap((item, i) => (typeof item === "string" ? [] : [mismatch(`${path}[${i}]`, "a string", describe(item))]));
+      return errors.length ? { ok: false, errors } : { ok: true, value: Object.freeze([...v]) };
+    }
+    default: {
+      // ValueType is a closed union: a new kind without a case here is a type error.
+      const unreachable: never = type;
+      throw new Error(`unknown value type ${JSON.stringify(unreachable)}`);
+    }
+  }
+}
+
+// ---- unknown-key suggestions ----
+
+/** Optimal-string-alignment distance, so a swapped pair ("hots") counts as one edit. */
+function editDistance(a: string, b: string): number {
+  const d: number[][] = Array.from({ length: a.length + 1 }, (_, i) => [i, ...Array<number>(b.length).fill(0)]);
+  for (let j = 1; j <= b.length; j++) d[0]![j] = j;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let best = Math.min(d[i - 1]![j]! + 1, d[i]![j - 1]! + 1, d[i - 1]![j - 1]! + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) best = Math.min(best, d[i - 2]![j - 2]! + 1);
+      d[i]![j] = best;
+    }
+  }
+  return d[a.length]![b.length]!;
+}
+
+function unknownKey(path: string, name: string, known: readonly string[]): ConfigError {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const candidate of known) {
+    const distance = editDistance(name.toLowerCase(), candidate);
+    const allowed = Math.max(1, Math.min(2, Math.floor(candidate.length / 3)));
+    if (distance <= allowed && distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  return { path, message: best ? `unknown key (did you mean ${JSON.stringify(best)}?)` : "unknown key" };
+}
+
+// ---- tables and sections ----
+
+interface Table {
+  /** Converted values keyed by Config field, defaults filled in. */
+  readonly values: Record<string, unknown>;
+  /** TOML keys that had an error, so cross-field checks do not pile a second error on them. */
+  readonly bad: ReadonlySet<string>;
+}
+
+/** Converted defaults, computed once; a default that fails its own type is a bug caught at import. */
+const DEFAULTS = new Map<KeySpec, unknown>();
+for (const section of SCHEMA) {
+  for (const spec of section.keys) {
+    if (spec.default === undefined) continue;
+    const result = convert(spec.type, spec.default, `${section.name}.${spec.key}`);
+    if (!result.ok) throw new Error(`bad default: ${result.errors.map(formatConfigError).join("; ")}`);
+    DEFAULTS.set(spec, result.value);
+  }
+}
+
+function readTable(section: SectionSpec, raw: Record<string, unknown>, path: string, errors: ConfigError[]): Table {
+  const values: Record<string, unknown> = {};
+  const bad = new Set<string>();
+  const names = section.keys.map((k) => k.key);
+  // Raw key order is document order, so errors come out in the order a reader meets them in the file.
+  for (const [name, v] of Object.entries(raw)) {
+    const spec = section.keys.find((k) => k.key === name);
+    if (!spec) {
+      errors.push(unknownKey(`${path}.${name}`, name, names));
+      continue;
+    }
+    const result = convert(spec.type, v, `${path}.${name}`);
+    if (result.ok) values[spec.field] = result.value;
+    else {
+      errors.push(...result.errors);
+      bad.add(name);
+    }
+  }
+  for (const spec of section.keys) {
+    if (spec.key in raw) continue;
+    if (spec.required) {
+      errors.push({ path: `${path}.${spec.key}`, message: "required" });
+      bad.add(spec.key);
+    } else if (DEFAULTS.has(spec)) values[spec.field] = DEFAULTS.get(spec);
+  }
+  return { values, bad };
+}
+
+function readSection(section: SectionSpec, raw: unknown, errors: ConfigError[]): Table | Table[] | undefined {
+  const path = section.name;
+  if (!section.many) {
+    if (raw === undefined) return readTable(section, {}, path, errors);
+    if (isTable(raw)) return readTable(section, raw, path, errors);
+    errors.push({ path, message: `expected a table, got ${describe(raw)}` });
+    return undefined;
+  }
+  if (raw === undefined) return [];
+  if (!Array.isArray(raw)) {
+    errors.push({ path, message: `expected an array of tables ([[${path}]]), got ${describe(raw)}` });
+    return undefined;
+  }
+  const tables: Table[] = [];
+  raw.forEach((item, i) => {
+    if (isTable(item)) tables.push(readTable(section, item, `${path}[${i}]`, errors));
+    else errors.push({ path: `${path}[${i}]`, message: `expected a table, got ${describe(item)}` });
+  });
+  return tables;
+}
+
+// ---- cross-field checks ----
+
+function checkUniqueNames(section: string, tables: readonly Table[], errors: ConfigError[]): void {
+  const seen = new Set<string>();
+  tables.forEach((t, i) => {
+    const name = t.values.name;
+    if (typeof name !== "string") return;
+    if (seen.has(name)) errors.push({ path: `${section}[${i}].name`, message: `duplicate name ${JSON.stringify(name)}` });
+    seen.add(name);
+  });
+}
+
+function checkNodes(nodes: readonly Table[], present: boolean, errors: ConfigError[]): void {
+  if (!present) errors.push({ path: "nodes", message: "required (add at least one [[nodes]] table)" });
+  else if (nodes.length === 0) errors.push({ path: "nodes", message: "expected at least one node, got an empty array" });
+  checkUniqueNames("nodes", nodes, errors);
+  let primary: number | undefined;
+  nodes.forEach((t, i) => {
+    if (t.values.role !== "primary") return;
+    if (primary === undefined) primary = i;
+    else errors.push({ path: `nodes[${i}].role`, message: `at most one node may be "primary" (nodes[${primary}] is)` });
+  });
+}
+
+/** Each client auth method needs something to verify the client against. */
+const CREDENTIAL_FOR: Partial<Record<ClientAuthMethod, string>> = { "scram-sha-256": "scram_verifier", md5: "md5_hash" };
+
+function checkUsers(users: readonly Table[], errors: ConfigError[]): void {
+  checkUniqueNames("users", users, errors);
+  users.forEach((t, i) => {
+    const auth = t.values.auth as ClientAuthMethod;
+    const alternative = CREDENTIAL_FOR[auth];
+    if (t.bad.has("auth") || alternative === undefined || t.bad.has("password") || t.bad.has(alternative)) return;
+    if (t.values.password === undefined && t.values[alternative] === undefined) {
+      errors.push({ path: `users[${i}].password`, message: `required for auth "${auth}" unless ${alternative} is given` });
+    }
+  });
+}
+
+// ---- validate ----
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null && !Object.isFrozen(value)) {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** The outcome of `validate`: a config, or every error found. */
+export type ValidateResult = { readonly config: Config } | { readonly errors: ConfigError[] };
+
+/**
+ * Checks a raw configuration object (as parsed from TOML) against `SCHEMA`, fills in defaults and converts units.
+ * Reports every problem at once rather than the first, so one edit fixes a file. The config is deeply frozen.
+ */
+export function validate(raw: unknown): ValidateResult {
+  if (!isTable(raw)) return { errors: [{ path: "", message: `expected a table, got ${describe(raw)}` }] };
+  const errors: ConfigError[] = [];
+  const read = new Map<string, Table | Table[] | undefined>();
+  const sectionNames = SCHEMA.map((s) => s.name);
+  for (const name of Object.keys(raw)) {
+    if (!SCHEMA.some((s) => s.name === name)) errors.push(unknownKey(name, name, sectionNames));
+  }
+  // Sections in document order, then the absent ones (which only fill defaults or report "required").
+  const order = [...SCHEMA].sort((a, b) => rank(raw, a.name) - rank(raw, b.name));
+  for (const section of order) {
+    const found: ConfigError[] = [];
+    const table = readSection(section, raw[section.name], found);
+    read.set(section.name, table);
+    // A nodes value of the wrong type was reported already; "at least one" only applies to an array or nothing.
+    if (section.name === "nodes" && (Array.isArray(table) || raw.nodes === undefined)) {
+      checkNodes(Array.isArray(table) ? table : [], raw.nodes !== undefined, found);
+    }
+    if (section.name === "users" && Array.isArray(table)) checkUsers(table, found);
+    // Cross-field errors are found after a whole array is read; regroup them under their element.
+    errors.push(...found.sort((a, b) => elementIndex(a.path) - elementIndex(b.path)));
+  }
+  if (errors.length > 0) return { errors };
+  const config: Record<string, unknown> = {};
+  for (const section of SCHEMA) {
+    const table = read.get(section.name);
+    config[section.name] = Array.isArray(table) ? table.map((t) => t.values) : table!.values;
+  }
+  return { config: deepFreeze(config as unknown as Config) };
+}
+
+function rank(raw: Record<string, unknown>, name: string): number {
+  const i = Object.keys(raw).indexOf(name);
+  return i === -1 ? Number.MAX_SAFE_INTEGER : i;
+}
+
+/** `n` in `users[n]...`; -1 for a path about the whole section, which sorts first. */
+function elementIndex(path: string): number {
+  const m = /^[a-z_]+\[(\d+)\]/.exec(path);
+  return m ? Number(m[1]) : -1;
+}
