@@ -1,12 +1,17 @@
 /**
- * The composition root: listens for clients, creates a {@link Session} per connection, keeps the BackendKeyData
- * registry for cancellation and enforces the client connection limit.
+ * The composition root: listens for clients, creates a {@link Session} per connection, owns the server
+ * connection pools and the prepared-statement registry, keeps the BackendKeyData registry for cancellation and
+ * enforces the client connection limit.
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { randomInt } from "node:crypto";
 import { serialize } from "pg-protocol";
-import type { Config } from "./config/types.ts";
+import type { Config, NodeConfig, UserConfig } from "./config/types.ts";
 import type { Logger } from "./log.ts";
+import { Pool } from "./pool/pool.ts";
+import type { ServerConn, ServerCredentials } from "./pool/server.ts";
+import { loadParser } from "./router/parser.ts";
+import { StatementRegistry } from "./session/prepared.ts";
 import { Session, type SessionHost } from "./session/session.ts";
 
 export interface ProxyOptions {
@@ -17,18 +22,21 @@ export interface ProxyOptions {
 export class Proxy implements SessionHost {
   config: Config;
   readonly log: Logger;
+  readonly statements = new StatementRegistry();
   private listener: TCPSocketListener<Session> | null = null;
   private readonly sessions = new Set<Session>();
   /** pgroute's own BackendKeyData → session, for CancelRequest. */
   private readonly byPid = new Map<number, Session>();
+  private readonly pools = new Map<string, Pool>();
 
   constructor(opts: ProxyOptions) {
     this.config = opts.config;
     this.log = opts.log;
   }
 
-  /** Starts listening; resolves with the bound address (port 0 picks a free one). */
-  listen(): { host: string; port: number } {
+  /** Loads the SQL parser and starts listening; resolves with the bound address (port 0 picks a free one). */
+  async listen(): Promise<{ host: string; port: number }> {
+    await loadParser();
     const { host, port } = this.config.listen;
     const proxy = this;
     this.listener = Bun.listen<Session>({
@@ -64,8 +72,38 @@ export class Proxy implements SessionHost {
     return this.sessions.size;
   }
 
+  /** Every pool, for inspection. */
+  get allPools(): readonly Pool[] {
+    return [...this.pools.values()];
+  }
+
   overLimit(): boolean {
     return this.sessions.size > this.config.limits.max_client_connections;
+  }
+
+  /** The node that takes this session's traffic: the primary (routing to replicas comes with the router). */
+  private primary(): NodeConfig {
+    return this.config.nodes.find((n) => n.role === "primary") ?? this.config.nodes[0]!;
+  }
+
+  pool(user: UserConfig, database: string, credentials: ServerCredentials): Pool {
+    const node = this.primary();
+    const serverUser = user.server_user ?? user.name;
+    const key = `${node.name}\0${serverUser}\0${database}`;
+    let pool = this.pools.get(key);
+    if (!pool) {
+      pool = new Pool({
+        node,
+        user: serverUser,
+        database,
+        credentials,
+        config: this.config.pool,
+        maxMessageSize: Math.max(this.config.limits.max_message_size, 1 << 30),
+        log: this.log,
+      });
+      this.pools.set(key, pool);
+    } else pool.updateCredentials(credentials);
+    return pool;
   }
 
   register(session: Session): { pid: number; secret: number } {
@@ -83,7 +121,8 @@ export class Proxy implements SessionHost {
 
   /**
    * Forwards a CancelRequest to the server connection the client is using now. A key that does not match does
-   * nothing, as in Postgres; the requester never gets an answer either way.
+   * nothing, as in Postgres; the requester never gets an answer either way. Until the server has taken the
+   * cancel, its connection is not handed to another client, so the cancel cannot hit someone else's query.
    */
   cancel(pid: number, secret: number): void {
     const session = this.byPid.get(pid);
@@ -93,26 +132,49 @@ export class Proxy implements SessionHost {
     }
     const target = session.cancelTarget;
     if (!target) return;
-    const { host, port } = target.node;
-    const request = serialize.cancel(target.pid, target.secret);
-    Bun.connect({
-      hostname: host,
-      port,
-      socket: {
-        open(s: Socket) {
-          s.end(request);
-        },
-        data() {},
-        error() {},
-      },
-    }).catch((err) => this.log.warn("cancel_failed", { node: target.node.name, error: String(err) }));
+    forwardCancel(target, this.log);
     this.log.debug("cancel_forwarded", { pid, node: target.node.name });
   }
 
-  /** Stops accepting and closes every session. */
+  /** Stops accepting, closes every session and every pool. */
   async stop(): Promise<void> {
     this.listener?.stop(true);
     this.listener = null;
     for (const s of [...this.sessions]) s.close();
+    for (const p of this.pools.values()) p.close();
+    this.pools.clear();
   }
+}
+
+/** Sends a CancelRequest for `target`'s running query over a connection of its own. */
+function forwardCancel(target: ServerConn, log: Logger): void {
+  const request = serialize.cancel(target.pid, target.secret);
+  target.cancelling++;
+  const done = () => {
+    if (--target.cancelling > 0) return;
+    const after = target.afterCancel;
+    target.afterCancel = null;
+    after?.();
+  };
+  let finished = false;
+  const finish = () => {
+    if (finished) return;
+    finished = true;
+    done();
+  };
+  Bun.connect({
+    hostname: target.node.host,
+    port: target.node.port,
+    socket: {
+      open(s: Socket) {
+        s.write(request);
+      },
+      data() {},
+      close: finish,
+      error: finish,
+    },
+  }).catch((err) => {
+    log.warn("cancel_failed", { node: target.node.name, error: String(err) });
+    finish();
+  });
 }

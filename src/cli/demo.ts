@@ -49,7 +49,7 @@ export const demo: Command = {
       process.off("SIGINT", stopEarly);
       process.off("SIGTERM", stopEarly);
       const config = applyOverrides(await loadConfig(cluster.configPath), { logLevel: values["log-level"] });
-      const proxy = startProxy(config);
+      const proxy = await startProxy(config);
       for (const n of cluster.nodes) console.error(`  ${n.name.padEnd(9)} ${n.role.padEnd(8)} 127.0.0.1:${n.port}`);
       console.log(`\npgroute is listening on 127.0.0.1:${port}. Connect with:\n`);
       console.log(`  ${pc.bold(`psql "postgres://${cluster.superuser}:${cluster.password}@127.0.0.1:${port}/postgres"`)}\n`);

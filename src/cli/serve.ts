@@ -65,11 +65,11 @@ export function untilSignal(): Promise<NodeJS.Signals> {
 }
 
 /** Starts a proxy for `config`, printing where it listens. */
-export function startProxy(config: Config): Proxy {
+export async function startProxy(config: Config): Promise<Proxy> {
   const log = createLogger(config.log);
   const proxy = new Proxy({ config, log });
   try {
-    proxy.listen();
+    await proxy.listen();
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     const where = `${config.listen.host}:${config.listen.port}`;
@@ -97,7 +97,7 @@ export const serve: Command = {
       logLevel: values["log-level"],
       logFormat: values["log-format"],
     });
-    const proxy = startProxy(config);
+    const proxy = await startProxy(config);
     const sig = await untilSignal();
     await proxy.stop();
     console.error(`pgroute: stopped (${sig})`);

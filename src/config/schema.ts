@@ -133,6 +133,8 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("idle_timeout", duration, "10m"),
       key("max_lifetime", duration, "1h"),
       key("validate_after", duration, "30s"),
+      key("connect_timeout", duration, "5s"),
+      key("prepared_statements", int(1, 100000), 200),
     ],
   },
   {

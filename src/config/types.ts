@@ -52,6 +52,10 @@ export interface PoolConfig {
   readonly max_lifetime_ms: number;
   /** Server connections idle longer than this are validated before reuse. */
   readonly validate_after_ms: number;
+  /** How long pgroute waits for a server to accept a connection and log in. */
+  readonly connect_timeout_ms: number;
+  /** Prepared statements kept per server connection in transaction mode (least recently used are closed). */
+  readonly prepared_statements: number;
 }
 
 export interface LimitsConfig {

@@ -1,24 +1,31 @@
 /**
  * One backend connection: TCP connect, StartupMessage, authentication (SCRAM-SHA-256, md5, cleartext or trust),
- * the server's ParameterStatus and BackendKeyData, then relay. During relay it only steps over message headers,
- * tracking the transaction status from ReadyForQuery, and hands every chunk to its owner unchanged.
+ * the server's ParameterStatus and BackendKeyData, then relay in one of two modes:
+ *
+ * - `raw` (session pooling): chunks go to the owner unchanged; only ReadyForQuery is looked at.
+ * - `tracked` (transaction pooling): every request sent has an entry in a {@link Demux}, which matches replies
+ *   to requests, so pgroute can add its own requests (SET, Parse, ROLLBACK) and know exactly when the
+ *   connection is idle and can go back to the pool.
  */
 import type { Socket, SocketHandler } from "bun";
 import { serialize } from "pg-protocol";
 import type { NodeConfig } from "../config/types.ts";
 import { PgError, errors } from "../errors.ts";
 import { Outbox, type OutboxOwner } from "../net/outbox.ts";
+import { Lru } from "../router/cache.ts";
 import {
   decodeAuthentication,
   decodeBackendKeyData,
   decodeError,
   decodeParameterStatus,
   decodeSaslMechanisms,
+  type ErrorInfo,
 } from "../wire/backend.ts";
 import { Auth, B, ErrorField, TxStatus } from "../wire/codes.ts";
 import { startupMessage } from "../wire/encode.ts";
-import { FrameError, FrameReader, type FrameSink } from "../wire/frame.ts";
+import { FrameReader, type FrameSink } from "../wire/frame.ts";
 import { SCRAM_MECHANISM, ScramClient, md5Hash, md5Response, type ScramSecret } from "../wire/scram.ts";
+import { Demux, TRACKED_TYPES, type DemuxOwner, type Entry, type Pending } from "./demux.ts";
 
 /** What pgroute can prove to a server. Which one is used depends on what the server asks for. */
 export interface ServerCredentials {
@@ -37,15 +44,13 @@ export interface ServerLogin {
   connectTimeoutMs: number;
   /** Largest message accepted from the server (length field included). */
   maxMessageSize: number;
+  /** Capacity of the per-connection prepared statement cache. */
+  preparedCapacity?: number;
 }
 
 /** Receives a relaying server connection's traffic. */
-export interface ServerOwner {
-  /** A chunk of server bytes, to be forwarded as is. */
-  onServerData(chunk: Uint8Array): void;
-  /** ReadyForQuery arrived (after its chunk was handed over). */
-  onServerReady(status: number): void;
-  /** The connection is gone; `error` says why when it was not our own doing. */
+export interface ServerOwner extends DemuxOwner {
+  /** The connection is gone; `error` says why when it was not pgroute's own doing. */
   onServerClose(error: PgError | null): void;
   /** The socket to the server can take more: resume reading the client. */
   onServerWritable(): void;
@@ -55,7 +60,7 @@ export interface ServerOwner {
 
 type Phase = "connecting" | "login" | "ready" | "closed";
 
-/** Message bodies read during login; after it only ReadyForQuery's status byte is needed. */
+/** Message bodies read during login. */
 const LOGIN_TYPES = [
   B.Authentication,
   B.ParameterStatus,
@@ -65,37 +70,72 @@ const LOGIN_TYPES = [
   B.NegotiateProtocolVersion,
 ];
 
+/** Raw mode looks at ReadyForQuery (transaction status) and ErrorResponse (a FATAL before a close). */
+const RAW_TYPES = [B.ReadyForQuery, B.ErrorResponse];
+
+/** What a raw-mode ReadyForQuery is reported with. */
+const RAW_ENTRY: Entry = Object.freeze({ end: "query", mode: "forward" }) as Entry;
+
+/** Owner of a connection nobody leases: drops whatever the server sends unasked. */
+const NOBODY: ServerOwner = {
+  deliver() {},
+  ready() {},
+  onServerClose() {},
+  onServerWritable() {},
+  onServerBlocked() {},
+};
+
+let nextId = 1;
+
 export class ServerConn implements FrameSink, OutboxOwner {
+  readonly id = nextId++;
   readonly node: NodeConfig;
   /** ParameterStatus values as the server last reported them, in arrival order. */
   readonly params = new Map<string, string>();
+  /** Session settings pgroute applied on this connection (name → the statement that set it). */
+  applied = new Map<string, string>();
+  /** Whose settings `applied` last matched, and at which version of them (a shortcut past `diff`). */
+  appliedFor: object | null = null;
+  appliedVersion = -1;
+  /** CancelRequests forwarded for this connection and not yet acknowledged by the server. */
+  cancelling = 0;
+  /** Runs once `cancelling` drops back to 0 (the pool holds a connection back until then). */
+  afterCancel: (() => void) | null = null;
+  /** Server-side names of the prepared statements this connection has. */
+  readonly prepared: Lru<string, true>;
   /** The server's BackendKeyData, used to cancel its running query. */
   pid = 0;
   secret = 0;
   /** Transaction status from the latest ReadyForQuery. */
   txStatus: number = TxStatus.Idle;
-  /** Bytes the server sent past ReadyForQuery that are not at a message boundary yet. */
-  get atBoundary(): boolean {
-    return this.reader.atBoundary;
-  }
+  readonly createdAt = Date.now();
+  /** When it last went idle (returned to its pool). */
+  idleSince = Date.now();
 
   private phase: Phase = "connecting";
+  private mode: "raw" | "tracked" = "raw";
   private socket!: Socket<ServerConn>;
   private outbox!: Outbox;
   private readonly reader: FrameReader;
-  private owner: ServerOwner | null = null;
+  private readonly demux: Demux;
+  private owner: ServerOwner = NOBODY;
   private scram: ScramClient | null = null;
   private sawReady = false;
-  private readyStatus = 0;
   private loginDone!: { resolve: () => void; reject: (e: PgError) => void };
   private closeError: PgError | null = null;
   private notified = false;
-  /** The server sent a FATAL error in relay, so its close needs no error of ours. */
+  /** The server sent a FATAL error, so its close needs no error of ours. */
   private sentFatal = false;
+  /** Raw mode: ReadyForQuery messages still owed for requests the client sent. */
+  outstanding = 0;
 
   private constructor(private readonly login: ServerLogin) {
     this.node = login.node;
     this.reader = new FrameReader(LOGIN_TYPES, login.maxMessageSize);
+    this.prepared = new Lru(login.preparedCapacity ?? 100);
+    this.demux = new Demux(this.reader, this.owner, this.params, (s) => {
+      this.txStatus = s;
+    });
   }
 
   /** Connects and logs in; rejects with the server's own error (or a 08001) when that fails. */
@@ -104,17 +144,14 @@ export class ServerConn implements FrameSink, OutboxOwner {
     const done = new Promise<void>((resolve, reject) => {
       conn.loginDone = { resolve, reject };
     });
+    // It may be settled before it is awaited (a timeout during the TCP connect); that is not an unhandled error.
+    done.catch(() => {});
     const timer = setTimeout(
-      () => conn.fail(errors.cannotConnect(login.node.name, `timed out after ${login.connectTimeoutMs} ms`)),
+      () => conn.fail(errors.cannotConnect(login.node.name, `timed out after ${login.connectTimeoutMs} ms`), true),
       login.connectTimeoutMs,
     );
     try {
-      conn.socket = await Bun.connect({
-        hostname: login.node.host,
-        port: login.node.port,
-        socket: handlers,
-        data: conn,
-      });
+      conn.socket = await Bun.connect({ hostname: login.node.host, port: login.node.port, socket: handlers, data: conn });
     } catch (err) {
       clearTimeout(timer);
       throw conn.closeError ?? errors.cannotConnect(login.node.name, (err as Error).message);
@@ -122,6 +159,7 @@ export class ServerConn implements FrameSink, OutboxOwner {
     if (conn.phase === "closed") {
       // Timed out while the TCP connect was still under way.
       conn.socket.terminate();
+      clearTimeout(timer);
       throw conn.closeError!;
     }
     conn.outbox = new Outbox(conn.socket as Socket<unknown>, conn);
@@ -136,14 +174,68 @@ export class ServerConn implements FrameSink, OutboxOwner {
     return conn;
   }
 
-  /** Starts relaying to `owner`; from here on data goes there. */
-  attach(owner: ServerOwner): void {
-    this.owner = owner;
+  /** Hands the connection to `owner` (null: nobody; unasked messages are dropped) in the given mode. */
+  attach(owner: ServerOwner | null, mode: "raw" | "tracked"): void {
+    this.owner = owner ?? NOBODY;
+    this.demux.setOwner(this.owner);
+    if (mode === this.mode) return;
+    this.mode = mode;
+    for (const t of mode === "raw" ? TRACKED_TYPES : RAW_TYPES) this.reader.want(t, false);
+    for (const t of mode === "raw" ? RAW_TYPES : TRACKED_TYPES) this.reader.want(t);
   }
 
-  /** Forwards client bytes. False when the socket is already closed. */
+  /** Requests in flight in tracked mode. */
+  get pending(): number {
+    return this.demux.pending;
+  }
+
+  /** True when nothing is in flight and no transaction is open: safe to hand to another client. */
+  get idle(): boolean {
+    return (
+      this.phase === "ready" &&
+      this.txStatus === TxStatus.Idle &&
+      this.reader.atBoundary &&
+      (this.mode === "tracked" ? this.demux.pending === 0 : this.outstanding === 0)
+    );
+  }
+
+  get atBoundary(): boolean {
+    return this.reader.atBoundary;
+  }
+
+  /** Tracked mode: writes requests with the entries for their replies. False when the socket is closed. */
+  send(bytes: Uint8Array, entries: readonly Pending[]): boolean {
+    if (this.phase !== "ready") return false;
+    this.demux.push(entries);
+    return this.outbox.write(bytes);
+  }
+
+  /** Raw mode: forwards client bytes. False when the socket is closed. */
   write(buf: Uint8Array, start?: number, end?: number): boolean {
     return this.phase === "ready" && this.outbox.write(buf, start, end);
+  }
+
+  /**
+   * Runs one of pgroute's own simple queries, its replies swallowed. Resolves on success, rejects with the
+   * server's error otherwise.
+   */
+  query(sql: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let error: ErrorInfo | null = null;
+      const sent = this.send(new Uint8Array(serialize.query(sql)), [
+        {
+          end: "query",
+          mode: "swallow",
+          onSwallowedError: (e) => {
+            error = e;
+            return null;
+          },
+          ok: () => resolve(),
+          fail: () => reject(new PgError(error?.code ?? "08006", error?.message ?? `"${sql}" did not complete`)),
+        },
+      ]);
+      if (!sent) reject(errors.serverGone(this.node.name, "the connection is closed"));
+    });
   }
 
   pause(): void {
@@ -179,23 +271,24 @@ export class ServerConn implements FrameSink, OutboxOwner {
   /** @internal */
   handleData(chunk: Uint8Array): void {
     if (this.phase === "ready") {
-      this.sawReady = false;
       try {
+        if (this.mode === "tracked") return this.demux.feed(chunk);
+        this.sawReady = false;
         this.reader.feed(chunk, this);
       } catch (err) {
+        // A length or a reply that makes no sense: this connection cannot be trusted with anyone's data.
         this.fail(errors.serverGone(this.node.name, (err as Error).message), true);
         return;
       }
-      this.owner?.onServerData(chunk);
-      if (this.sawReady) this.owner?.onServerReady(this.readyStatus);
+      this.owner.deliver(chunk, 0, chunk.length);
+      if (this.sawReady) this.owner.ready(this.txStatus, false, RAW_ENTRY);
       return;
     }
     if (this.phase !== "login") return;
     try {
       this.reader.feed(chunk, this);
     } catch (err) {
-      const e = err instanceof PgError ? err : errors.cannotConnect(this.node.name, (err as Error).message);
-      this.fail(e, true);
+      this.fail(err instanceof PgError ? err : errors.cannotConnect(this.node.name, (err as Error).message), true);
     }
   }
 
@@ -203,13 +296,15 @@ export class ServerConn implements FrameSink, OutboxOwner {
   handleClose(): void {
     if (this.notified) return;
     this.notified = true;
-    const wasReady = this.phase === "ready";
     const wasLogin = this.phase === "login" || this.phase === "connecting";
+    const wasReady = this.phase === "ready";
     this.phase = "closed";
-    if (wasLogin) this.loginDone.reject(this.closeError ?? errors.cannotConnect(this.node.name, "the server closed the connection during login"));
-    else if (this.closeError) this.owner?.onServerClose(this.closeError);
-    else if (wasReady && !this.sentFatal) this.owner?.onServerClose(errors.serverGone(this.node.name, "the server closed the connection"));
-    else this.owner?.onServerClose(null);
+    this.demux.abort();
+    if (wasLogin) {
+      this.loginDone.reject(this.closeError ?? errors.cannotConnect(this.node.name, "the server closed the connection during login"));
+    } else if (this.closeError) this.owner.onServerClose(this.closeError);
+    else if (wasReady && !this.sentFatal) this.owner.onServerClose(errors.serverGone(this.node.name, "the server closed the connection"));
+    else this.owner.onServerClose(null);
   }
 
   /** @internal */
@@ -218,23 +313,22 @@ export class ServerConn implements FrameSink, OutboxOwner {
   }
 
   onBlocked(): void {
-    this.owner?.onServerBlocked();
+    this.owner.onServerBlocked();
   }
 
   onUnblocked(): void {
-    this.owner?.onServerWritable();
+    this.owner.onServerWritable();
   }
 
-  // --- messages --------------------------------------------------------------------------------------------
+  // --- messages (login, and raw mode) ----------------------------------------------------------------------
 
   onFrame(type: number, buf: Uint8Array, start: number, end: number): void {
     if (this.phase === "ready") {
       if (type === B.ReadyForQuery) {
-        this.readyStatus = buf[start]!;
-        this.txStatus = this.readyStatus;
+        this.txStatus = buf[start]!;
+        if (this.outstanding > 0) this.outstanding--;
         this.sawReady = true;
       } else if (type === B.ErrorResponse) {
-        // A FATAL the server sends before closing already told the client why; no second error after it.
         const sev = decodeError(buf, start, end).severity;
         if (sev === "FATAL" || sev === "PANIC") this.sentFatal = true;
       }
@@ -259,10 +353,7 @@ export class ServerConn implements FrameSink, OutboxOwner {
         // The server refused us: the client gets the server's own error, fields and all.
         const e = decodeError(buf, start, end);
         const f = e.fields;
-        this.fail(
-          new PgError(e.code, e.message, "FATAL", f.get(ErrorField.Detail), f.get(ErrorField.Hint)),
-          true,
-        );
+        this.fail(new PgError(e.code, e.message, "FATAL", f.get(ErrorField.Detail), f.get(ErrorField.Hint)), true);
         return;
       }
       case B.NegotiateProtocolVersion:
@@ -270,10 +361,8 @@ export class ServerConn implements FrameSink, OutboxOwner {
       case B.ReadyForQuery:
         this.txStatus = buf[start]!;
         this.phase = "ready";
-        // From now on only ReadyForQuery bodies are looked at.
         for (const t of LOGIN_TYPES) this.reader.want(t, false);
-        this.reader.want(B.ReadyForQuery);
-        this.reader.want(B.ErrorResponse);
+        for (const t of RAW_TYPES) this.reader.want(t);
         this.loginDone.resolve();
         return;
     }
@@ -300,8 +389,7 @@ export class ServerConn implements FrameSink, OutboxOwner {
         if (!decodeSaslMechanisms(data).includes(SCRAM_MECHANISM)) {
           return this.fail(errors.cannotConnect(this.node.name, "the server offers no SASL mechanism pgroute supports"), true);
         }
-        const secret: ScramSecret | undefined =
-          c.password !== undefined ? { kind: "password", password: c.password } : c.scram;
+        const secret: ScramSecret | undefined = c.password !== undefined ? { kind: "password", password: c.password } : c.scram;
         if (!secret) return this.noSecret("a SCRAM-SHA-256 password");
         this.scram = new ScramClient(secret);
         this.socket.write(serialize.sendSASLInitialResponseMessage(SCRAM_MECHANISM, this.scram.first()));

@@ -1,33 +1,36 @@
 /**
  * One client connection, from its first byte to its close: startup packet (SSLRequest / GSSENCRequest answered
- * 'N', CancelRequest handed to the proxy), authentication, the server login, then relay.
+ * 'N', CancelRequest handed to the proxy), authentication, login (a pooled server connection brought to the
+ * client's startup settings, whose ParameterStatus values the client gets), then relay — session pooling
+ * ({@link SessionRelay}: bytes pass unchanged) or transaction pooling ({@link TransactionRelay}: per message).
  *
- * Relay is byte-for-byte: chunks are forwarded as they arrive while a {@link FrameReader} steps over the message
- * headers, so frame lengths are enforced without copying. pgroute writes its own messages to a client only at a
- * message boundary of the server stream, so they can never split a server message.
+ * pgroute writes its own messages to a client only at a message boundary of the server stream, so they never
+ * split a server message.
  */
 import type { Socket } from "bun";
 import type { Config, UserConfig } from "../config/types.ts";
 import { PgError, errors } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { Outbox, type OutboxOwner } from "../net/outbox.ts";
-import { ServerConn, type ServerCredentials, type ServerOwner } from "../pool/server.ts";
-import { F, TxStatus } from "../wire/codes.ts";
-import {
-  authenticationOk,
-  backendKeyData,
-  negotiateProtocolVersion,
-  parameterStatus,
-  readyForQuery,
-} from "../wire/encode.ts";
+import type { Pool } from "../pool/pool.ts";
+import type { ServerConn, ServerCredentials } from "../pool/server.ts";
+import { F } from "../wire/codes.ts";
+import { MessageWriter, authenticationOk, backendKeyData, negotiateProtocolVersion, parameterStatus, readyForQuery } from "../wire/encode.ts";
 import { FrameError, FrameReader, type FrameSink } from "../wire/frame.ts";
-import { StartupError, parseStartup, startupLength, type StartupPacket } from "../wire/startup.ts";
+import { parseStartup, startupLength, type StartupPacket } from "../wire/startup.ts";
 import { ClientAuth } from "./auth.ts";
+import { PreparedStatements, type StatementRegistry } from "./prepared.ts";
+import { SessionRelay } from "./raw.ts";
+import { SessionSettings } from "./settings.ts";
+import { TransactionRelay, type ClientSide } from "./transaction.ts";
 
 /** What a session needs from the proxy that owns it. */
 export interface SessionHost {
   readonly config: Config;
   readonly log: Logger;
+  readonly statements: StatementRegistry;
+  /** The pool for this user and database on the node that serves it. */
+  pool(user: UserConfig, database: string, credentials: ServerCredentials): Pool;
   /** Registers a session for cancellation; returns its BackendKeyData. */
   register(session: Session): { pid: number; secret: number };
   /** A CancelRequest arrived on this (otherwise unauthenticated) connection. */
@@ -41,22 +44,24 @@ export interface SessionHost {
 type Phase =
   | { kind: "startup" }
   | { kind: "auth"; auth: ClientAuth; user: UserConfig | undefined }
-  | { kind: "connecting" }
-  | { kind: "relay" }
+  | { kind: "login" }
+  | { kind: "session"; relay: SessionRelay }
+  | { kind: "transaction"; relay: TransactionRelay }
   | { kind: "closed" };
 
 const N = Uint8Array.of(0x4e); // 'N': no SSL / no GSS encryption
 
-export class Session implements FrameSink, ServerOwner, OutboxOwner {
+export class Session implements FrameSink, OutboxOwner, ClientSide {
   private phase: Phase = { kind: "startup" };
-  /** Bytes of a startup-phase packet not yet complete, or client bytes that arrived before relay began. */
+  /** Bytes of a startup-phase packet not yet complete, or client bytes that arrived during login. */
   private pending: Uint8Array | null = null;
   private readonly outbox: Outbox;
   private readonly reader: FrameReader;
-  private server: ServerConn | null = null;
   private loginTimer: ReturnType<typeof setTimeout> | null = null;
   /** Offset in the current chunk where a Terminate message starts, or -1. */
   private terminateAt = -1;
+  /** The chunk being read, for message views in transaction mode. */
+  private chunk: Uint8Array = new Uint8Array(0);
   /** pgroute's own BackendKeyData for this client. */
   pid = 0;
   secret = 0;
@@ -80,25 +85,40 @@ export class Session implements FrameSink, ServerOwner, OutboxOwner {
   // --- client socket events ------------------------------------------------------------------------------
 
   onData(chunk: Uint8Array): void {
-    switch (this.phase.kind) {
-      case "relay":
-        return this.relay(chunk);
+    const phase = this.phase;
+    switch (phase.kind) {
+      case "session":
+      case "transaction":
+      case "auth":
+        return this.read(chunk);
       case "startup":
         return this.startupData(chunk);
-      case "auth":
-        try {
-          this.reader.feed(chunk, this);
-        } catch (err) {
-          this.fatal(err instanceof FrameError ? errors.protocolViolation(err.message) : (err as PgError));
-        }
-        return;
-      case "connecting":
-        // The client is not supposed to talk before ReadyForQuery; keep what it sends for the server.
+      case "login":
+        // The client should wait for ReadyForQuery; keep whatever it sends for when relay begins.
         this.pending = this.pending ? concat(this.pending, chunk) : chunk.slice();
         return;
       case "closed":
         return;
     }
+  }
+
+  private read(chunk: Uint8Array): void {
+    this.chunk = chunk;
+    this.terminateAt = -1;
+    try {
+      this.reader.feed(chunk, this);
+    } catch (err) {
+      return this.fatal(err instanceof FrameError ? errors.protocolViolation(err.message) : (err as PgError));
+    }
+    const phase = this.phase;
+    if (phase.kind !== "session") {
+      if (this.terminateAt >= 0) this.close();
+      return;
+    }
+    // Session pooling forwards the chunk as it came, up to a Terminate (the connection is ours to end).
+    const end = this.terminateAt >= 0 ? this.terminateAt : chunk.length;
+    if (end > 0 && !phase.relay.forward(chunk, 0, end)) return this.close();
+    if (this.terminateAt >= 0) this.close();
   }
 
   onDrain(): void {
@@ -107,7 +127,6 @@ export class Session implements FrameSink, ServerOwner, OutboxOwner {
 
   onClose(): void {
     if (this.phase.kind === "closed") return;
-    this.phase = { kind: "closed" };
     this.cleanup();
   }
 
@@ -143,7 +162,7 @@ export class Session implements FrameSink, ServerOwner, OutboxOwner {
       case "ssl":
       case "gssenc":
         // Encryption comes with TLS support; until then the client may continue in plaintext.
-        this.write(N);
+        this.send(N);
         return;
       case "cancel":
         this.host.cancel(p.pid, p.secret);
@@ -167,7 +186,7 @@ export class Session implements FrameSink, ServerOwner, OutboxOwner {
       return this.fatal(errors.unsupported("replication connections are not supported through pgroute"));
     }
     // We speak 3.0 and no protocol extensions: tell a client that asked for more (docs, NegotiateProtocolVersion).
-    if (minor > 0 || unrecognized.length > 0) this.write(negotiateProtocolVersion(0, unrecognized));
+    if (minor > 0 || unrecognized.length > 0) this.send(negotiateProtocolVersion(0, unrecognized));
     const userCfg = cfg.users.find((u) => u.name === user);
     const auth = new ClientAuth(userCfg, user);
     this.phase = { kind: "auth", auth, user: userCfg };
@@ -175,189 +194,186 @@ export class Session implements FrameSink, ServerOwner, OutboxOwner {
     if (rest.length > 0 && this.phase.kind === "auth") this.onData(rest);
   }
 
-  // --- authentication ------------------------------------------------------------------------------------
+  // --- authentication and relay messages -----------------------------------------------------------------
 
-  onFrame(type: number, buf: Uint8Array, start: number, end: number): void {
+  onFrame(type: number, buf: Uint8Array, start: number, end: number, msgStart: number, next: number): void {
     const phase = this.phase;
-    if (phase.kind === "relay") {
-      // Terminate: the client is done. Everything before it goes to the server; the connection is ours to end.
-      if (type === F.Terminate) {
-        this.terminateAt = start - 5;
-        this.reader.stop();
-      }
+    if (type === F.Terminate && (phase.kind === "session" || phase.kind === "transaction")) {
+      this.terminateAt = Math.max(0, msgStart);
+      this.reader.stop();
       return;
     }
-    if (phase.kind !== "auth") return;
-    if (type !== F.Password) {
-      return this.fatal(errors.protocolViolation(`expected a password response, got message type "${String.fromCharCode(type)}"`));
+    switch (phase.kind) {
+      case "session":
+        return phase.relay.onMessage(type);
+      case "transaction": {
+        const frame =
+          msgStart >= 0 ? this.chunk.subarray(msgStart, next) : new MessageWriter(end - start + 5).begin(type).bytes(buf.subarray(start, end)).end().done();
+        return phase.relay.onMessage(type, frame);
+      }
+      case "auth":
+        if (type !== F.Password) {
+          return this.fatal(errors.protocolViolation(`expected a password response, got message type "${String.fromCharCode(type)}"`));
+        }
+        this.authStep(phase.auth.onMessage(buf, start, end), phase.user);
+        if (this.phase.kind === "login") {
+          // Anything after the last password message waits for the relay.
+          this.reader.stop();
+          if (next < this.chunk.length) this.pending = this.chunk.slice(next);
+        }
+        return;
     }
-    this.authStep(phase.auth.onMessage(buf, start, end), phase.user);
   }
 
   private authStep(step: ReturnType<ClientAuth["start"]>, user: UserConfig | undefined): void {
     switch (step.kind) {
       case "send":
-        this.write(step.bytes);
+        this.send(step.bytes);
         return;
       case "fail":
         this.host.log.info("auth_failed", { user: this.user, client: this.remote });
         return this.fatal(step.error);
       case "ok": {
-        if (step.bytes) this.write(step.bytes);
+        if (step.bytes) this.send(step.bytes);
         const allowed = user!.databases;
         if (allowed.length > 0 && !allowed.includes(this.database)) {
           return this.fatal(errors.notAllowed(this.user, this.database));
         }
-        this.phase = { kind: "connecting" };
-        void this.connectServer(user!, step.credentials);
+        this.phase = { kind: "login" };
+        void this.login(user!, step.credentials);
         return;
       }
     }
   }
 
-  // --- server login --------------------------------------------------------------------------------------
+  // --- login ---------------------------------------------------------------------------------------------
 
-  private async connectServer(user: UserConfig, credentials: ServerCredentials): Promise<void> {
+  /**
+   * Leases a server connection, applies the client's startup settings there (their ParameterStatus values are
+   * what the client is told), then starts the relay.
+   */
+  private async login(user: UserConfig, credentials: ServerCredentials): Promise<void> {
     const cfg = this.host.config;
-    const node = cfg.nodes.find((n) => n.role === "primary") ?? cfg.nodes[0]!;
-    const params = new Map(this.params);
-    if (user.server_user) params.set("user", user.server_user);
-    let server: ServerConn;
+    const pool = this.host.pool(user, this.database, credentials);
+    const settings = new SessionSettings(this.params);
+    let conn: ServerConn;
     try {
-      server = await ServerConn.connect({
-        node,
-        params,
-        credentials,
-        connectTimeoutMs: cfg.pool.checkout_timeout_ms,
-        maxMessageSize: Math.max(cfg.limits.max_message_size, 1 << 30),
-      });
+      conn = await pool.acquire();
     } catch (err) {
-      const e = err instanceof PgError ? err : errors.cannotConnect(node.name, String(err));
-      this.host.log.warn("server_login_failed", { node: node.name, user: this.user, code: e.code, error: e.message });
-      return this.fatal(e);
+      return this.loginFailed(err, pool);
     }
-    if (this.phase.kind !== "connecting") {
-      server.close(); // the client left while we were logging in
-      return;
+    if (this.phase.kind !== "login") return pool.release(conn); // the client left meanwhile
+    const sql = settings.diff(conn);
+    if (sql) {
+      try {
+        await conn.query(sql);
+      } catch (err) {
+        pool.release(conn);
+        return this.loginFailed(err, pool);
+      }
+      if (this.phase.kind !== "login") return pool.release(conn);
     }
-    this.server = server;
-    server.attach(this);
+    settings.markApplied(conn);
+    conn.appliedFor = settings;
+    conn.appliedVersion = settings.version;
+
     const key = this.host.register(this);
     this.pid = key.pid;
     this.secret = key.secret;
     if (this.loginTimer) clearTimeout(this.loginTimer);
     this.loginTimer = null;
 
-    const parts: Uint8Array[] = [authenticationOk()];
-    for (const [k, v] of server.params) parts.push(parameterStatus(k, v));
-    parts.push(backendKeyData(this.pid, this.secret), readyForQuery(server.txStatus));
-    this.write(concat(...parts));
+    const w = new MessageWriter(512).bytes(authenticationOk());
+    for (const [k, v] of conn.params) w.bytes(parameterStatus(k, v));
+    w.bytes(backendKeyData(this.pid, this.secret)).bytes(readyForQuery(conn.txStatus));
+    const welcome = w.done();
 
-    // Relay: the client's frames may now be anything a server accepts, up to the configured size.
     this.reader.want(F.Password, false);
-    this.reader.want(F.Terminate);
-    this.phase = { kind: "relay" };
-    this.host.log.debug("session_start", { user: this.user, database: this.database, node: node.name, client: this.remote });
+    if (cfg.pool.mode === "session") {
+      for (const t of SessionRelay.WATCHED) this.reader.want(t);
+      this.phase = { kind: "session", relay: new SessionRelay(this, pool, conn) };
+    } else {
+      this.reader.wantAll = true;
+      pool.release(conn);
+      const prepared = new PreparedStatements(this.host.statements);
+      this.phase = { kind: "transaction", relay: new TransactionRelay(this, pool, settings, prepared) };
+    }
+    this.send(welcome);
+    this.host.log.debug("session_start", { user: this.user, database: this.database, pool: pool.name, client: this.remote });
     const early = this.pending;
     this.pending = null;
-    if (early) this.relay(early);
+    if (early) this.onData(early);
   }
 
-  // --- relay ---------------------------------------------------------------------------------------------
-
-  private relay(chunk: Uint8Array): void {
-    try {
-      this.reader.feed(chunk, this);
-    } catch (err) {
-      return this.fatal(errors.protocolViolation((err as FrameError).message));
-    }
-    const end = this.terminateAt;
-    if (end >= 0) {
-      if (end > 0) this.server?.write(chunk, 0, end);
-      return this.close();
-    }
-    if (!this.server?.write(chunk)) this.close();
+  private loginFailed(err: unknown, pool: Pool): void {
+    const e = err instanceof PgError ? err : errors.cannotConnect(pool.node.name, String(err));
+    this.host.log.warn("login_failed", { pool: pool.name, user: this.user, code: e.code, error: e.message });
+    this.fatal(new PgError(e.code, e.message, "FATAL", e.detail, e.hint));
   }
 
-  onServerData(chunk: Uint8Array): void {
-    if (!this.outbox.write(chunk)) this.server?.close();
+  // --- ClientSide (used by the relays) -------------------------------------------------------------------
+
+  send(buf: Uint8Array, start = 0, end = buf.length): void {
+    if (!this.outbox.write(buf, start, end)) this.cleanup();
   }
 
-  onServerReady(_status: number): void {}
-
-  onServerClose(error: PgError | null): void {
-    this.server = null;
-    if (this.phase.kind === "closed") return;
-    if (!error) return this.close();
-    this.host.log.warn("server_closed", { user: this.user, error: error.message });
-    this.fatal(error);
-  }
-
-  onServerBlocked(): void {
+  pauseClient(): void {
     this.socket.pause();
   }
 
-  onServerWritable(): void {
+  resumeClient(): void {
     this.socket.resume();
+  }
+
+  log(event: string, fields: Record<string, string | number>): void {
+    this.host.log.debug(event, { user: this.user, client: this.remote, ...fields });
   }
 
   /** The client cannot take more: stop reading the server until it drains. */
   onBlocked(): void {
-    this.server?.pause();
+    this.cancelTarget?.pause();
   }
 
   onUnblocked(): void {
-    this.server?.resume();
+    this.cancelTarget?.resume();
   }
-
-  // --- cancel & close ------------------------------------------------------------------------------------
 
   /** The server connection a CancelRequest should reach right now, if any. */
   get cancelTarget(): ServerConn | null {
-    return this.server;
-  }
-
-  get inTransaction(): boolean {
-    return this.server !== null && this.server.txStatus !== TxStatus.Idle;
-  }
-
-  private write(bytes: Uint8Array): void {
-    this.outbox.write(bytes);
+    const p = this.phase;
+    return p.kind === "session" || p.kind === "transaction" ? p.relay.cancelTarget : null;
   }
 
   /** Sends a FATAL error (when the stream allows it) and closes. */
   fatal(e: PgError): void {
     if (this.phase.kind === "closed") return;
-    if (!this.server || this.server.atBoundary) this.write(e.toMessage());
+    const server = this.cancelTarget;
+    if (!server || server.atBoundary) this.send(e.toMessage());
     this.close();
   }
 
-  /** Closes the client connection and its server connection. */
+  /** Closes the client connection; its server connection goes back to the pool if it is clean. */
   close(): void {
-    if (this.phase.kind !== "closed") this.phase = { kind: "closed" };
-    this.socket.end();
+    if (this.phase.kind === "closed") return;
     this.cleanup();
+    this.socket.end();
   }
 
   private cleanup(): void {
+    const phase = this.phase;
+    if (phase.kind === "closed") return;
+    this.phase = { kind: "closed" };
     if (this.loginTimer) clearTimeout(this.loginTimer);
     this.loginTimer = null;
-    const server = this.server;
-    this.server = null;
-    server?.close();
+    if (phase.kind === "session" || phase.kind === "transaction") phase.relay.close();
     this.outbox.clear();
     this.host.closed(this);
   }
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  let len = 0;
-  for (const p of parts) len += p.length;
-  const out = new Uint8Array(len);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
   return out;
 }

@@ -2,7 +2,8 @@
  * Streaming frame reader for typed protocol messages (`Byte1 type, Int32 length, body`), PostgreSQL docs
  * "Message Formats". It walks message headers across arbitrarily split chunks without copying the bytes it only
  * steps over, so the relay can forward chunks as they came. Only messages whose type was asked for are handed
- * to the sink with their body; when such a body straddles chunks it is gathered into a buffer of its own.
+ * to the sink with their body; when such a message straddles chunks it is gathered into a buffer of its own and
+ * its bytes are reported as *held* (see {@link FrameReader.heldFrom}), so a relay forwards it whole or not at all.
  *
  * The length is authoritative: a length below 4 or above the configured maximum is a protocol violation, decided
  * from the header before anything is allocated.
@@ -11,10 +12,11 @@
 /** Receives the messages a {@link FrameReader} was asked to look at. */
 export interface FrameSink {
   /**
-   * One complete message. `body` is valid only during the call; `buf[start..end)` is the body (type and length
-   * excluded). `next` is the offset in the chunk just past this message.
+   * One complete message; `buf[start..end)` is its body (type and length excluded), valid only during the call.
+   * `msgStart` is the offset of its type byte in the current chunk, or -1 when the message began in an earlier
+   * chunk (then `buf` is a gathered copy of the body). `next` is the offset in the chunk just past it.
    */
-  onFrame(type: number, body: Uint8Array, start: number, end: number, next: number): void;
+  onFrame(type: number, buf: Uint8Array, start: number, end: number, msgStart: number, next: number): void;
 }
 
 export class FrameError extends Error {
@@ -26,18 +28,28 @@ const HEADER = 5;
 export class FrameReader {
   /** 1 for each message type whose body the sink wants. */
   private readonly wants = new Uint8Array(256);
+  /** When set, every message is wanted. */
+  wantAll = false;
   /** Header bytes of a message whose header straddles chunks. */
   private readonly head = new Uint8Array(HEADER);
   private headLen = 0;
+  /** Whether the message whose header is partial is wanted (decided on its first byte). */
+  private headWanted = false;
   /** Body bytes still to come of the message in progress (stepped over or gathered). */
   private remaining = 0;
-  /** Type and gather buffer of the message in progress, when it is wanted. */
+  /** Type of the message in progress. */
   private type = 0;
   /**
    * Pieces of a wanted body that straddles chunks. Copied as they arrive, so memory follows the bytes received,
    * never the length a peer declared.
    */
   private gather: Uint8Array[] | null = null;
+  private stopped = false;
+  /**
+   * After `feed`: the offset in that chunk from which its bytes belong to a wanted message not yet complete
+   * (0 when the whole chunk does), or the chunk's length when none do.
+   */
+  heldFrom = 0;
 
   constructor(
     wanted: readonly number[],
@@ -61,14 +73,21 @@ export class FrameReader {
     return this.headLen === 0 && this.remaining === 0;
   }
 
+  /** Called by a sink inside `onFrame` to make `feed` return right after the current message. */
+  stop(): void {
+    this.stopped = true;
+  }
+
   /**
-   * Walks `chunk` from `from`. Throws {@link FrameError} on an invalid length. Stops early, returning the offset
-   * reached, when the sink sets `stop` via {@link FrameReader.stop}; otherwise returns `chunk.length`.
+   * Walks `chunk` from `from`. Throws {@link FrameError} on an invalid length. Returns the offset reached:
+   * `chunk.length`, or earlier when the sink called {@link FrameReader.stop}.
    */
   feed(chunk: Uint8Array, sink: FrameSink, from = 0): number {
     let i = from;
     const n = chunk.length;
     this.stopped = false;
+    // Bytes of a held message that began in an earlier chunk keep this whole chunk held until it completes.
+    let held = this.gather !== null || (this.headLen > 0 && this.headWanted) ? 0 : -1;
     while (i < n) {
       if (this.remaining > 0) {
         // Inside a message body that began in an earlier chunk.
@@ -79,11 +98,13 @@ export class FrameReader {
         if (this.remaining === 0 && this.gather) {
           const body = concat(this.gather);
           this.gather = null;
-          sink.onFrame(this.type, body, 0, body.length, i);
-          if (this.stopped) return i;
+          held = -1;
+          sink.onFrame(this.type, body, 0, body.length, -1, i);
+          if (this.stopped) return this.finish(i, held, n);
         }
         continue;
       }
+      const msgStart = this.headLen === 0 ? i : -1;
       let type: number;
       let len: number;
       if (this.headLen === 0 && n - i >= HEADER) {
@@ -92,6 +113,10 @@ export class FrameReader {
         i += HEADER;
       } else {
         // The header straddles chunks: collect its five bytes first.
+        if (this.headLen === 0) {
+          this.headWanted = this.wantAll || this.wants[chunk[i]!] === 1;
+          if (this.headWanted) held = i;
+        }
         const take = Math.min(HEADER - this.headLen, n - i);
         this.head.set(chunk.subarray(i, i + take), this.headLen);
         this.headLen += take;
@@ -109,32 +134,37 @@ export class FrameReader {
             : `message of type "${String.fromCharCode(type)}" is ${len} bytes, over the limit of ${this.maxLength}`,
         );
       }
+      const wanted = msgStart >= 0 ? this.wantAll || this.wants[type] === 1 : this.headWanted;
       const body = len - 4;
       if (n - i >= body) {
         const end = i + body;
-        if (this.wants[type] === 1) {
-          sink.onFrame(type, chunk, i, end, end);
-          i = end;
-          if (this.stopped) return i;
-        } else {
-          i = end;
+        i = end;
+        if (wanted) {
+          held = -1;
+          if (msgStart >= 0) sink.onFrame(type, chunk, end - body, end, msgStart, end);
+          else {
+            // The header came from an earlier chunk; the body is all here.
+            sink.onFrame(type, chunk.slice(end - body, end), 0, body, -1, end);
+          }
+          if (this.stopped) return this.finish(i, held, n);
         }
         continue;
       }
       // The body continues in a later chunk.
       this.type = type;
       this.remaining = body - (n - i);
-      if (this.wants[type] === 1) this.gather = [chunk.slice(i)];
+      if (wanted) {
+        this.gather = [chunk.slice(i)];
+        if (held < 0) held = msgStart;
+      }
       i = n;
     }
-    return n;
+    return this.finish(i, held, n);
   }
 
-  private stopped = false;
-
-  /** Called by a sink inside `onFrame` to make `feed` return right after the current message. */
-  stop(): void {
-    this.stopped = true;
+  private finish(i: number, held: number, n: number): number {
+    this.heldFrom = held < 0 ? n : held;
+    return i;
   }
 }
 

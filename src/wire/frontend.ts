@@ -29,3 +29,41 @@ export function decodeSaslInitial(buf: Uint8Array, start: number, end: number): 
 export function decodeSaslResponse(buf: Uint8Array, start: number, end: number): string {
   return dec.decode(buf.subarray(start, end));
 }
+
+function cstring(buf: Uint8Array, at: number, end: number): [string, number] {
+  const z = buf.indexOf(0, at);
+  if (z < 0 || z >= end) throw new DecodeError("missing string terminator");
+  return [dec.decode(buf.subarray(at, z)), z + 1];
+}
+
+/** Parse ('P'): statement name, query text, and the parameter type OIDs as raw bytes (Int16 count + Int32s). */
+export function decodeParse(buf: Uint8Array, start: number, end: number): { name: string; query: string; types: Uint8Array } {
+  const [name, a] = cstring(buf, start, end);
+  const [query, b] = cstring(buf, a, end);
+  if (b + 2 > end) throw new DecodeError("Parse message too short");
+  return { name, query, types: buf.subarray(b, end) };
+}
+
+/** Bind ('B'): portal and statement names, and the offset where the rest (formats, values) begins. */
+export function decodeBind(buf: Uint8Array, start: number, end: number): { portal: string; statement: string; rest: number } {
+  const [portal, a] = cstring(buf, start, end);
+  const [statement, b] = cstring(buf, a, end);
+  return { portal, statement, rest: b };
+}
+
+/** Describe ('D') and Close ('C'): 'S' for a statement or 'P' for a portal, and its name. */
+export function decodeTarget(buf: Uint8Array, start: number, end: number): { kind: number; name: string } {
+  if (end - start < 2) throw new DecodeError("message too short");
+  const [name] = cstring(buf, start + 1, end);
+  return { kind: buf[start]!, name };
+}
+
+/** Execute ('E'): the portal name. */
+export function decodeExecute(buf: Uint8Array, start: number, end: number): string {
+  return cstring(buf, start, end)[0];
+}
+
+/** Query ('Q'): the query string. */
+export function decodeQuery(buf: Uint8Array, start: number, end: number): string {
+  return cstring(buf, start, end)[0];
+}

@@ -168,6 +168,8 @@ describe("validate: values", () => {
         idle_timeout_ms: 600_000,
         max_lifetime_ms: 3_600_000,
         validate_after_ms: 30_000,
+        connect_timeout_ms: 5_000,
+        prepared_statements: 200,
       },
       limits: { max_client_connections: 10_000, max_message_size: 64 * 1024 * 1024, login_timeout_ms: 10_000 },
       log: { level: "info", format: "text" },

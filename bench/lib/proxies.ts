@@ -1,0 +1,207 @@
+/**
+ * The two proxies under test, each as a separate process whose CPU time we can read: pgroute (`bun
+ * src/cli/main.ts serve`) and PgBouncer, both in session mode in front of the same PostgreSQL primary.
+ */
+import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import type { Subprocess } from "bun";
+import { onCleanup } from "./cleanup.ts";
+import { childrenOf, commOf, isAlive, killNow, postgresUser, sleep, stopChild, tail, terminate, waitForPort } from "./proc.ts";
+
+/** A proxy process under test. */
+export interface ProxyProcess {
+  name: string;
+  host: string;
+  port: number;
+  /** The process whose CPU time is measured (pgbouncer itself, not the runuser wrapping it). */
+  pid: number;
+  /** Where its stdout and stderr go. */
+  logFile: string;
+  /** Whether it is still running (a crash mid-benchmark must not go unnoticed). */
+  alive(): boolean;
+  stop(): Promise<void>;
+}
+
+/** The PostgreSQL server both proxies point at, and the one login they accept and use. */
+export interface Upstream {
+  host: string;
+  port: number;
+  user: string;
+  password: string;
+  database: string;
+}
+
+/** Repository root (bench/lib/ → ../..), where `src/cli/main.ts` lives. */
+export const ROOT = resolve(import.meta.dir, "..", "..");
+
+const READY_TIMEOUT_MS = 20_000;
+
+function tomlString(v: string): string {
+  return JSON.stringify(v); // a JSON string is a valid TOML basic string
+}
+
+/** The pgroute.toml for the benchmark: one primary, one SCRAM user, session pooling with 20 server connections. */
+export function pgrouteToml(listenPort: number, up: Upstream, poolSize: number): string {
+  return [
+    "# Written by bench/session-mode.ts",
+    "[listen]",
+    `host = ${tomlString("127.0.0.1")}`,
+    `port = ${listenPort}`,
+    "",
+    "[[nodes]]",
+    `name = ${tomlString("primary")}`,
+    `host = ${tomlString(up.host)}`,
+    `port = ${up.port}`,
+    `role = ${tomlString("primary")}`,
+    "",
+    "[[users]]",
+    `name = ${tomlString(up.user)}`,
+    `password = ${tomlString(up.password)}`,
+    `auth = ${tomlString("scram-sha-256")}`,
+    "",
+    "[pool]",
+    `mode = ${tomlString("session")}`,
+    `size = ${poolSize}`,
+    "",
+  ].join("\n");
+}
+
+/** Start pgroute as `bun src/cli/main.ts serve -c <config> --log-level warn` and wait until it accepts connections. */
+export async function startPgroute(listenPort: number, up: Upstream, poolSize: number): Promise<ProxyProcess> {
+  const dir = mkdtempSync(join(tmpdir(), "pgroute-bench-"));
+  const rm = () => rmSync(dir, { recursive: true, force: true });
+  onCleanup({ name: "pgroute temp dir", run: rm, sync: rm }); // kept until the end: the report reads the log
+  const configPath = join(dir, "pgroute.toml");
+  writeFileSync(configPath, pgrouteToml(listenPort, up, poolSize), { mode: 0o600 });
+  const logFile = join(dir, "pgroute.log");
+  const proc = Bun.spawn([process.execPath, "src/cli/main.ts", "serve", "-c", configPath, "--log-level", "warn"], {
+    cwd: ROOT,
+    stdin: "ignore",
+    stdout: Bun.file(logFile),
+    stderr: Bun.file(logFile),
+  });
+  const stop = () => stopChild(proc, 10_000);
+  const unregister = onCleanup({ name: "pgroute", run: stop, sync: () => killNow(proc.pid) });
+  const alive = () => proc.exitCode === null && proc.signalCode === null;
+  try {
+    await waitForPort("pgroute", "127.0.0.1", listenPort, alive, READY_TIMEOUT_MS);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n--- ${logFile} ---\n${tail(logFile)}`);
+  }
+  return {
+    name: "pgroute",
+    host: "127.0.0.1",
+    port: listenPort,
+    pid: proc.pid,
+    logFile,
+    alive,
+    async stop() {
+      await stop();
+      unregister();
+    },
+  };
+}
+
+/** `PgBouncer 1.18.0`, or undefined if pgbouncer is not installed. */
+export function pgbouncerVersion(): string | undefined {
+  try {
+    const r = Bun.spawnSync(["pgbouncer", "--version"], { stdout: "pipe", stderr: "pipe" });
+    if (r.exitCode !== 0) return undefined;
+    return r.stdout.toString().split("\n")[0]?.trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** pgbouncer.ini for the benchmark: session pooling, 20 server connections, TCP on loopback only. */
+export function pgbouncerIni(dir: string, listenPort: number, up: Upstream, poolSize: number): string {
+  return [
+    "; Written by bench/session-mode.ts",
+    "[databases]",
+    `${up.database} = host=${up.host} port=${up.port} dbname=${up.database}`,
+    "",
+    "[pgbouncer]",
+    "listen_addr = 127.0.0.1",
+    `listen_port = ${listenPort}`,
+    "unix_socket_dir =",
+    "auth_type = scram-sha-256",
+    `auth_file = ${join(dir, "userlist.txt")}`,
+    "pool_mode = session",
+    `default_pool_size = ${poolSize}`,
+    "max_client_conn = 200",
+    `pidfile = ${join(dir, "pgbouncer.pid")}`,
+    "log_connections = 0",
+    "log_disconnections = 0",
+    "ignore_startup_parameters = extra_float_digits",
+    "",
+  ].join("\n");
+}
+
+/** The pgbouncer process under `wrapper` (runuser forks and waits), found by its command name. */
+async function findPgbouncer(wrapper: Subprocess): Promise<number> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    for (const pid of childrenOf(wrapper.pid)) if (commOf(pid) === "pgbouncer") return pid;
+    if (wrapper.exitCode !== null) break;
+    await sleep(25);
+  }
+  throw new Error("could not find the pgbouncer process started by runuser");
+}
+
+/**
+ * Start PgBouncer in the foreground (not -d, so its pid is known and it dies with us), as the postgres user
+ * when we are root (it refuses to run as root), and wait until it accepts connections.
+ */
+export async function startPgbouncer(listenPort: number, up: Upstream, poolSize: number): Promise<ProxyProcess> {
+  const asRoot = process.getuid?.() === 0;
+  const pgUser = asRoot ? postgresUser() : undefined;
+  if (asRoot && !pgUser) throw new Error("running as root but there is no 'postgres' user to run pgbouncer as");
+  const dir = mkdtempSync(join(tmpdir(), "pgbouncer-bench-"));
+  const rm = () => rmSync(dir, { recursive: true, force: true });
+  onCleanup({ name: "pgbouncer temp dir", run: rm, sync: rm });
+  chmodSync(dir, 0o700);
+  const iniPath = join(dir, "pgbouncer.ini");
+  const userlist = join(dir, "userlist.txt");
+  const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
+  writeFileSync(iniPath, pgbouncerIni(dir, listenPort, up, poolSize), { mode: 0o600 });
+  writeFileSync(userlist, `${q(up.user)} ${q(up.password)}\n`, { mode: 0o600 });
+  if (pgUser) for (const p of [dir, iniPath, userlist]) chownSync(p, pgUser.uid, pgUser.gid);
+
+  const logFile = join(dir, "pgbouncer.log");
+  const argv = pgUser ? ["runuser", "-u", "postgres", "--", "pgbouncer", iniPath] : ["pgbouncer", iniPath];
+  const proc = Bun.spawn(argv, { cwd: dir, stdin: "ignore", stdout: Bun.file(logFile), stderr: Bun.file(logFile) });
+  let pid: number | undefined = pgUser ? undefined : proc.pid;
+  const stop = async () => {
+    if (pid !== undefined) await terminate(pid, 5000, "SIGTERM"); // SIGTERM: immediate shutdown
+    await stopChild(proc, 5000);
+  };
+  const unregister = onCleanup({
+    name: "pgbouncer",
+    run: stop,
+    sync: () => {
+      if (pid !== undefined) killNow(pid);
+      killNow(proc.pid);
+    },
+  });
+  try {
+    pid ??= await findPgbouncer(proc);
+    const measured = pid;
+    await waitForPort("pgbouncer", "127.0.0.1", listenPort, () => isAlive(measured), READY_TIMEOUT_MS);
+  } catch (err) {
+    throw new Error(`${(err as Error).message}\n--- ${logFile} ---\n${tail(logFile)}`);
+  }
+  const measured = pid;
+  return {
+    name: "pgbouncer",
+    host: "127.0.0.1",
+    port: listenPort,
+    pid: measured,
+    logFile,
+    alive: () => isAlive(measured),
+    async stop() {
+      await stop();
+      unregister();
+    },
+  };
+}

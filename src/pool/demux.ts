@@ -1,0 +1,281 @@
+/**
+ * Matches a server connection's replies to the requests sent on it. Every message pgroute sends that the server
+ * answers gets an {@link Entry}, in order; replies are forwarded to the client or swallowed (pgroute's own
+ * requests), and pgroute's local replies (a ParseComplete for a statement the server already has) are slotted in
+ * at the right place. After an error in an extended-protocol message the server skips to Sync, and so do the
+ * entries (PostgreSQL docs, "Extended Query": "…discards messages until a Sync is reached").
+ */
+import type { ErrorInfo } from "../wire/backend.ts";
+import { decodeError, decodeParameterStatus } from "../wire/backend.ts";
+import { B } from "../wire/codes.ts";
+import { FrameReader, type FrameSink } from "../wire/frame.ts";
+import { Splice } from "../net/splice.ts";
+
+/** The reply that completes an entry. */
+export type End = "parse" | "bind" | "describe" | "execute" | "close" | "sync" | "query" | "function";
+
+/** Entries that an ErrorResponse completes (and after which the server skips to Sync). */
+const EXTENDED: Record<End, boolean> = {
+  parse: true,
+  bind: true,
+  describe: true,
+  execute: true,
+  close: true,
+  sync: false,
+  query: false,
+  function: false,
+};
+
+export interface Entry {
+  end: End;
+  /** `swallow`: the replies are pgroute's own and never reach the client. */
+  mode: "forward" | "swallow";
+  /** Sent to the client instead of this entry's ErrorResponse (a local error reported at its position). */
+  replaceError?: Uint8Array;
+  /** For swallowed entries: what the client sees instead of their ErrorResponse (default: nothing). */
+  onSwallowedError?: (e: ErrorInfo) => Uint8Array | null;
+  /** Completed without error. */
+  ok?: () => void;
+  /** Failed, or skipped by the server after an earlier error. */
+  fail?: () => void;
+  /** Anything the owner wants back with its ReadyForQuery. */
+  tag?: unknown;
+}
+
+/** A reply pgroute makes itself, emitted when every reply before it has been forwarded. */
+export interface Local {
+  local: Uint8Array;
+  ok?: () => void;
+}
+
+export type Pending = Entry | Local;
+
+const isLocal = (p: Pending): p is Local => (p as Local).local !== undefined;
+
+export interface DemuxOwner {
+  /** Bytes for the client. */
+  deliver(buf: Uint8Array, start: number, end: number): void;
+  /** A forwarded ReadyForQuery; `failed` when an error or a rollback happened since the previous one. */
+  ready(status: number, failed: boolean, entry: Entry): void;
+}
+
+/** Replies watched in tracked mode: every message that can complete an entry, plus ParameterStatus. */
+export const TRACKED_TYPES = [
+  B.ReadyForQuery,
+  B.ErrorResponse,
+  B.ParseComplete,
+  B.BindComplete,
+  B.CloseComplete,
+  B.RowDescription,
+  B.NoData,
+  B.CommandComplete,
+  B.EmptyQueryResponse,
+  B.PortalSuspended,
+  B.ParameterStatus,
+];
+
+const ROLLBACK = Buffer.from("ROLLBACK");
+
+/** The server's replies do not match what was sent: the connection cannot be trusted any more. */
+export class DemuxError extends Error {
+  override readonly name = "DemuxError";
+}
+
+export class Demux implements FrameSink {
+  private queue: Pending[] = [];
+  private headIdx = 0;
+  /** The server is skipping to the next Sync after an extended-protocol error. */
+  private skipping = false;
+  private errorSinceReady = false;
+  private rolledBack = false;
+  private readonly splice: Splice;
+  /** Set while a chunk is being processed, so local replies go out in order with it. */
+  private inChunk = false;
+
+  constructor(
+    private readonly reader: FrameReader,
+    private owner: DemuxOwner,
+    private readonly params: Map<string, string>,
+    private readonly onStatus: (status: number) => void,
+  ) {
+    this.splice = new Splice((b, s, e) => this.owner.deliver(b, s, e));
+  }
+
+  setOwner(owner: DemuxOwner): void {
+    this.owner = owner;
+  }
+
+  /** Requests in flight (entries not yet answered). */
+  get pending(): number {
+    return this.queue.length - this.headIdx;
+  }
+
+  /** Adds the entries for messages just written to the server. */
+  push(items: readonly Pending[]): void {
+    for (const p of items) {
+      if (this.skipping) {
+        if (isLocal(p)) continue;
+        if (p.end !== "sync") {
+          p.fail?.();
+          continue;
+        }
+        this.skipping = false;
+      }
+      this.queue.push(p);
+    }
+    if (!this.inChunk) this.emitLocals(-1);
+    this.updateWant();
+  }
+
+  private head(): Pending | undefined {
+    return this.queue[this.headIdx];
+  }
+
+  private shift(): void {
+    this.queue[this.headIdx++] = undefined as unknown as Pending;
+    if (this.headIdx > 64 && this.headIdx * 2 > this.queue.length) {
+      this.queue = this.queue.slice(this.headIdx);
+      this.headIdx = 0;
+    }
+  }
+
+  /** Emits local replies now at the head; `at` is the chunk offset to place them after (-1: outside a chunk). */
+  private emitLocals(at: number): void {
+    for (let h = this.head(); h && isLocal(h); h = this.head()) {
+      this.shift();
+      if (at >= 0) this.splice.inject(h.local, at);
+      else this.owner.deliver(h.local, 0, h.local.length);
+      h.ok?.();
+    }
+  }
+
+  private updateWant(): void {
+    const h = this.head();
+    // While pgroute's own request is answered, every message must be looked at so none leaks to the client.
+    this.reader.wantAll = h !== undefined && !isLocal(h) && h.mode === "swallow";
+  }
+
+  /** Processes a chunk of server bytes. */
+  feed(chunk: Uint8Array): void {
+    this.splice.begin(chunk);
+    this.inChunk = true;
+    try {
+      this.reader.feed(chunk, this);
+      this.splice.end(this.reader.heldFrom);
+    } finally {
+      this.inChunk = false;
+    }
+  }
+
+  onFrame(type: number, buf: Uint8Array, start: number, end: number, msgStart: number, next: number): void {
+    const head = this.head() as Entry | undefined;
+    if (type === B.ParameterStatus) {
+      const [k, v] = decodeParameterStatus(buf, start, end);
+      this.params.set(k, v);
+    }
+    const swallow = head !== undefined && head.mode === "swallow";
+    let ends = false;
+    let error: ErrorInfo | null = null;
+    if (head) {
+      switch (type) {
+        case B.ReadyForQuery:
+          ends = !EXTENDED[head.end];
+          break;
+        case B.ErrorResponse:
+          error = decodeError(buf, start, end);
+          ends = EXTENDED[head.end];
+          break;
+        case B.ParseComplete:
+          ends = head.end === "parse";
+          break;
+        case B.BindComplete:
+          ends = head.end === "bind";
+          break;
+        case B.CloseComplete:
+          ends = head.end === "close";
+          break;
+        case B.RowDescription:
+        case B.NoData:
+          ends = head.end === "describe";
+          break;
+        case B.CommandComplete:
+          // A transaction that ends in ROLLBACK (or a COMMIT of a failed one, tagged ROLLBACK) undid its SETs.
+          if (end - start >= 8 && Buffer.compare(ROLLBACK, buf.subarray(start, start + 8)) === 0) this.rolledBack = true;
+          ends = head.end === "execute";
+          break;
+        case B.EmptyQueryResponse:
+        case B.PortalSuspended:
+          ends = head.end === "execute";
+          break;
+      }
+    } else if (type === B.ErrorResponse) {
+      error = decodeError(buf, start, end);
+      // Unasked, only a FATAL makes sense: the server is going away and says why.
+      if (error.severity !== "FATAL" && error.severity !== "PANIC") throw new DemuxError(`unexpected ErrorResponse: ${error.message}`);
+    } else if (type !== B.ParameterStatus) {
+      throw new DemuxError(`unexpected message "${String.fromCharCode(type)}" with no request pending`);
+    }
+    if (error) this.errorSinceReady = true;
+
+    // What the client gets of this message.
+    if (error && head?.replaceError) {
+      this.splice.cut(msgStart, next);
+      this.splice.inject(head.replaceError, next);
+    } else if (swallow) {
+      this.splice.cut(msgStart, next);
+      const instead = error && head?.onSwallowedError?.(error);
+      if (instead) this.splice.inject(instead, next);
+    } else if (msgStart < 0) {
+      this.splice.keepGathered(type, buf, start, end, next);
+    }
+
+    if (type === B.ReadyForQuery && head && !ends) {
+      // Every extended-protocol message is answered (or skipped after an error) before ReadyForQuery.
+      throw new DemuxError(`ReadyForQuery arrived while a ${head.end} reply was still expected`);
+    }
+    if (type === B.ReadyForQuery) {
+      const status = buf[start]!;
+      this.onStatus(status);
+      const failed = this.errorSinceReady || this.rolledBack;
+      this.errorSinceReady = false;
+      this.rolledBack = false;
+      if (head && ends) {
+        this.shift();
+        if (failed && head.mode === "swallow") head.fail?.();
+        else head.ok?.();
+        if (!swallow) {
+          // The owner may hand the connection on from here: everything up to this message is theirs first.
+          if (this.inChunk) this.splice.flush(next);
+          this.owner.ready(status, failed, head);
+        }
+      }
+    } else if (head && ends) {
+      this.shift();
+      if (error) {
+        head.fail?.();
+        this.skipToSync();
+      } else head.ok?.();
+    }
+    this.emitLocals(next);
+    this.updateWant();
+  }
+
+  /** After an extended-protocol error: the server ignores everything up to the next Sync. */
+  private skipToSync(): void {
+    for (let h = this.head(); h; h = this.head()) {
+      if (!isLocal(h) && h.end === "sync") return;
+      this.shift();
+      if (!isLocal(h)) h.fail?.();
+    }
+    this.skipping = true;
+  }
+
+  /** The connection is gone: everything pending fails. */
+  abort(): void {
+    for (let h = this.head(); h; h = this.head()) {
+      this.shift();
+      if (!isLocal(h)) h.fail?.();
+    }
+    this.skipping = false;
+  }
+}

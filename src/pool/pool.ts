@@ -1,0 +1,258 @@
+/**
+ * A fixed-size pool of server connections for one (node, user, database). Clients lease a connection for a
+ * transaction (or a whole session) and give it back; when none is free they wait in FIFO order up to the
+ * checkout timeout. Idle connections are validated before reuse after a quiet spell, and closed when idle too long
+ * or past their lifetime. A failing server login backs off exponentially, and waiting clients get the server's
+ * own error.
+ */
+import type { NodeConfig, PoolConfig } from "../config/types.ts";
+import { PgError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { ServerConn, type ServerCredentials } from "./server.ts";
+
+export interface PoolOptions {
+  node: NodeConfig;
+  /** Role pgroute logs in as. */
+  user: string;
+  database: string;
+  credentials: ServerCredentials;
+  config: PoolConfig;
+  maxMessageSize: number;
+  log: Logger;
+  /** Injected clock, for tests. */
+  now?: () => number;
+}
+
+interface Waiter {
+  resolve: (conn: ServerConn) => void;
+  reject: (err: PgError) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+const BACKOFF_MIN_MS = 100;
+const BACKOFF_MAX_MS = 10_000;
+
+export class Pool {
+  readonly name: string;
+  readonly node: NodeConfig;
+  readonly user: string;
+  readonly database: string;
+  /** ParameterStatus values of the most recent login, sent to clients at their startup. */
+  params: Map<string, string> | null = null;
+  private credentials: ServerCredentials;
+  private readonly idle: ServerConn[] = [];
+  private readonly all = new Set<ServerConn>();
+  private connecting = 0;
+  private readonly waiters: Waiter[] = [];
+  private backoffMs = 0;
+  private lastFailure: { at: number; error: PgError } | null = null;
+  private readonly sweeper: ReturnType<typeof setInterval>;
+  private closed = false;
+  private readonly now: () => number;
+
+  constructor(private readonly opts: PoolOptions) {
+    this.node = opts.node;
+    this.user = opts.user;
+    this.database = opts.database;
+    this.credentials = opts.credentials;
+    this.name = `${opts.node.name}/${opts.user}@${opts.database}`;
+    this.now = opts.now ?? Date.now;
+    const every = Math.max(250, Math.min(opts.config.idle_timeout_ms, opts.config.max_lifetime_ms, 10_000) / 2);
+    this.sweeper = setInterval(() => this.sweep(), every);
+    this.sweeper.unref?.();
+  }
+
+  get size(): number {
+    return this.all.size;
+  }
+
+  get idleCount(): number {
+    return this.idle.length;
+  }
+
+  get waiting(): number {
+    return this.waiters.length;
+  }
+
+  /** Newer credentials (e.g. a SCRAM key recovered from a client's login) for future server logins. */
+  updateCredentials(c: ServerCredentials): void {
+    if (c.scram || !this.credentials.password) this.credentials = c;
+  }
+
+  /** Leases a connection; rejects with 53300 after the checkout timeout, or with the server's login error. */
+  acquire(): Promise<ServerConn> {
+    if (this.closed) return Promise.reject(new PgError("08006", `pool ${this.name} is closed`));
+    const conn = this.takeIdle();
+    if (conn) return this.validated(conn);
+    return new Promise((resolve, reject) => {
+      const timeout = this.opts.config.checkout_timeout_ms;
+      const waiter: Waiter = {
+        resolve,
+        reject,
+        timer: setTimeout(() => {
+          this.removeWaiter(waiter);
+          reject(
+            new PgError(
+              "53300",
+              `no server connection available in pool "${this.name}" within checkout_timeout (${timeout} ms)`,
+              "ERROR",
+              `all ${this.opts.config.size} connections of the pool are in use`,
+            ),
+          );
+        }, timeout),
+      };
+      this.waiters.push(waiter);
+      this.grow();
+    });
+  }
+
+  /** Returns a leased connection. Connections not known to be clean are closed instead. */
+  release(conn: ServerConn): void {
+    if (conn.cancelling > 0) {
+      // A cancel for its last client may still land: nobody else gets it until the server took the cancel.
+      conn.afterCancel = () => this.release(conn);
+      return;
+    }
+    if (conn.closed || !conn.idle || this.closed || this.expired(conn)) {
+      this.discard(conn);
+      return;
+    }
+    conn.attach(null, "tracked");
+    conn.idleSince = this.now();
+    const w = this.waiters.shift();
+    if (w) {
+      clearTimeout(w.timer);
+      this.validated(conn).then(w.resolve, w.reject);
+      return;
+    }
+    this.idle.push(conn);
+  }
+
+  /** Drops a connection (closed, or in doubt) and makes room for a new one if clients are waiting. */
+  discard(conn: ServerConn): void {
+    this.all.delete(conn);
+    const i = this.idle.indexOf(conn);
+    if (i >= 0) this.idle.splice(i, 1);
+    if (!conn.closed) conn.destroy();
+    this.grow();
+  }
+
+  /** Closes every connection and fails every waiter. */
+  close(): void {
+    this.closed = true;
+    clearInterval(this.sweeper);
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new PgError("57P01", `pool ${this.name} is shutting down`, "FATAL"));
+    }
+    for (const c of this.all) c.close();
+    this.all.clear();
+    this.idle.length = 0;
+  }
+
+  private takeIdle(): ServerConn | undefined {
+    // LIFO: the most recently used connection is the warmest and lets the others age out.
+    for (let c = this.idle.pop(); c; c = this.idle.pop()) {
+      if (!c.closed && !this.expired(c)) return c;
+      this.discard(c);
+    }
+    return undefined;
+  }
+
+  private expired(c: ServerConn): boolean {
+    return this.now() - c.createdAt >= this.opts.config.max_lifetime_ms;
+  }
+
+  /** A connection idle longer than `validate_after` is pinged first; a dead one is replaced transparently. */
+  private async validated(c: ServerConn): Promise<ServerConn> {
+    if (this.now() - c.idleSince < this.opts.config.validate_after_ms) return c;
+    try {
+      await c.query(";");
+      return c;
+    } catch {
+      this.opts.log.info("server_validation_failed", { pool: this.name, conn: c.id });
+      this.discard(c);
+      return this.acquire();
+    }
+  }
+
+  private removeWaiter(w: Waiter): void {
+    const i = this.waiters.indexOf(w);
+    if (i >= 0) this.waiters.splice(i, 1);
+  }
+
+  /** Opens connections for waiting clients, within the pool size and the login backoff. */
+  private grow(): void {
+    while (!this.closed && this.waiters.length > this.connecting && this.all.size + this.connecting < this.opts.config.size) {
+      const f = this.lastFailure;
+      if (f && this.now() - f.at < this.backoffMs) {
+        // Logins are failing: tell the waiters why instead of hammering the server.
+        for (const w of this.waiters.splice(0)) {
+          clearTimeout(w.timer);
+          w.reject(f.error);
+        }
+        return;
+      }
+      this.connecting++;
+      void this.open();
+    }
+  }
+
+  private async open(): Promise<void> {
+    let conn: ServerConn;
+    try {
+      conn = await ServerConn.connect({
+        node: this.node,
+        params: new Map([
+          ["user", this.user],
+          ["database", this.database],
+        ]),
+        credentials: this.credentials,
+        connectTimeoutMs: this.opts.config.connect_timeout_ms,
+        maxMessageSize: this.opts.maxMessageSize,
+        preparedCapacity: this.opts.config.prepared_statements,
+      });
+    } catch (err) {
+      this.connecting--;
+      const e = err instanceof PgError ? err : new PgError("08001", String(err), "FATAL");
+      this.backoffMs = Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_MIN_MS, this.backoffMs * 2));
+      this.lastFailure = { at: this.now(), error: e };
+      this.opts.log.warn("server_login_failed", { pool: this.name, code: e.code, error: e.message, retry_ms: this.backoffMs });
+      // The clients waiting now get the server's own error rather than a timeout.
+      for (const w of this.waiters.splice(0)) {
+        clearTimeout(w.timer);
+        w.reject(e);
+      }
+      return;
+    }
+    this.connecting--;
+    this.backoffMs = 0;
+    this.lastFailure = null;
+    this.params = new Map(conn.params);
+    if (this.closed) {
+      conn.close();
+      return;
+    }
+    this.all.add(conn);
+    this.opts.log.debug("server_connected", { pool: this.name, conn: conn.id, size: this.all.size });
+    conn.attach(null, "tracked");
+    const w = this.waiters.shift();
+    if (w) {
+      clearTimeout(w.timer);
+      w.resolve(conn);
+    } else this.idle.push(conn);
+  }
+
+  /** Closes idle connections past `idle_timeout` or `max_lifetime`. */
+  private sweep(): void {
+    const now = this.now();
+    for (const c of [...this.idle]) {
+      if (c.closed || now - c.idleSince >= this.opts.config.idle_timeout_ms || this.expired(c)) {
+        this.opts.log.debug("server_closed_idle", { pool: this.name, conn: c.id });
+        this.all.delete(c);
+        this.idle.splice(this.idle.indexOf(c), 1);
+        c.close();
+      }
+    }
+  }
+}

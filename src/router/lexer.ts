@@ -1,0 +1,241 @@
+/**
+ * A fast single-pass SQL lexer following PostgreSQL's lexical rules (docs, "Lexical Structure"): it reduces a
+ * statement to its shape — comments dropped, whitespace folded, literals replaced by `?`, unquoted words lowered —
+ * so statements that differ only in their constants share one cache entry, and the full parser runs once per
+ * shape rather than once per statement. It also collects comment text, where routing hints live.
+ *
+ * It never throws: an unterminated string or comment just ends the shape (the real parser reports the error).
+ */
+
+export interface Shape {
+  /** The normalized statement text, the cache key. */
+  key: string;
+  /** Text inside comments, in order (hints are looked for here). */
+  comments: string[];
+}
+
+const SPACE = 1;
+const IDENT_START = 2;
+const IDENT = 4;
+const DIGIT = 8;
+
+/** Character classes for ASCII; bytes ≥ 0x80 count as identifier characters, as in Postgres. */
+const cls = new Uint8Array(128);
+for (const c of " \t\n\r\f\v") cls[c.charCodeAt(0)] = SPACE;
+for (let c = 0x61; c <= 0x7a; c++) cls[c] = IDENT_START | IDENT;
+for (let c = 0x41; c <= 0x5a; c++) cls[c] = IDENT_START | IDENT;
+cls[0x5f] = IDENT_START | IDENT; // _
+for (let c = 0x30; c <= 0x39; c++) cls[c] = IDENT | DIGIT;
+cls[0x24] = IDENT; // $ inside identifiers
+
+const classOf = (code: number) => (code >= 128 ? IDENT_START | IDENT : cls[code]!);
+
+/** Index just past the string literal whose opening quote is at `i`; `backslash` for E'' strings. */
+function skipString(s: string, i: number, backslash: boolean): number {
+  const n = s.length;
+  i++;
+  while (i < n) {
+    const c = s.charCodeAt(i);
+    if (backslash && c === 0x5c) {
+      i += 2;
+      continue;
+    }
+    if (c === 0x27) {
+      if (s.charCodeAt(i + 1) === 0x27) {
+        i += 2; // '' is an escaped quote
+        continue;
+      }
+      return i + 1;
+    }
+    i++;
+  }
+  return n;
+}
+
+/** If a dollar-quote tag (`$$` or `$tag$`) starts at `i`, its length; else 0. */
+function dollarTag(s: string, i: number): number {
+  let j = i + 1;
+  const first = s.charCodeAt(j);
+  if (first === 0x24) return 2;
+  if (!(classOf(first) & IDENT_START)) return 0;
+  j++;
+  while (j < s.length) {
+    const c = s.charCodeAt(j);
+    if (c === 0x24) return j - i + 1;
+    if (!(classOf(c) & IDENT) || c === 0x24) return 0;
+    j++;
+  }
+  return 0;
+}
+
+/** Output buffer for the shape, grown on demand; reused across calls (the lexer is synchronous). */
+let out = new Uint16Array(4096);
+let len = 0;
+/** Whether a space must separate the next token from the previous one. */
+let pendingSpace = false;
+
+function room(n: number): void {
+  if (len + n + 1 <= out.length) return;
+  let size = out.length * 2;
+  while (size < len + n + 1) size *= 2;
+  const next = new Uint16Array(size);
+  next.set(out.subarray(0, len));
+  out = next;
+}
+
+function space(): void {
+  if (pendingSpace && len > 0) out[len++] = 0x20;
+  pendingSpace = false;
+}
+
+/** Appends `s[from..to)`, lowering ASCII letters when `lower`. */
+function copy(s: string, from: number, to: number, lower: boolean): void {
+  room(to - from + 1);
+  space();
+  for (let i = from; i < to; i++) {
+    const c = s.charCodeAt(i);
+    out[len++] = lower && c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+  }
+}
+
+function mark(c: number): void {
+  room(2);
+  space();
+  out[len++] = c;
+}
+
+function text(): string {
+  let s = "";
+  for (let i = 0; i < len; i += 8192) s += String.fromCharCode.apply(null, out.subarray(i, Math.min(len, i + 8192)) as unknown as number[]);
+  return s;
+}
+
+const Q = 0x3f; // '?'
+
+/** Reduces `sql` to its {@link Shape}. */
+export function shape(sql: string): Shape {
+  const n = sql.length;
+  const comments: string[] = [];
+  len = 0;
+  pendingSpace = false;
+  let i = 0;
+  while (i < n) {
+    const c = sql.charCodeAt(i);
+    const k = classOf(c);
+    if (k & SPACE) {
+      pendingSpace = true;
+      i++;
+      continue;
+    }
+    // -- line comment
+    if (c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) {
+      const end = sql.indexOf("\n", i + 2);
+      comments.push(sql.slice(i + 2, end < 0 ? n : end));
+      i = end < 0 ? n : end + 1;
+      pendingSpace = true;
+      continue;
+    }
+    // /* block comment */, which nests in Postgres
+    if (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a) {
+      let depth = 1;
+      let j = i + 2;
+      while (j < n && depth > 0) {
+        if (sql.charCodeAt(j) === 0x2f && sql.charCodeAt(j + 1) === 0x2a) {
+          depth++;
+          j += 2;
+        } else if (sql.charCodeAt(j) === 0x2a && sql.charCodeAt(j + 1) === 0x2f) {
+          depth--;
+          j += 2;
+        } else j++;
+      }
+      comments.push(sql.slice(i + 2, depth === 0 ? j - 2 : n));
+      i = j;
+      pendingSpace = true;
+      continue;
+    }
+    if (c === 0x27) {
+      mark(Q);
+      i = skipString(sql, i, false);
+      continue;
+    }
+    if (c === 0x22) {
+      // "quoted identifier": kept verbatim, case and all ("" escapes a quote).
+      let j = i + 1;
+      while (j < n) {
+        if (sql.charCodeAt(j) === 0x22) {
+          if (sql.charCodeAt(j + 1) === 0x22) {
+            j += 2;
+            continue;
+          }
+          j++;
+          break;
+        }
+        j++;
+      }
+      copy(sql, i, j, false);
+      i = j;
+      continue;
+    }
+    if (c === 0x24) {
+      const d = sql.charCodeAt(i + 1);
+      if (d >= 0x30 && d <= 0x39) {
+        // $1: a parameter, part of the shape.
+        let j = i + 1;
+        while (j < n && classOf(sql.charCodeAt(j)) & DIGIT) j++;
+        copy(sql, i, j, false);
+        i = j;
+        continue;
+      }
+      const t = dollarTag(sql, i);
+      if (t > 0) {
+        const tag = sql.slice(i, i + t);
+        const end = sql.indexOf(tag, i + t);
+        mark(Q);
+        i = end < 0 ? n : end + t;
+        continue;
+      }
+      mark(0x24);
+      i++;
+      continue;
+    }
+    if (k & IDENT_START) {
+      let j = i + 1;
+      while (j < n && classOf(sql.charCodeAt(j)) & IDENT) j++;
+      // E'…', B'…', X'…', N'…' and U&'…' are literals with a prefix.
+      const next = sql.charCodeAt(j);
+      if (next === 0x27 && j - i === 1) {
+        const p = c | 0x20;
+        if (p === 0x65 || p === 0x62 || p === 0x78 || p === 0x6e) {
+          mark(Q);
+          i = skipString(sql, j, p === 0x65);
+          continue;
+        }
+      }
+      if (j - i === 1 && (c | 0x20) === 0x75 && next === 0x26 && sql.charCodeAt(j + 1) === 0x27) {
+        mark(Q);
+        i = skipString(sql, j + 1, false);
+        continue;
+      }
+      copy(sql, i, j, true);
+      i = j;
+      continue;
+    }
+    if (k & DIGIT || (c === 0x2e && classOf(sql.charCodeAt(i + 1)) & DIGIT)) {
+      // Numeric constant: digits, '.', exponent, hex/octal/binary prefixes and '_' separators (PG 16+).
+      let j = i + 1;
+      while (j < n) {
+        const d = sql.charCodeAt(j);
+        if (classOf(d) & IDENT || d === 0x2e) j++;
+        else if ((d === 0x2b || d === 0x2d) && (sql.charCodeAt(j - 1) | 0x20) === 0x65) j++;
+        else break;
+      }
+      mark(Q);
+      i = j;
+      continue;
+    }
+    // Operators and punctuation, one character at a time.
+    mark(c);
+    i++;
+  }
+  return { key: text(), comments };
+}

@@ -1,0 +1,270 @@
+/**
+ * Protocol-level prepared statements in transaction pooling. A client's named statement lives on whichever server
+ * connection its transaction runs on, so pgroute gives each distinct (query, parameter types) one server-side
+ * name, tracks which connection has which (a bounded LRU per connection, evicted with Close), prepares a
+ * statement transparently before a Bind or Describe on a connection that lacks it (its ParseComplete swallowed),
+ * and answers Close itself. What the client sees matches Postgres: 42P05 for a name in use, 26000 for an unknown
+ * one, unnamed statements untouched.
+ */
+import { serialize } from "pg-protocol";
+import type { Pending } from "../pool/demux.ts";
+import type { ServerConn } from "../pool/server.ts";
+import { Lru } from "../router/cache.ts";
+import { sessionEffects, type SessionOp } from "../router/effects.ts";
+import type { ErrorInfo } from "../wire/backend.ts";
+import { B, F } from "../wire/codes.ts";
+import { MessageWriter, errorResponse } from "../wire/encode.ts";
+import { decodeBind, decodeExecute, decodeParse, decodeTarget } from "../wire/frontend.ts";
+
+/** A statement as the servers know it. */
+export interface Statement {
+  /** Server-side name, shared by every client that prepares the same text with the same types. */
+  readonly name: string;
+  /** The Parse message that creates it on a server connection. */
+  readonly parse: Uint8Array;
+  /** What executing it does to the session (SET, LISTEN, …). */
+  readonly ops: readonly SessionOp[];
+}
+
+/** Server-side statements by (types, query); names are never reused, so evicting an entry is always safe. */
+export class StatementRegistry {
+  private readonly byKey = new Lru<string, Statement>(20_000);
+  private next = 1;
+
+  get(query: string, types: Uint8Array): Statement {
+    const key = types.length > 2 ? `${Buffer.from(types).toString("hex")}\0${query}` : query;
+    let s = this.byKey.get(key);
+    if (!s) {
+      const name = `pgroute_${this.next++}`;
+      s = { name, parse: withName(query, types, name), ops: sessionEffects(query) };
+      this.byKey.set(key, s);
+    }
+    return s;
+  }
+}
+
+function withName(query: string, types: Uint8Array, name: string): Uint8Array {
+  return new MessageWriter(query.length + name.length + types.length + 16)
+    .begin(F.Parse)
+    .cstring(name)
+    .cstring(query)
+    .bytes(types)
+    .end()
+    .done();
+}
+
+/** One frontend message of an extended-protocol batch: its type and its whole frame (header included). */
+export interface Message {
+  type: number;
+  frame: Uint8Array;
+}
+
+export interface Built {
+  bytes: Uint8Array;
+  entries: Pending[];
+  /** Session operations of the statements this batch executes (the Sync entry carries them too). */
+  ops: SessionOp[];
+}
+
+const parseComplete = Uint8Array.of(B.ParseComplete, 0, 0, 0, 4);
+const closeComplete = Uint8Array.of(B.CloseComplete, 0, 0, 0, 4);
+/** A Parse the server is sure to reject; its error is replaced by the one pgroute reports at that position. */
+const POISON = new Uint8Array(serialize.parse({ name: "", text: "pgroute" }));
+
+const stmtError = (code: string, message: string) => errorResponse({ severity: "ERROR", code, message });
+
+/** An ErrorResponse from pgroute's own Parse, passed on so the client's Bind or Describe does not fail silently. */
+export function relayError(e: ErrorInfo): Uint8Array {
+  return errorResponse({ severity: "ERROR", code: e.code, message: e.message, detail: e.fields.get(0x44), hint: e.fields.get(0x48) });
+}
+
+export class PreparedStatements {
+  /** The client's named statements. */
+  private readonly statements = new Map<string, Statement>();
+  /** Session operations of the unnamed statement and of each bound portal, for Execute. */
+  private unnamedOps: readonly SessionOp[] = [];
+  private readonly portalOps = new Map<string, readonly SessionOp[]>();
+  /** Operations executed since the last Sync; the Sync's ReadyForQuery decides whether they stick. */
+  private execOps: SessionOp[] = [];
+
+  constructor(private readonly registry: StatementRegistry) {}
+
+  /** DEALLOCATE ALL / DISCARD ALL: every statement is gone. */
+  clear(): void {
+    this.statements.clear();
+  }
+
+  /** Rewrites a batch for `conn`: statement names mapped, missing statements prepared, Close answered locally. */
+  build(batch: readonly Message[], conn: ServerConn): Built {
+    const out: Uint8Array[] = [];
+    const entries: Pending[] = [];
+    const ops: SessionOp[] = [];
+    /** Statements this batch relies on: never evicted while it runs. */
+    const inUse = new Set<string>();
+
+    const ensure = (s: Statement) => {
+      inUse.add(s.name);
+      if (conn.prepared.has(s.name)) {
+        conn.prepared.touch(s.name);
+        return;
+      }
+      this.evictFor(conn, inUse, out, entries);
+      out.push(s.parse);
+      conn.prepared.set(s.name, true);
+      entries.push({ end: "parse", mode: "swallow", onSwallowedError: relayError, fail: () => conn.prepared.delete(s.name) });
+    };
+    const poison = (error: Uint8Array) => {
+      out.push(POISON);
+      entries.push({ end: "parse", mode: "forward", replaceError: error });
+    };
+
+    for (const m of batch) {
+      const type = m.type;
+      const body = m.frame.subarray(5);
+      switch (type) {
+        case F.Parse: {
+          const p = decodeParse(body, 0, body.length);
+          if (p.name === "") {
+            this.unnamedOps = sessionEffects(p.query);
+            out.push(frame(m));
+            entries.push({ end: "parse", mode: "forward" });
+            break;
+          }
+          if (this.statements.has(p.name)) {
+            poison(stmtError("42P05", `prepared statement "${p.name}" already exists`));
+            break;
+          }
+          const s = this.registry.get(p.query, p.types);
+          this.statements.set(p.name, s);
+          const forget = () => {
+            if (this.statements.get(p.name) === s) this.statements.delete(p.name);
+          };
+          inUse.add(s.name);
+          if (conn.prepared.has(s.name)) {
+            conn.prepared.touch(s.name);
+            entries.push({ local: parseComplete });
+          } else {
+            this.evictFor(conn, inUse, out, entries);
+            out.push(s.parse);
+            conn.prepared.set(s.name, true);
+            entries.push({
+              end: "parse",
+              mode: "forward",
+              fail: () => {
+                conn.prepared.delete(s.name);
+                forget();
+              },
+            });
+          }
+          break;
+        }
+        case F.Bind: {
+          const b = decodeBind(body, 0, body.length);
+          if (b.statement === "") {
+            this.portalOps.set(b.portal, this.unnamedOps);
+            out.push(frame(m));
+            entries.push({ end: "bind", mode: "forward" });
+            break;
+          }
+          const s = this.statements.get(b.statement);
+          if (!s) {
+            poison(stmtError("26000", `prepared statement "${b.statement}" does not exist`));
+            break;
+          }
+          ensure(s);
+          this.portalOps.set(b.portal, s.ops);
+          out.push(
+            new MessageWriter(body.length + s.name.length + 8)
+              .begin(F.Bind)
+              .cstring(b.portal)
+              .cstring(s.name)
+              .bytes(body.subarray(b.rest))
+              .end()
+              .done(),
+          );
+          entries.push({ end: "bind", mode: "forward" });
+          break;
+        }
+        case F.Describe: {
+          const d = decodeTarget(body, 0, body.length);
+          if (d.kind !== 0x53 /* 'S' */ || d.name === "") {
+            out.push(frame(m));
+            entries.push({ end: "describe", mode: "forward" });
+            break;
+          }
+          const s = this.statements.get(d.name);
+          if (!s) {
+            poison(stmtError("26000", `prepared statement "${d.name}" does not exist`));
+            break;
+          }
+          ensure(s);
+          out.push(new Uint8Array(serialize.describe({ type: "S", name: s.name })));
+          entries.push({ end: "describe", mode: "forward" });
+          break;
+        }
+        case F.Close: {
+          const c = decodeTarget(body, 0, body.length);
+          if (c.kind !== 0x53 || c.name === "") {
+            out.push(frame(m));
+            entries.push({ end: "close", mode: "forward" });
+            break;
+          }
+          // The server-side statement stays cached for others; closing a name that does not exist is no error.
+          const name = c.name;
+          entries.push({ local: closeComplete, ok: () => this.statements.delete(name) });
+          break;
+        }
+        case F.Execute: {
+          const portal = decodeExecute(body, 0, body.length);
+          const pops = this.portalOps.get(portal);
+          if (pops && pops.length > 0) {
+            ops.push(...pops);
+            this.execOps.push(...pops);
+          }
+          out.push(frame(m));
+          entries.push({ end: "execute", mode: "forward" });
+          break;
+        }
+        case F.Sync:
+          this.portalOps.clear();
+          out.push(frame(m));
+          entries.push({ end: "sync", mode: "forward", tag: this.execOps });
+          this.execOps = [];
+          break;
+        default:
+          // Flush, and anything else: passed through; the server answers (or rejects) it itself.
+          out.push(frame(m));
+      }
+    }
+    return { bytes: concat(out), entries, ops };
+  }
+
+  /** Makes room in the connection's statement cache, closing the least recently used statement not in use. */
+  private evictFor(conn: ServerConn, inUse: Set<string>, out: Uint8Array[], entries: Pending[]): void {
+    if (conn.prepared.size < conn.prepared.capacity) return;
+    for (const victim of conn.prepared.keys()) {
+      if (inUse.has(victim)) continue;
+      conn.prepared.delete(victim);
+      out.push(new Uint8Array(serialize.close({ type: "S", name: victim })));
+      entries.push({ end: "close", mode: "swallow" });
+      return;
+    }
+  }
+}
+
+function frame(m: Message): Uint8Array {
+  return m.frame;
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0]!;
+  let len = 0;
+  for (const p of parts) len += p.length;
+  const out = new Uint8Array(len);
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}

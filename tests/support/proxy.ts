@@ -1,0 +1,58 @@
+/**
+ * pgroute in-process for tests: a {@link Proxy} on port 0 in front of the shared test cluster, configured with one
+ * user per authentication path (SCRAM with a password, SCRAM pass-through from a verifier, md5, cleartext, trust).
+ */
+import { configFrom } from "../../src/config/load.ts";
+import type { Config } from "../../src/config/types.ts";
+import type { DevCluster } from "../../src/devcluster/index.ts";
+import { createLogger, type Logger } from "../../src/log.ts";
+import { Proxy } from "../../src/server.ts";
+import { AUTH_USERS, testCluster } from "./cluster.ts";
+
+export interface TestProxy {
+  proxy: Proxy;
+  cluster: DevCluster;
+  host: string;
+  port: number;
+  config: Config;
+  /** postgres:// URL through pgroute (superuser by default). */
+  url(opts?: { user?: string; password?: string; database?: string }): string;
+  stop(): Promise<void>;
+}
+
+/** Users pgroute knows in tests, beyond the superuser. Passwords match the roles in the cluster. */
+export function testUsers(cluster: DevCluster): Record<string, unknown>[] {
+  return [
+    { name: cluster.superuser, password: cluster.password },
+    { name: AUTH_USERS.md5.user, password: AUTH_USERS.md5.password, auth: "md5" },
+    { name: AUTH_USERS.cleartext.user, password: AUTH_USERS.cleartext.password },
+    { name: AUTH_USERS.trust.user, auth: "trust" },
+  ];
+}
+
+/**
+ * Starts pgroute against the test cluster. `raw` is merged over a default config (all nodes, `testUsers`), in
+ * the shape of the TOML file.
+ */
+export async function startTestProxy(raw: Record<string, unknown> = {}, log?: Logger): Promise<TestProxy> {
+  const cluster = await testCluster();
+  const config = configFrom({
+    listen: { host: "127.0.0.1", port: 0 },
+    nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
+    users: testUsers(cluster),
+    log: { level: process.env.PGROUTE_TEST_LOG ?? "error" },
+    ...raw,
+  });
+  const proxy = new Proxy({ config, log: log ?? createLogger(config.log) });
+  const { host, port } = await proxy.listen();
+  return {
+    proxy,
+    cluster,
+    host,
+    port,
+    config,
+    url: (o = {}) =>
+      `postgres://${encodeURIComponent(o.user ?? cluster.superuser)}:${encodeURIComponent(o.password ?? cluster.password)}@${host}:${port}/${o.database ?? "postgres"}`,
+    stop: () => proxy.stop(),
+  };
+}
