@@ -178,6 +178,8 @@ export class ServerConn implements FrameSink, OutboxOwner {
   attach(owner: ServerOwner | null, mode: "raw" | "tracked"): void {
     this.owner = owner ?? NOBODY;
     this.demux.setOwner(this.owner);
+    // A previous owner may have paused reading (its client was slow); a new owner starts afresh.
+    if (this.phase === "ready") this.socket.resume();
     if (mode === this.mode) return;
     this.mode = mode;
     for (const t of mode === "raw" ? TRACKED_TYPES : RAW_TYPES) this.reader.want(t, false);
