@@ -3,7 +3,8 @@ import { serve } from "./serve.ts";
 import { demo } from "./demo.ts";
 import { cluster } from "./cluster.ts";
 import { init } from "./init.ts";
-import { check, explain, bench } from "./later.ts";
+import { explain } from "./explain.ts";
+import { check, bench } from "./later.ts";
 
 /** Every subcommand, in the order `pgroute --help` lists them. */
 export const commands: readonly Command[] = [serve, demo, cluster, init, check, explain, bench];

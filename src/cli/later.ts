@@ -14,5 +14,4 @@ function later(name: string, summary: string, usage: string): Command {
 }
 
 export const check = later("check", "probe the cluster: roles, replication lag, health (check lag)", "check lag [-c FILE] [--json] [--watch]");
-export const explain = later("explain", "show where each statement of a SQL file would be routed and why", "explain FILE.sql [--json]");
 export const bench = later("bench", "measure a cluster directly and through proxies, side by side", "bench [--config FILE] [--direct] [--target NAME=URL]");

@@ -60,6 +60,8 @@ export interface SectionSpec {
 const ROLES = ["primary", "replica", "auto"] as const satisfies readonly NodeRole[];
 const AUTH_METHODS = ["scram-sha-256", "md5", "trust"] as const satisfies readonly ClientAuthMethod[];
 const POOL_MODES = ["session", "transaction"] as const satisfies readonly PoolMode[];
+const TARGETS = ["primary", "replica", "auto"] as const;
+const TRANSACTIONS = ["primary", "first-statement"] as const;
 const LOG_LEVELS = ["debug", "info", "warn", "error"] as const satisfies readonly LogLevel[];
 const LOG_FORMATS = ["text", "json"] as const satisfies readonly LogFormat[];
 
@@ -121,6 +123,7 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("databases", { kind: "strings" }, []),
       key("server_user", str()),
       key("server_password", { kind: "secret" }),
+      key("target", oneOf(TARGETS), "auto"),
     ],
   },
   {
@@ -144,6 +147,15 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("max_client_connections", int(1), 10000),
       key("max_message_size", { kind: "size", min: KiB, max: GiB }, "64MiB"),
       key("login_timeout", duration, "10s"),
+    ],
+  },
+  {
+    name: "routing",
+    many: false,
+    keys: [
+      key("transactions", oneOf(TRANSACTIONS), "primary"),
+      key("write_functions", { kind: "strings" }, []),
+      key("read_functions", { kind: "strings" }, []),
     ],
   },
   {

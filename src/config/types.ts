@@ -41,6 +41,8 @@ export interface UserConfig {
   readonly server_user?: string;
   /** Password pgroute uses for servers (default: `password`, else SCRAM pass-through of the client's key). */
   readonly server_password?: string;
+  /** Where this user's statements go by default: `auto` decides per statement. */
+  readonly target: "primary" | "replica" | "auto";
 }
 
 export interface PoolConfig {
@@ -64,6 +66,15 @@ export interface LimitsConfig {
   readonly login_timeout_ms: number;
 }
 
+export interface RoutingConfig {
+  /** `primary`: BEGIN pins a transaction to the primary; `first-statement`: the first statement decides. */
+  readonly transactions: "primary" | "first-statement";
+  /** Functions that must run on the primary, besides Postgres's own (e.g. "myschema.touch_session"). */
+  readonly write_functions: readonly string[];
+  /** User functions known to be read-only, which may run on replicas. */
+  readonly read_functions: readonly string[];
+}
+
 export interface LogConfig {
   readonly level: LogLevel;
   readonly format: LogFormat;
@@ -75,5 +86,6 @@ export interface Config {
   readonly users: readonly UserConfig[];
   readonly pool: PoolConfig;
   readonly limits: LimitsConfig;
+  readonly routing: RoutingConfig;
   readonly log: LogConfig;
 }

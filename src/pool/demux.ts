@@ -46,6 +46,8 @@ export interface Entry {
 export interface Local {
   local: Uint8Array;
   ok?: () => void;
+  /** Skipped: an earlier extended-protocol error made the server (and so pgroute) ignore this message. */
+  fail?: () => void;
 }
 
 export type Pending = Entry | Local;
@@ -114,8 +116,7 @@ export class Demux implements FrameSink {
   push(items: readonly Pending[]): void {
     for (const p of items) {
       if (this.skipping) {
-        if (isLocal(p)) continue;
-        if (p.end !== "sync") {
+        if (isLocal(p) || p.end !== "sync") {
           p.fail?.();
           continue;
         }
@@ -265,7 +266,7 @@ export class Demux implements FrameSink {
     for (let h = this.head(); h; h = this.head()) {
       if (!isLocal(h) && h.end === "sync") return;
       this.shift();
-      if (!isLocal(h)) h.fail?.();
+      h.fail?.();
     }
     this.skipping = true;
   }
@@ -274,7 +275,7 @@ export class Demux implements FrameSink {
   abort(): void {
     for (let h = this.head(); h; h = this.head()) {
       this.shift();
-      if (!isLocal(h)) h.fail?.();
+      h.fail?.();
     }
     this.skipping = false;
   }

@@ -26,6 +26,7 @@ export function parseSql(sql: string): Parsed {
     return { ok: true, tree: parseSync(sql) };
   } catch (err) {
     const e = err as { message?: string; sqlDetails?: { cursorPosition?: number } };
-    return { ok: false, message: e.message ?? String(err), position: e.sqlDetails?.cursorPosition ?? 0 };
+    // 1-based, as Postgres reports positions.
+    return { ok: false, message: e.message ?? String(err), position: (e.sqlDetails?.cursorPosition ?? 0) + 1 };
   }
 }

@@ -210,8 +210,12 @@ export class PreparedStatements {
             break;
           }
           // The server-side statement stays cached for others; closing a name that does not exist is no error.
+          // The name is free at once for the messages after this one (a Parse of it in the same batch), and
+          // comes back if an earlier error makes the server skip this Close, as Postgres would.
           const name = c.name;
-          entries.push({ local: closeComplete, ok: () => this.statements.delete(name) });
+          const closed = this.statements.get(name);
+          this.statements.delete(name);
+          entries.push({ local: closeComplete, fail: closed && (() => this.statements.set(name, closed)) });
           break;
         }
         case F.Execute: {

@@ -160,7 +160,7 @@ describe("validate: values", () => {
     const expected: Config = {
       listen: { host: "127.0.0.1", port: 6432 },
       nodes: [{ name: "p", host: "127.0.0.1", port: 5432, role: "auto", weight: 1, zone: "" }],
-      users: [{ name: "u", password: "pw", auth: "scram-sha-256", databases: [] }],
+      users: [{ name: "u", password: "pw", auth: "scram-sha-256", databases: [], target: "auto" }],
       pool: {
         mode: "session",
         size: 20,
@@ -172,6 +172,7 @@ describe("validate: values", () => {
         prepared_statements: 200,
       },
       limits: { max_client_connections: 10_000, max_message_size: 64 * 1024 * 1024, login_timeout_ms: 10_000 },
+      routing: { transactions: "primary", write_functions: [], read_functions: [] },
       log: { level: "info", format: "text" },
     };
     expect(configFrom(minimal)).toStrictEqual(expected);
@@ -207,7 +208,7 @@ describe("validate: values", () => {
 
   test("optional credentials are absent, not undefined, when not given", () => {
     const user = configFrom(minimal).users[0]!;
-    expect(Object.keys(user).sort()).toEqual(["auth", "databases", "name", "password"]);
+    expect(Object.keys(user).sort()).toEqual(["auth", "databases", "name", "password", "target"]);
   });
 });
 

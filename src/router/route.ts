@@ -1,0 +1,127 @@
+/**
+ * The routing decision: `route(ctx) → { target, reason }`, a pure function of the statement's classification and
+ * the session's situation. `pgroute serve` and `pgroute explain` both call it, so what explain prints is what serve
+ * does. When in doubt, the primary.
+ */
+import { describeReason, type Classification, type StatementReason } from "./classify.ts";
+import type { Target } from "./hints.ts";
+
+export type { Target };
+/** `SET pgroute.target` and per-user defaults: a fixed node kind, or `auto` (decided per statement). */
+export type TargetSetting = Target | "auto";
+
+export type RouteReason =
+  /** The statement is read-only: a replica may run it. */
+  | { code: "read_only" }
+  /** The statement may not run on a replica (or might not): the primary. */
+  | { code: "not_read_only"; why: StatementReason }
+  | { code: "hint"; target: Target }
+  | { code: "session_target"; target: Target }
+  | { code: "user_default"; target: Target }
+  /** Inside an open transaction everything goes where the transaction runs. */
+  | { code: "in_transaction"; target: Target }
+  /** BEGIN of a read-write transaction: the primary. */
+  | { code: "transaction_begin" }
+  /** BEGIN READ ONLY (or default_transaction_read_only): a replica may run the whole transaction. */
+  | { code: "read_only_transaction" }
+  /** `transactions = "first-statement"`: the transaction goes where its first statement goes. */
+  | { code: "first_statement"; target: Target; why: StatementReason }
+  /** A replica was wanted but none is healthy. */
+  | { code: "no_replica"; wanted: Exclude<RouteReason, { code: "no_replica" }> }
+  /** A replica was asked for a statement that may write: refused, never run. */
+  | { code: "replica_refused"; why: StatementReason };
+
+export interface Route {
+  /** `defer`: a BEGIN held back until the transaction's first statement decides (`transactions = "first-statement"`). */
+  target: Target | "refuse" | "defer";
+  reason: RouteReason;
+}
+
+export interface RouteContext {
+  statement: Classification;
+  /** A hint from the statement's comments. */
+  hint: Target | null;
+  /** `SET pgroute.target`. */
+  sessionTarget: TargetSetting;
+  /** The user's configured default target. */
+  userTarget: TargetSetting;
+  /** The session's `default_transaction_read_only`. */
+  defaultReadOnly: boolean;
+  /** The open transaction's node, or null outside a transaction. */
+  transaction: Target | null;
+  /** Whether a healthy replica exists. */
+  replicaAvailable: boolean;
+  transactions: "primary" | "first-statement";
+}
+
+/** Statement reasons that are definite writes (as opposed to "not known to be read-only"). */
+function definiteWrite(r: StatementReason): boolean {
+  return r.code !== "unknown_function" && r.code !== "parse_error" && r.code !== "read_only" && r.code !== "empty";
+}
+
+export function route(ctx: RouteContext): Route {
+  if (ctx.transaction) return { target: ctx.transaction, reason: { code: "in_transaction", target: ctx.transaction } };
+  const wanted = decide(ctx);
+  if (wanted.target === "replica" && !ctx.replicaAvailable) {
+    return { target: "primary", reason: { code: "no_replica", wanted: wanted.reason as Exclude<RouteReason, { code: "no_replica" }> } };
+  }
+  return wanted;
+}
+
+function decide(ctx: RouteContext): Route {
+  const c = ctx.statement;
+  const begin = c.tx?.kind === "begin" ? c.tx : null;
+  // An explicit choice for this statement, then for the session, then for the user.
+  const explicit: [Target, RouteReason][] = [];
+  if (ctx.hint) explicit.push([ctx.hint, { code: "hint", target: ctx.hint }]);
+  if (ctx.sessionTarget !== "auto") explicit.push([ctx.sessionTarget, { code: "session_target", target: ctx.sessionTarget }]);
+  const chosen = explicit[0];
+  if (chosen) {
+    const [target, reason] = chosen;
+    // A replica is never given a statement that may write; BEGIN on a replica starts a read-only transaction.
+    if (target === "replica" && !c.readOnly && !begin) return { target: "refuse", reason: { code: "replica_refused", why: c.reason } };
+    return { target, reason };
+  }
+  if (begin) {
+    if (begin.readOnly ?? ctx.defaultReadOnly) return { target: "replica", reason: { code: "read_only_transaction" } };
+    if (ctx.userTarget === "primary") return { target: "primary", reason: { code: "user_default", target: "primary" } };
+    if (ctx.transactions === "first-statement") return { target: "defer", reason: { code: "transaction_begin" } };
+    return { target: "primary", reason: { code: "transaction_begin" } };
+  }
+  if (ctx.userTarget === "primary") return { target: "primary", reason: { code: "user_default", target: "primary" } };
+  if (ctx.userTarget === "replica") {
+    // A reporting user: anything not known to write goes to a replica, including its own functions.
+    if (c.readOnly || !definiteWrite(c.reason)) return { target: "replica", reason: { code: "user_default", target: "replica" } };
+    return { target: "primary", reason: { code: "not_read_only", why: c.reason } };
+  }
+  if (c.readOnly) return { target: "replica", reason: { code: "read_only" } };
+  return { target: "primary", reason: { code: "not_read_only", why: c.reason } };
+}
+
+/** A route's reason in words. */
+export function describeRoute(r: RouteReason): string {
+  switch (r.code) {
+    case "read_only":
+      return "read-only query";
+    case "not_read_only":
+      return describeReason(r.why);
+    case "hint":
+      return `hint: ${r.target}`;
+    case "session_target":
+      return `SET pgroute.target = ${r.target}`;
+    case "user_default":
+      return `user's default target: ${r.target}`;
+    case "in_transaction":
+      return `inside a transaction on the ${r.target}`;
+    case "transaction_begin":
+      return "BEGIN of a read-write transaction";
+    case "read_only_transaction":
+      return "read-only transaction";
+    case "first_statement":
+      return `transaction follows its first statement (${describeReason(r.why)})`;
+    case "no_replica":
+      return `no healthy replica (wanted: ${describeRoute(r.wanted)})`;
+    case "replica_refused":
+      return `replica requested for a statement that may write (${describeReason(r.why)}): refused`;
+  }
+}

@@ -1,0 +1,133 @@
+/**
+ * A session as the router sees it: whether a transaction is open and on which node, `SET pgroute.target`,
+ * `default_transaction_read_only`, and a BEGIN held back under `transactions = "first-statement"`. Shared by
+ * `pgroute serve` (which also learns the real transaction state from ReadyForQuery) and `pgroute explain` (which
+ * simulates it), so both decide through the same {@link route}.
+ */
+import { classify, type Classification, type FunctionLists } from "./classify.ts";
+import { hintIn, type Target } from "./hints.ts";
+import { shape } from "./lexer.ts";
+import { parseSql } from "./parser.ts";
+import { route, type Route, type TargetSetting } from "./route.ts";
+
+/** Settings pgroute answers itself: `SET/RESET/SHOW pgroute.<name>`. */
+export type Virtual =
+  | { op: "set"; name: string; value: string }
+  | { op: "reset"; name: string }
+  | { op: "show"; name: string };
+
+export interface RouterOptions {
+  functions: FunctionLists;
+  transactions: "primary" | "first-statement";
+  userTarget: TargetSetting;
+}
+
+export interface Decision {
+  route: Route;
+  classification: Classification;
+  hint: Target | null;
+}
+
+const TARGETS: readonly string[] = ["primary", "replica", "auto"];
+
+/** A `SET/RESET/SHOW pgroute.*` statement, or null. Cheap for everything else (a prefix check on the shape). */
+export function virtualSetting(sql: string): Virtual | null {
+  const key = shape(sql).key;
+  if (!/^(set|reset|show) (session )?pgroute\./.test(key)) return null;
+  const parsed = parseSql(sql);
+  if (!parsed.ok || (parsed.tree.stmts ?? []).length !== 1) return null;
+  const stmt = parsed.tree.stmts![0]!.stmt as Record<string, any>;
+  if (stmt.VariableShowStmt) return { op: "show", name: String(stmt.VariableShowStmt.name).toLowerCase() };
+  const s = stmt.VariableSetStmt;
+  if (!s || s.is_local) return null;
+  const name = String(s.name).toLowerCase();
+  if (s.kind === "VAR_RESET" || s.kind === "VAR_SET_DEFAULT") return { op: "reset", name };
+  const arg = s.args?.[0]?.A_Const;
+  const value = arg?.sval?.sval ?? (arg?.ival ? String(arg.ival.ival ?? 0) : undefined);
+  return value === undefined ? null : { op: "set", name, value: String(value) };
+}
+
+/** `default_transaction_read_only` set by a statement: its new value, or null when it does not touch it. */
+function defaultReadOnlyChange(sql: string): boolean | "reset" | null {
+  if (!/default_transaction_read_only/i.test(sql)) return null;
+  const parsed = parseSql(sql);
+  if (!parsed.ok) return null;
+  let out: boolean | "reset" | null = null;
+  for (const raw of parsed.tree.stmts ?? []) {
+    const s = (raw.stmt as Record<string, any>).VariableSetStmt;
+    if (!s || s.is_local || String(s.name).toLowerCase() !== "default_transaction_read_only") continue;
+    if (s.kind === "VAR_RESET" || s.kind === "VAR_SET_DEFAULT") out = "reset";
+    else {
+      const a = s.args?.[0]?.A_Const;
+      const v = String(a?.sval?.sval ?? a?.ival?.ival ?? a?.boolval?.boolval ?? "").toLowerCase();
+      out = ["on", "true", "1", "yes"].includes(v);
+    }
+  }
+  return out;
+}
+
+export class RouterState {
+  /** Where the open transaction runs, or null. */
+  transaction: Target | null = null;
+  /** A BEGIN held back until the next statement decides where the transaction runs. */
+  deferredBegin: string | null = null;
+  sessionTarget: TargetSetting = "auto";
+  defaultReadOnly = false;
+
+  constructor(private readonly opts: RouterOptions) {}
+
+  /** Decides where `sql` runs. Does not change the state: see {@link RouterState.executed}. */
+  decide(sql: string, replicaAvailable: boolean): Decision {
+    const classification = classify(sql, this.opts.functions);
+    const hint = hintIn(shape(sql).comments);
+    let r = route({
+      statement: classification,
+      hint,
+      sessionTarget: this.sessionTarget,
+      userTarget: this.opts.userTarget,
+      defaultReadOnly: this.defaultReadOnly,
+      transaction: this.transaction,
+      replicaAvailable,
+      transactions: this.opts.transactions,
+    });
+    if (this.deferredBegin && r.target !== "defer" && r.target !== "refuse") {
+      r = { target: r.target, reason: { code: "first_statement", target: r.target, why: classification.reason } };
+    }
+    return { route: r, classification, hint };
+  }
+
+  /** Applies a `SET/RESET pgroute.*`; returns an error message for a bad name or value. */
+  setVirtual(v: Virtual): string | null {
+    if (v.name !== "pgroute.target") return `unrecognized configuration parameter "${v.name}"`;
+    if (v.op === "reset") {
+      this.sessionTarget = "auto";
+      return null;
+    }
+    if (v.op !== "set") return null;
+    const value = v.value.toLowerCase();
+    if (!TARGETS.includes(value)) return `invalid value for parameter "pgroute.target": "${v.value}" (expected primary, replica or auto)`;
+    this.sessionTarget = value as TargetSetting;
+    return null;
+  }
+
+  showVirtual(name: string): string | null {
+    return name === "pgroute.target" ? this.sessionTarget : null;
+  }
+
+  /**
+   * Records that `sql` was sent where `target` says and, for explain, what it did to the transaction. `status` is
+   * the real ReadyForQuery status when known (serve); without it (explain) the statement's transaction control
+   * is assumed to succeed.
+   */
+  executed(sql: string, d: Decision, target: Target, status?: number): void {
+    const change = defaultReadOnlyChange(sql);
+    if (change !== null) this.defaultReadOnly = change === "reset" ? false : change;
+    if (status !== undefined) {
+      this.transaction = status === 0x49 /* 'I' */ ? null : target;
+      return;
+    }
+    const tx = d.classification.tx;
+    if (tx?.kind === "begin") this.transaction = target;
+    else if (tx?.kind === "commit" || tx?.kind === "rollback") this.transaction = null;
+  }
+}
