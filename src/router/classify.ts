@@ -131,7 +131,7 @@ export function classifyUncached(sql: string, lists: FunctionLists = DEFAULT_FUN
   return { ...first!, statements: stmts.length };
 }
 
-const READ: Classification = Object.freeze({ readOnly: true, reason: { code: "read_only" }, tx: null, statements: 1 });
+const READ: Classification = Object.freeze<Classification>({ readOnly: true, reason: { code: "read_only" }, tx: null, statements: 1 });
 
 function write(reason: StatementReason, tx: TxControl | null = null): Classification {
   return { readOnly: false, reason, tx, statements: 1 };
