@@ -8,8 +8,11 @@ import { randomInt } from "node:crypto";
 import { serialize } from "pg-protocol";
 import type { Config, NodeConfig, UserConfig } from "./config/types.ts";
 import type { Logger } from "./log.ts";
+import { Topology } from "./cluster/topology.ts";
+import { PoolGroup } from "./pool/group.ts";
 import { Pool } from "./pool/pool.ts";
 import type { ServerConn, ServerCredentials } from "./pool/server.ts";
+import { functionLists, type FunctionLists } from "./router/classify.ts";
 import { loadParser } from "./router/parser.ts";
 import { StatementRegistry } from "./session/prepared.ts";
 import { Session, type SessionHost } from "./session/session.ts";
@@ -23,15 +26,20 @@ export class Proxy implements SessionHost {
   config: Config;
   readonly log: Logger;
   readonly statements = new StatementRegistry();
+  readonly functions: FunctionLists;
   private listener: TCPSocketListener<Session> | null = null;
   private readonly sessions = new Set<Session>();
   /** pgroute's own BackendKeyData → session, for CancelRequest. */
   private readonly byPid = new Map<number, Session>();
   private readonly pools = new Map<string, Pool>();
+  private readonly groups = new Map<string, PoolGroup>();
+  readonly topology: Topology;
 
   constructor(opts: ProxyOptions) {
     this.config = opts.config;
     this.log = opts.log;
+    this.topology = new Topology(opts.config.nodes);
+    this.functions = functionLists(opts.config.routing);
   }
 
   /** Loads the SQL parser and starts listening; resolves with the bound address (port 0 picks a free one). */
@@ -81,14 +89,19 @@ export class Proxy implements SessionHost {
     return this.sessions.size > this.config.limits.max_client_connections;
   }
 
-  /** The node that takes this session's traffic: the primary (routing to replicas comes with the router). */
-  private primary(): NodeConfig {
-    return this.config.nodes.find((n) => n.role === "primary") ?? this.config.nodes[0]!;
+  /** The pools of a user and database, one per node. */
+  group(user: UserConfig, database: string, credentials: ServerCredentials): PoolGroup {
+    const serverUser = user.server_user ?? user.name;
+    const key = `${serverUser}\0${database}`;
+    let group = this.groups.get(key);
+    if (!group) {
+      group = new PoolGroup(this.topology, (node) => this.poolOn(node, serverUser, database, credentials));
+      this.groups.set(key, group);
+    } else group.updateCredentials(credentials);
+    return group;
   }
 
-  pool(user: UserConfig, database: string, credentials: ServerCredentials): Pool {
-    const node = this.primary();
-    const serverUser = user.server_user ?? user.name;
+  private poolOn(node: NodeConfig, serverUser: string, database: string, credentials: ServerCredentials): Pool {
     const key = `${node.name}\0${serverUser}\0${database}`;
     let pool = this.pools.get(key);
     if (!pool) {
@@ -100,9 +113,14 @@ export class Proxy implements SessionHost {
         config: this.config.pool,
         maxMessageSize: Math.max(this.config.limits.max_message_size, 1 << 30),
         log: this.log,
+        onLogin: (conn) => {
+          this.topology.learn(node, conn.params.get("in_hot_standby"));
+          this.topology.recovered(node);
+        },
+        onLoginFailed: () => this.topology.failed(node),
       });
       this.pools.set(key, pool);
-    } else pool.updateCredentials(credentials);
+    }
     return pool;
   }
 
@@ -143,6 +161,7 @@ export class Proxy implements SessionHost {
     for (const s of [...this.sessions]) s.close();
     for (const p of this.pools.values()) p.close();
     this.pools.clear();
+    this.groups.clear();
   }
 }
 

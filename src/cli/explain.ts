@@ -1,6 +1,6 @@
 import pc from "picocolors";
 import type { Config } from "../config/types.ts";
-import type { FunctionLists } from "../router/classify.ts";
+import { DEFAULT_FUNCTIONS, functionLists, type FunctionLists } from "../router/classify.ts";
 import { loadParser } from "../router/parser.ts";
 import { describeRoute, type TargetSetting } from "../router/route.ts";
 import { splitScript } from "../router/split.ts";
@@ -130,10 +130,7 @@ export function optionsFrom(config: Config | null, userName: string | undefined,
   const user = userName ? config?.users.find((u) => u.name === userName) : undefined;
   if (userName && config && !user) throw new UsageError(`--user: no user "${userName}" in the config`);
   return {
-    functions: {
-      write: new Set((config?.routing.write_functions ?? []).map((f) => f.toLowerCase())),
-      read: new Set((config?.routing.read_functions ?? []).map((f) => f.toLowerCase())),
-    },
+    functions: config ? functionLists(config.routing) : DEFAULT_FUNCTIONS,
     transactions: config?.routing.transactions ?? "primary",
     userTarget: user?.target ?? "auto",
     replicas,

@@ -40,6 +40,12 @@ export interface Entry {
   fail?: () => void;
   /** Anything the owner wants back with its ReadyForQuery. */
   tag?: unknown;
+  /**
+   * For a forwarded Query: when this returns true for its ErrorResponse, the error and the rest of the reply
+   * are withheld from the client and `retry` runs at its ReadyForQuery instead (a read a replica refused).
+   */
+  retryOn?: (e: ErrorInfo) => boolean;
+  retry?: () => void;
 }
 
 /** A reply pgroute makes itself, emitted when every reply before it has been forwarded. */
@@ -93,6 +99,8 @@ export class Demux implements FrameSink {
   private readonly splice: Splice;
   /** Set while a chunk is being processed, so local replies go out in order with it. */
   private inChunk = false;
+  /** The entry whose reply is being withheld for a retry. */
+  private retrying: Entry | null = null;
 
   constructor(
     private readonly reader: FrameReader,
@@ -174,7 +182,6 @@ export class Demux implements FrameSink {
       const [k, v] = decodeParameterStatus(buf, start, end);
       this.params.set(k, v);
     }
-    const swallow = head !== undefined && head.mode === "swallow";
     let ends = false;
     let error: ErrorInfo | null = null;
     if (head) {
@@ -217,6 +224,8 @@ export class Demux implements FrameSink {
       throw new DemuxError(`unexpected message "${String.fromCharCode(type)}" with no request pending`);
     }
     if (error) this.errorSinceReady = true;
+    if (error && head?.retryOn && !this.retrying && head.retryOn(error)) this.retrying = head;
+    const swallow = head !== undefined && (head.mode === "swallow" || this.retrying === head);
 
     // What the client gets of this message.
     if (error && head?.replaceError) {
@@ -242,6 +251,15 @@ export class Demux implements FrameSink {
       this.rolledBack = false;
       if (head && ends) {
         this.shift();
+        if (this.retrying === head) {
+          // Withheld reply over: the request is sent again elsewhere (the owner is told, not the client).
+          this.retrying = null;
+          if (this.inChunk) this.splice.flush(next);
+          head.retry?.();
+          this.emitLocals(next);
+          this.updateWant();
+          return;
+        }
         if (failed && head.mode === "swallow") head.fail?.();
         else head.ok?.();
         if (!swallow) {

@@ -21,6 +21,9 @@ export interface PoolOptions {
   log: Logger;
   /** Injected clock, for tests. */
   now?: () => number;
+  /** A server login succeeded (its ParameterStatus tells the node's role) or failed. */
+  onLogin?: (conn: ServerConn) => void;
+  onLoginFailed?: (error: PgError) => void;
 }
 
 interface Waiter {
@@ -218,6 +221,7 @@ export class Pool {
       this.backoffMs = Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_MIN_MS, this.backoffMs * 2));
       this.lastFailure = { at: this.now(), error: e };
       this.opts.log.warn("server_login_failed", { pool: this.name, code: e.code, error: e.message, retry_ms: this.backoffMs });
+      this.opts.onLoginFailed?.(e);
       // The clients waiting now get the server's own error rather than a timeout.
       for (const w of this.waiters.splice(0)) {
         clearTimeout(w.timer);
@@ -229,6 +233,7 @@ export class Pool {
     this.backoffMs = 0;
     this.lastFailure = null;
     this.params = new Map(conn.params);
+    this.opts.onLogin?.(conn);
     if (this.closed) {
       conn.close();
       return;

@@ -80,6 +80,14 @@ export const WRITE_FUNCTIONS: ReadonlySet<string> = new Set([
 
 export const DEFAULT_FUNCTIONS: FunctionLists = { write: new Set(), read: new Set() };
 
+/** The config's `[routing]` function lists, names lower-cased as the parser reports them. */
+export function functionLists(routing: { write_functions: readonly string[]; read_functions: readonly string[] }): FunctionLists {
+  return {
+    write: new Set(routing.write_functions.map((f) => f.toLowerCase())),
+    read: new Set(routing.read_functions.map((f) => f.toLowerCase())),
+  };
+}
+
 type Node = Record<string, any>;
 
 /** Classifications by statement shape, per set of function lists (a reload with new lists gets a new cache). */

@@ -20,6 +20,8 @@ import { decodeBind, decodeExecute, decodeParse, decodeTarget } from "../wire/fr
 export interface Statement {
   /** Server-side name, shared by every client that prepares the same text with the same types. */
   readonly name: string;
+  /** The query text, for routing. */
+  readonly query: string;
   /** The Parse message that creates it on a server connection. */
   readonly parse: Uint8Array;
   /** What executing it does to the session (SET, LISTEN, …). */
@@ -36,7 +38,7 @@ export class StatementRegistry {
     let s = this.byKey.get(key);
     if (!s) {
       const name = `pgroute_${this.next++}`;
-      s = { name, parse: withName(query, types, name), ops: sessionEffects(query) };
+      s = { name, query, parse: withName(query, types, name), ops: sessionEffects(query) };
       this.byKey.set(key, s);
     }
     return s;
@@ -83,11 +85,56 @@ export class PreparedStatements {
   private readonly statements = new Map<string, Statement>();
   /** Session operations of the unnamed statement and of each bound portal, for Execute. */
   private unnamedOps: readonly SessionOp[] = [];
+  /** Query texts of the unnamed statement and of bound portals, for routing. */
+  private unnamedText = "";
+  private readonly portalText = new Map<string, string>();
   private readonly portalOps = new Map<string, readonly SessionOp[]>();
   /** Operations executed since the last Sync; the Sync's ReadyForQuery decides whether they stick. */
   private execOps: SessionOp[] = [];
 
   constructor(private readonly registry: StatementRegistry) {}
+
+  /**
+   * The query texts a batch will execute (its Execute messages), and those it only parses or describes, without
+   * changing any state: where the batch runs is decided from them before it is built.
+   */
+  peek(batch: readonly Message[]): { executed: string[]; prepared: string[] } {
+    const executed: string[] = [];
+    const prepared: string[] = [];
+    let unnamed = this.unnamedText;
+    const named = new Map<string, string>();
+    const portals = new Map<string, string>();
+    const textOf = (name: string) => (name === "" ? unnamed : (named.get(name) ?? this.statements.get(name)?.query));
+    for (const m of batch) {
+      const body = m.frame.subarray(5);
+      try {
+        switch (m.type) {
+          case F.Parse: {
+            const p = decodeParse(body, 0, body.length);
+            if (p.name === "") unnamed = p.query;
+            else named.set(p.name, p.query);
+            prepared.push(p.query);
+            break;
+          }
+          case F.Bind: {
+            const b = decodeBind(body, 0, body.length);
+            const t = textOf(b.statement);
+            if (t !== undefined) portals.set(b.portal, t);
+            break;
+          }
+          case F.Execute: {
+            const portal = decodeExecute(body, 0, body.length);
+            const t = portals.get(portal) ?? this.portalText.get(portal);
+            if (t !== undefined) executed.push(t);
+            break;
+          }
+        }
+      } catch {
+        // A malformed message is the server's to reject; it does not change where the batch goes.
+      }
+    }
+    return { executed, prepared };
+  }
 
   /** DEALLOCATE ALL / DISCARD ALL: every statement is gone. */
   clear(): void {
@@ -126,6 +173,7 @@ export class PreparedStatements {
           const p = decodeParse(body, 0, body.length);
           if (p.name === "") {
             this.unnamedOps = sessionEffects(p.query);
+            this.unnamedText = p.query;
             out.push(frame(m));
             entries.push({ end: "parse", mode: "forward" });
             break;
@@ -162,6 +210,7 @@ export class PreparedStatements {
           const b = decodeBind(body, 0, body.length);
           if (b.statement === "") {
             this.portalOps.set(b.portal, this.unnamedOps);
+            this.portalText.set(b.portal, this.unnamedText);
             out.push(frame(m));
             entries.push({ end: "bind", mode: "forward" });
             break;
@@ -173,6 +222,7 @@ export class PreparedStatements {
           }
           ensure(s);
           this.portalOps.set(b.portal, s.ops);
+          this.portalText.set(b.portal, s.query);
           out.push(
             new MessageWriter(body.length + s.name.length + 8)
               .begin(F.Bind)
@@ -231,6 +281,7 @@ export class PreparedStatements {
         }
         case F.Sync:
           this.portalOps.clear();
+          this.portalText.clear();
           out.push(frame(m));
           entries.push({ end: "sync", mode: "forward", tag: this.execOps });
           this.execOps = [];

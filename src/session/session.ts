@@ -12,7 +12,10 @@ import type { Config, UserConfig } from "../config/types.ts";
 import { PgError, errors } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { Outbox, type OutboxOwner } from "../net/outbox.ts";
+import type { PoolGroup } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
+import type { FunctionLists } from "../router/classify.ts";
+import { RouterState } from "../router/state.ts";
 import type { ServerConn, ServerCredentials } from "../pool/server.ts";
 import { F } from "../wire/codes.ts";
 import { MessageWriter, authenticationOk, backendKeyData, negotiateProtocolVersion, parameterStatus, readyForQuery } from "../wire/encode.ts";
@@ -29,8 +32,10 @@ export interface SessionHost {
   readonly config: Config;
   readonly log: Logger;
   readonly statements: StatementRegistry;
-  /** The pool for this user and database on the node that serves it. */
-  pool(user: UserConfig, database: string, credentials: ServerCredentials): Pool;
+  /** Function lists for the classifier (built-ins plus the config's). */
+  readonly functions: FunctionLists;
+  /** The pools of this user and database, one per node. */
+  group(user: UserConfig, database: string, credentials: ServerCredentials): PoolGroup;
   /** Registers a session for cancellation; returns its BackendKeyData. */
   register(session: Session): { pid: number; secret: number };
   /** A CancelRequest arrived on this (otherwise unauthenticated) connection. */
@@ -254,13 +259,16 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
    */
   private async login(user: UserConfig, credentials: ServerCredentials): Promise<void> {
     const cfg = this.host.config;
-    const pool = this.host.pool(user, this.database, credentials);
+    const group = this.host.group(user, this.database, credentials);
     const settings = new SessionSettings(this.params);
+    // Session pooling keeps this connection: it goes where the user's statements go by default.
+    const target = cfg.pool.mode === "session" && user.target === "replica" ? "replica" : "primary";
     let conn: ServerConn;
+    let pool: Pool;
     try {
-      conn = await pool.acquire();
+      ({ conn, pool } = await group.acquire(target));
     } catch (err) {
-      return this.loginFailed(err, pool);
+      return this.loginFailed(err, group.primaryPool());
     }
     if (this.phase.kind !== "login") return pool.release(conn); // the client left meanwhile
     const sql = settings.diff(conn);
@@ -296,7 +304,8 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
       this.reader.wantAll = true;
       pool.release(conn);
       const prepared = new PreparedStatements(this.host.statements);
-      this.phase = { kind: "transaction", relay: new TransactionRelay(this, pool, settings, prepared) };
+      const router = new RouterState({ functions: this.host.functions, transactions: cfg.routing.transactions, userTarget: user.target });
+      this.phase = { kind: "transaction", relay: new TransactionRelay(this, group, settings, prepared, router, this.host.log) };
     }
     this.send(welcome);
     this.host.log.debug("session_start", { user: this.user, database: this.database, pool: pool.name, client: this.remote });

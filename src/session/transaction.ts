@@ -1,15 +1,21 @@
 /**
  * Transaction pooling for one client: a server connection is leased when a request is complete (a Query, a
  * FunctionCall, or extended-protocol messages up to Sync or Flush) and given back at the ReadyForQuery that
- * leaves it idle with nothing in flight — unless the client is pinned (LISTEN, WITH HOLD cursors, …). Before a
- * request runs on a connection, the client's session settings are brought over in the same round trip.
+ * leaves it idle with nothing in flight — unless the client is pinned (LISTEN, WITH HOLD cursors, …). Each
+ * request outside a transaction is routed on its own: read-only statements to a replica, anything else to the
+ * primary ({@link RouterState}). Before a request runs on a connection, the client's session settings are brought
+ * over in the same round trip.
  */
 import { serialize } from "pg-protocol";
 import { errors, type PgError } from "../errors.ts";
+import type { Logger } from "../log.ts";
 import type { Entry } from "../pool/demux.ts";
+import type { PoolGroup, Target } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { ServerConn, ServerOwner } from "../pool/server.ts";
 import { sessionEffects, type SessionOp } from "../router/effects.ts";
+import { describeRoute, type Route } from "../router/route.ts";
+import { virtualSetting, type Decision, type RouterState } from "../router/state.ts";
 import { F, TxStatus } from "../wire/codes.ts";
 import { MessageWriter, errorResponse, readyForQuery, writeError } from "../wire/encode.ts";
 import { decodeQuery } from "../wire/frontend.ts";
@@ -29,15 +35,31 @@ export interface ClientSide {
   log(event: string, fields: Record<string, string | number>): void;
 }
 
-type Request =
-  | { kind: "simple"; frame: Uint8Array; end: "query" | "function"; ops: readonly SessionOp[] }
+type Request = (
+  | { kind: "simple"; frame: Uint8Array; end: "query" | "function"; ops: readonly SessionOp[]; prefix?: Uint8Array; retry?: boolean }
   | { kind: "batch"; messages: Message[]; sync: boolean }
-  | { kind: "copy"; frame: Uint8Array };
+  | { kind: "copy"; frame: Uint8Array }
+  | { kind: "local"; bytes: Uint8Array }
+) & { target: Target };
 
 const warning = (message: string) => writeError(new MessageWriter(), { severity: "WARNING", code: "01000", message }, true).done();
 
+const commandComplete = (tag: string) => new MessageWriter(32).begin(0x43).cstring(tag).end().done();
+
+/** The reply Postgres gives a SHOW of one text setting. */
+function showReply(name: string, value: string): Uint8Array {
+  const w = new MessageWriter(128);
+  w.begin(0x54).int16(1).cstring(name).int32(0).int16(0).int32(25).int16(-1).int32(-1).int16(0).end(); // RowDescription, text
+  const v = new TextEncoder().encode(value);
+  w.begin(0x44).int16(1).int32(v.length).bytes(v).end(); // DataRow
+  return w.bytes(commandComplete("SHOW")).done();
+}
+
 export class TransactionRelay implements ServerOwner {
   private conn: ServerConn | null = null;
+  private pool: Pool | null = null;
+  /** The kind of node `conn` is on. */
+  private target: Target = "primary";
   /** Requests waiting for a server connection, in order. */
   private queue: Request[] = [];
   /** Extended-protocol messages since the last Sync/Flush. */
@@ -46,17 +68,30 @@ export class TransactionRelay implements ServerOwner {
   /** A checkout failed for a batch without Sync: drop messages until the client's Sync, as Postgres would. */
   private skippingToSync = false;
   private closed = false;
+  /** A BEGIN held back (`transactions = "first-statement"`), sent ahead of the next statement. */
+  private deferredBegin: Uint8Array | null = null;
 
   constructor(
     private readonly client: ClientSide,
-    private readonly pool: Pool,
+    private readonly group: PoolGroup,
     private readonly settings: SessionSettings,
     private readonly prepared: PreparedStatements,
+    private readonly router: RouterState,
+    private readonly log: Logger,
   ) {}
 
   /** The server connection a CancelRequest should reach now (none between transactions). */
   get cancelTarget(): ServerConn | null {
     return this.conn;
+  }
+
+  /** Whether the next request must stay on the current connection. */
+  private get bound(): boolean {
+    return this.conn !== null && (this.conn.txStatus !== TxStatus.Idle || this.settings.pinned || this.router.transaction !== null);
+  }
+
+  private status(): number {
+    return this.router.transaction || this.deferredBegin ? TxStatus.InTransaction : TxStatus.Idle;
   }
 
   /** One complete frontend message; `frame` may be a view into the client's chunk. */
@@ -68,13 +103,10 @@ export class TransactionRelay implements ServerOwner {
       return;
     }
     switch (type) {
-      case F.Query: {
-        const ops = sessionEffects(decodeQuery(frame, 5, frame.length));
-        this.pinFor(ops);
-        return this.submit({ kind: "simple", frame, end: "query", ops });
-      }
+      case F.Query:
+        return this.query(frame);
       case F.FunctionCall:
-        return this.submit({ kind: "simple", frame, end: "function", ops: [] });
+        return this.submit({ kind: "simple", frame, end: "function", ops: [], target: "primary" });
       case F.Parse:
       case F.Bind:
       case F.Describe:
@@ -87,13 +119,88 @@ export class TransactionRelay implements ServerOwner {
         this.batch.push({ type, frame: frame.slice() });
         const messages = this.batch;
         this.batch = [];
-        return this.submit({ kind: "batch", messages, sync: type === F.Sync });
+        return this.batchRequest(messages, type === F.Sync);
       }
       case F.CopyData:
       case F.CopyDone:
       case F.CopyFail:
-        return this.submit({ kind: "copy", frame });
+        return this.submit({ kind: "copy", frame, target: this.target });
     }
+  }
+
+  // --- routing -------------------------------------------------------------------------------------------
+
+  private query(frame: Uint8Array): void {
+    const sql = decodeQuery(frame, 5, frame.length);
+    const v = virtualSetting(sql);
+    if (v) {
+      const err = v.op === "show" ? null : this.router.setVirtual(v);
+      const value = v.op === "show" ? this.router.showVirtual(v.name) : null;
+      let reply: Uint8Array;
+      if (err) reply = errorResponse({ severity: "ERROR", code: "22023", message: err });
+      else if (v.op === "show" && value === null) reply = errorResponse({ severity: "ERROR", code: "42704", message: `unrecognized configuration parameter "${v.name}"` });
+      else reply = v.op === "show" ? showReply(v.name, value!) : commandComplete(v.op === "set" ? "SET" : "RESET");
+      return this.local(new MessageWriter(64).bytes(reply).bytes(readyForQuery(this.status())).done());
+    }
+    const ops = sessionEffects(sql);
+    const d = this.router.decide(sql, this.group.replicaAvailable);
+    const route = this.pinsToPrimary(d.route, ops);
+    this.trace(sql, route, d);
+    switch (route.target) {
+      case "refuse":
+        return this.local(
+          new MessageWriter(256)
+            .bytes(errorResponse({ severity: "ERROR", code: "25006", message: `pgroute: ${describeRoute(route.reason)}`, hint: "Remove the replica hint, or send the statement to the primary." }))
+            .bytes(readyForQuery(this.status()))
+            .done(),
+        );
+      case "defer":
+        // Answer the BEGIN now; it goes out ahead of the statement that decides where the transaction runs.
+        this.deferredBegin = frame.slice();
+        this.router.deferredBegin = sql;
+        return this.local(new MessageWriter(32).bytes(commandComplete("BEGIN")).bytes(readyForQuery(TxStatus.InTransaction)).done());
+    }
+    this.pinFor(ops);
+    const prefix = this.deferredBegin ?? undefined;
+    this.deferredBegin = null;
+    this.router.deferredBegin = null;
+    // A read sent to a replica outside a transaction may be retried on the primary if the replica refuses it.
+    const retry = route.target === "replica" && !this.bound && !prefix && d.classification.statements === 1;
+    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry });
+  }
+
+  /** Statements that pin the session run on the primary: the session then stays there. */
+  private pinsToPrimary(r: Route, ops: readonly SessionOp[]): Route {
+    if (r.target === "replica" && !this.bound && ops.some((o) => o.op === "pin")) return { target: "primary", reason: r.reason };
+    return r;
+  }
+
+  private batchRequest(messages: Message[], sync: boolean): void {
+    const { executed } = this.prepared.peek(messages);
+    let target: Target = "primary";
+    if (this.bound) target = this.target;
+    else if (executed.length > 0) {
+      // The batch runs on one node: a replica only when every statement it executes may run there.
+      target = "replica";
+      for (const sql of executed) {
+        const d = this.router.decide(sql, this.group.replicaAvailable);
+        const r = this.pinsToPrimary(d.route, sessionEffects(sql));
+        this.trace(sql, r, d);
+        if (r.target === "refuse") {
+          const error = errorResponse({ severity: "ERROR", code: "25006", message: `pgroute: ${describeRoute(r.reason)}` });
+          this.local(sync ? new MessageWriter(256).bytes(error).bytes(readyForQuery(this.status())).done() : error);
+          if (!sync) this.skippingToSync = true;
+          return;
+        }
+        if (r.target !== "replica") target = "primary";
+      }
+    }
+    this.submit({ kind: "batch", messages, sync, target });
+  }
+
+  private trace(sql: string, r: Route, d: Decision): void {
+    if (!this.log.enabled("debug")) return;
+    this.log.debug("route", { target: r.target, reason: describeRoute(r.reason), statement: sql.length > 80 ? `${sql.slice(0, 79)}…` : sql, cached: d.classification.reason.code });
   }
 
   private pinFor(ops: readonly SessionOp[]): void {
@@ -105,32 +212,63 @@ export class TransactionRelay implements ServerOwner {
     }
   }
 
+  /** A reply pgroute makes itself, in order with whatever the client still awaits. */
+  private local(bytes: Uint8Array): void {
+    if (this.conn && this.queue.length === 0) {
+      this.conn.send(new Uint8Array(0), [{ local: bytes }]);
+      return;
+    }
+    if (this.queue.length > 0 || this.acquiring) {
+      this.queue.push({ kind: "local", bytes, target: this.target });
+      return;
+    }
+    this.client.send(bytes);
+  }
+
   private submit(req: Request): void {
-    if (this.conn && this.queue.length === 0) return this.dispatch(this.conn, req);
+    const conn = this.conn;
+    if (conn && this.queue.length === 0 && (this.bound || req.target === this.target || req.kind === "copy")) {
+      return this.dispatch(conn, req);
+    }
     // Waiting for a connection: keep a copy, the client's chunk will be reused.
-    if (req.kind !== "batch") req.frame = req.frame.slice();
+    if (req.kind === "simple" || req.kind === "copy") req.frame = req.frame.slice();
     this.queue.push(req);
-    if (!this.conn) this.acquire();
+    if (!conn) this.acquire();
   }
 
   private acquire(): void {
     if (this.acquiring || this.closed) return;
+    // Local replies at the head of the queue need no connection.
+    while (this.queue[0]?.kind === "local") this.client.send((this.queue.shift() as { bytes: Uint8Array }).bytes);
+    const head = this.queue[0];
+    if (!head) return;
     this.acquiring = true;
-    this.pool.acquire().then(
-      (conn) => {
+    this.group.acquire(head.target).then(
+      ({ conn, pool, target }) => {
         this.acquiring = false;
-        if (this.closed) return this.pool.release(conn);
+        if (this.closed) return pool.release(conn);
         this.conn = conn;
+        this.pool = pool;
+        this.target = target;
         conn.attach(this, "tracked");
-        const queued = this.queue;
-        this.queue = [];
-        for (const r of queued) this.dispatch(conn, r);
+        this.drainQueue();
       },
       (err: PgError) => {
         this.acquiring = false;
         this.failQueued(err);
       },
     );
+  }
+
+  /** Sends queued requests that belong on the current connection, in order. */
+  private drainQueue(): void {
+    const conn = this.conn;
+    while (conn && this.queue.length > 0) {
+      const r = this.queue[0]!;
+      if (!(this.bound || r.target === this.target || r.kind === "copy" || r.kind === "local")) break;
+      this.queue.shift();
+      this.dispatch(conn, r);
+    }
   }
 
   /** No connection could be had: every waiting request gets the error, and the session stays usable. */
@@ -140,6 +278,10 @@ export class TransactionRelay implements ServerOwner {
     const error = errorResponse({ ...err.fields, severity: "ERROR" });
     for (const r of queued) {
       if (r.kind === "copy") continue;
+      if (r.kind === "local") {
+        this.client.send(r.bytes);
+        continue;
+      }
       this.client.send(error);
       if (r.kind === "batch" && !r.sync) this.skippingToSync = true;
       else this.client.send(readyForQuery(TxStatus.Idle));
@@ -147,12 +289,23 @@ export class TransactionRelay implements ServerOwner {
   }
 
   private dispatch(conn: ServerConn, req: Request): void {
+    if (req.kind === "local") {
+      conn.send(new Uint8Array(0), [{ local: req.bytes }]);
+      return;
+    }
     this.syncSettings(conn);
-    let ok: boolean;
+    let ok = true;
     switch (req.kind) {
-      case "simple":
-        ok = conn.send(req.frame, [{ end: req.end, mode: "forward", tag: req.ops }]);
+      case "simple": {
+        if (req.prefix) ok = conn.send(req.prefix, [{ end: "query", mode: "swallow", onSwallowedError: relayWarning }]);
+        const entry: Entry = { end: req.end, mode: "forward", tag: req.ops };
+        if (req.retry) {
+          entry.retryOn = (e) => e.code === "25006" && conn.txStatus === TxStatus.Idle;
+          entry.retry = () => this.retryOnPrimary(conn, req);
+        }
+        ok = ok && conn.send(req.frame, [entry]);
         break;
+      }
       case "copy":
         ok = conn.send(req.frame, []);
         break;
@@ -164,6 +317,18 @@ export class TransactionRelay implements ServerOwner {
       }
     }
     if (!ok) this.client.fatal(errors.serverGone(conn.node.name, "the connection is closed"));
+  }
+
+  /** A replica refused a read (25006: it would write): it runs once more, on the primary. */
+  private retryOnPrimary(conn: ServerConn, req: Extract<Request, { kind: "simple" }>): void {
+    this.log.info("retry_on_primary", { node: conn.node.name, reason: "replica answered 25006" });
+    if (this.conn === conn && conn.idle && !this.settings.pinned) {
+      this.conn = null;
+      this.pool?.release(conn);
+    }
+    this.queue.unshift({ ...req, frame: req.frame.slice(), target: "primary", retry: false });
+    if (!this.conn) this.acquire();
+    else this.drainQueue();
   }
 
   /** Brings the client's session settings to `conn`, pipelined before its request. */
@@ -197,6 +362,7 @@ export class TransactionRelay implements ServerOwner {
   ready(status: number, failed: boolean, entry: Entry): void {
     const conn = this.conn;
     if (!conn) return;
+    this.router.transaction = status === TxStatus.Idle ? null : this.target;
     const version = this.settings.version;
     const r = this.settings.ready(status, failed, entry.tag as readonly SessionOp[] | undefined, conn);
     if (r.deallocated) {
@@ -206,15 +372,15 @@ export class TransactionRelay implements ServerOwner {
     if (this.settings.version !== version) conn.appliedFor = null;
     if (conn.idle && !this.settings.pinned) {
       this.conn = null;
-      this.pool.release(conn);
+      this.pool?.release(conn);
       if (this.queue.length > 0) this.acquire();
-    }
+    } else this.drainQueue();
   }
 
   onServerClose(error: PgError | null): void {
     const conn = this.conn;
     this.conn = null;
-    if (conn) this.pool.discard(conn);
+    if (conn) this.pool?.discard(conn);
     if (this.closed) return;
     if (error) this.client.fatal(error);
     else if (conn) this.client.close();
@@ -234,19 +400,20 @@ export class TransactionRelay implements ServerOwner {
     this.queue = [];
     this.batch = [];
     const conn = this.conn;
+    const pool = this.pool;
     this.conn = null;
-    if (!conn) return;
+    if (!conn || !pool) return;
     conn.attach(null, "tracked");
     if (conn.pending > 0 || !conn.atBoundary) {
       // Unread results or a COPY in progress: nothing we could send would leave it in a known state.
-      this.pool.discard(conn);
+      pool.discard(conn);
       return;
     }
     const steps: string[] = [];
     if (conn.txStatus !== TxStatus.Idle) steps.push("ROLLBACK");
     // Session-scoped state (LISTEN, temp tables, advisory locks, cursors, SQL PREPARE) must not reach the next client.
     if (this.settings.pinned) steps.push("DISCARD ALL");
-    if (steps.length === 0) return this.pool.release(conn);
+    if (steps.length === 0) return pool.release(conn);
     this.client.log("server_reset", { steps: steps.join("; ") });
     void (async () => {
       try {
@@ -256,10 +423,14 @@ export class TransactionRelay implements ServerOwner {
           conn.prepared.clear();
         }
         conn.appliedFor = null;
-        this.pool.release(conn);
+        pool.release(conn);
       } catch {
-        this.pool.discard(conn);
+        pool.discard(conn);
       }
     })();
   }
+}
+
+function relayWarning(e: { message: string }): Uint8Array {
+  return warning(`pgroute: the held-back BEGIN failed: ${e.message}`);
 }

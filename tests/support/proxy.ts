@@ -20,6 +20,11 @@ export interface TestProxy {
   stop(): Promise<void>;
 }
 
+/** Every node of the test cluster, as `[[nodes]]` entries (the primary first). */
+export function clusterNodes(cluster: DevCluster): Record<string, unknown>[] {
+  return [cluster.primary, ...cluster.replicas].map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role }));
+}
+
 /** Users pgroute knows in tests, beyond the superuser. Passwords match the roles in the cluster. */
 export function testUsers(cluster: DevCluster): Record<string, unknown>[] {
   return [
@@ -31,14 +36,15 @@ export function testUsers(cluster: DevCluster): Record<string, unknown>[] {
 }
 
 /**
- * Starts pgroute against the test cluster. `raw` is merged over a default config (all nodes, `testUsers`), in
- * the shape of the TOML file.
+ * Starts pgroute against the test cluster. `raw` is merged over a default config (the primary only, so every
+ * statement lands there; pass `nodes: clusterNodes(cluster)` for read/write splitting), in the shape of the TOML
+ * file.
  */
 export async function startTestProxy(raw: Record<string, unknown> = {}, log?: Logger): Promise<TestProxy> {
   const cluster = await testCluster();
   const config = configFrom({
     listen: { host: "127.0.0.1", port: 0 },
-    nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
+    nodes: clusterNodes(cluster).slice(0, 1),
     users: testUsers(cluster),
     log: { level: process.env.PGROUTE_TEST_LOG ?? "error" },
     ...raw,

@@ -1,0 +1,88 @@
+/**
+ * Which node is the primary and which are replicas, as far as pgroute knows: configured roles, and for
+ * `role = "auto"` what the node itself reports (`in_hot_standby`, a ParameterStatus every server connection sends
+ * at login since PostgreSQL 14). Replicas are taken in turn, weighted; a node whose logins fail is left out of
+ * reads for a while. (Continuous health monitoring and scored balancing build on this.)
+ */
+import type { NodeConfig } from "../config/types.ts";
+
+export type Role = "primary" | "replica" | "unknown";
+
+const FAILURE_HOLD_MS = 5_000;
+
+export class Topology {
+  private readonly roles = new Map<string, Role>();
+  private readonly failedUntil = new Map<string, number>();
+  /** Smooth weighted round-robin state (nginx's algorithm): deterministic and proportional to weights. */
+  private readonly current = new Map<string, number>();
+
+  constructor(
+    readonly nodes: readonly NodeConfig[],
+    private readonly now: () => number = Date.now,
+  ) {
+    for (const n of nodes) this.roles.set(n.name, n.role === "auto" ? "unknown" : n.role);
+  }
+
+  roleOf(node: NodeConfig): Role {
+    return this.roles.get(node.name) ?? "unknown";
+  }
+
+  /** What a server connection to `node` reported at login. */
+  learn(node: NodeConfig, inHotStandby: string | undefined): void {
+    if (node.role !== "auto" || inHotStandby === undefined) return;
+    this.roles.set(node.name, inHotStandby === "on" ? "replica" : "primary");
+  }
+
+  /** A login to `node` failed: no reads go there for a while. */
+  failed(node: NodeConfig): void {
+    this.failedUntil.set(node.name, this.now() + FAILURE_HOLD_MS);
+  }
+
+  /** A login to `node` succeeded. */
+  recovered(node: NodeConfig): void {
+    this.failedUntil.delete(node.name);
+  }
+
+  private up(node: NodeConfig): boolean {
+    return (this.failedUntil.get(node.name) ?? 0) <= this.now();
+  }
+
+  /** The known primary, if any. */
+  primary(): NodeConfig | null {
+    return this.nodes.find((n) => this.roleOf(n) === "primary") ?? null;
+  }
+
+  /** Nodes that might be the primary, in config order (known primary first). */
+  primaryCandidates(): NodeConfig[] {
+    const p = this.primary();
+    return p ? [p] : this.nodes.filter((n) => this.roleOf(n) === "unknown");
+  }
+
+  private readyReplicas(): NodeConfig[] {
+    return this.nodes.filter((n) => this.roleOf(n) === "replica" && this.up(n));
+  }
+
+  get replicaAvailable(): boolean {
+    return this.readyReplicas().length > 0;
+  }
+
+  /** The next replica for a read, in proportion to the nodes' weights; null when none is available. */
+  pickReplica(): NodeConfig | null {
+    const ready = this.readyReplicas();
+    if (ready.length === 0) return null;
+    let total = 0;
+    let best: NodeConfig | null = null;
+    let bestWeight = -Infinity;
+    for (const n of ready) {
+      const w = (this.current.get(n.name) ?? 0) + n.weight;
+      this.current.set(n.name, w);
+      total += n.weight;
+      if (w > bestWeight) {
+        bestWeight = w;
+        best = n;
+      }
+    }
+    this.current.set(best!.name, bestWeight - total);
+    return best;
+  }
+}

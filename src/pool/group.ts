@@ -1,0 +1,65 @@
+/**
+ * The pools of one (user, database), one per node, and the choice of node for a lease: the primary for writes,
+ * a replica (in turn, by weight) for reads. Nodes with `role = "auto"` are classified by their first server
+ * connection; until a primary is known, candidates are tried in config order.
+ */
+import type { NodeConfig } from "../config/types.ts";
+import { PgError } from "../errors.ts";
+import type { Topology } from "../cluster/topology.ts";
+import type { Pool } from "./pool.ts";
+import type { ServerConn, ServerCredentials } from "./server.ts";
+
+export type Target = "primary" | "replica";
+
+export class PoolGroup {
+  constructor(
+    private readonly topology: Topology,
+    /** The pool of this group on `node` (created on demand by the owner). */
+    private readonly poolOn: (node: NodeConfig) => Pool,
+  ) {}
+
+  get replicaAvailable(): boolean {
+    return this.topology.replicaAvailable;
+  }
+
+  /** The pool whose ParameterStatus values clients see at login: the primary's, or the first candidate's. */
+  primaryPool(): Pool {
+    return this.poolOn(this.topology.primaryCandidates()[0] ?? this.topology.nodes[0]!);
+  }
+
+  updateCredentials(c: ServerCredentials): void {
+    for (const n of this.topology.nodes) this.poolOn(n).updateCredentials(c);
+  }
+
+  /** Leases a connection on a node of the wanted kind; reads fall back to the primary when no replica is up. */
+  async acquire(target: Target): Promise<{ conn: ServerConn; pool: Pool; target: Target }> {
+    if (target === "replica") {
+      const node = this.topology.pickReplica();
+      if (node) {
+        const pool = this.poolOn(node);
+        try {
+          return { conn: await pool.acquire(), pool, target };
+        } catch (err) {
+          // A replica that cannot be reached costs the client nothing: its read goes to the primary.
+          if (!(err instanceof PgError) || err.code !== "53300") this.topology.failed(node);
+          else throw err;
+        }
+      }
+    }
+    let last: unknown = new PgError("08001", "no primary node is known", "FATAL");
+    for (const node of this.topology.primaryCandidates()) {
+      const pool = this.poolOn(node);
+      let conn: ServerConn;
+      try {
+        conn = await pool.acquire();
+      } catch (err) {
+        last = err;
+        continue;
+      }
+      if (this.topology.roleOf(node) === "primary") return { conn, pool, target: "primary" };
+      // A node of unknown role turned out to be a standby: remember it, keep looking.
+      pool.release(conn);
+    }
+    throw last;
+  }
+}
