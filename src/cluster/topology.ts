@@ -49,7 +49,8 @@ export class Topology {
 
   /** The known primary, if any. */
   primary(): NodeConfig | null {
-    return this.nodes.find((n) => this.roleOf(n) === "primary") ?? null;
+    for (const n of this.nodes) if (this.roles.get(n.name) === "primary") return n;
+    return null;
   }
 
   /** Nodes that might be the primary, in config order (known primary first). */

@@ -84,6 +84,11 @@ export const TRACKED_TYPES = [
 
 const ROLLBACK = Buffer.from("ROLLBACK");
 
+function startsWith(buf: Uint8Array, at: number, prefix: Uint8Array): boolean {
+  for (let i = 0; i < prefix.length; i++) if (buf[at + i] !== prefix[i]) return false;
+  return true;
+}
+
 /** The server's replies do not match what was sent: the connection cannot be trusted any more. */
 export class DemuxError extends Error {
   override readonly name = "DemuxError";
@@ -208,7 +213,7 @@ export class Demux implements FrameSink {
           break;
         case B.CommandComplete:
           // A transaction that ends in ROLLBACK (or a COMMIT of a failed one, tagged ROLLBACK) undid its SETs.
-          if (end - start >= 8 && Buffer.compare(ROLLBACK, buf.subarray(start, start + 8)) === 0) this.rolledBack = true;
+          if (end - start >= 8 && startsWith(buf, start, ROLLBACK)) this.rolledBack = true;
           ends = head.end === "execute";
           break;
         case B.EmptyQueryResponse:
@@ -246,7 +251,8 @@ export class Demux implements FrameSink {
     if (type === B.ReadyForQuery) {
       const status = buf[start]!;
       this.onStatus(status);
-      const failed = this.errorSinceReady || this.rolledBack;
+      const errored = this.errorSinceReady;
+      const failed = errored || this.rolledBack;
       this.errorSinceReady = false;
       this.rolledBack = false;
       if (head && ends) {
@@ -260,7 +266,8 @@ export class Demux implements FrameSink {
           this.updateWant();
           return;
         }
-        if (failed && head.mode === "swallow") head.fail?.();
+        // pgroute's own request failed only if it got an error: its own ROLLBACK (a reset) succeeds with one.
+        if (errored && head.mode === "swallow") head.fail?.();
         else head.ok?.();
         if (!swallow) {
           // The owner may hand the connection on from here: everything up to this message is theirs first.

@@ -12,11 +12,22 @@ import type { ServerConn, ServerCredentials } from "./server.ts";
 export type Target = "primary" | "replica";
 
 export class PoolGroup {
+  private readonly pools = new Map<NodeConfig, Pool>();
+
   constructor(
     private readonly topology: Topology,
-    /** The pool of this group on `node` (created on demand by the owner). */
-    private readonly poolOn: (node: NodeConfig) => Pool,
+    /** Creates the pool of this group on `node`. */
+    private readonly createPool: (node: NodeConfig) => Pool,
   ) {}
+
+  private poolOn(node: NodeConfig): Pool {
+    let p = this.pools.get(node);
+    if (!p) {
+      p = this.createPool(node);
+      this.pools.set(node, p);
+    }
+    return p;
+  }
 
   get replicaAvailable(): boolean {
     return this.topology.replicaAvailable;
@@ -29,6 +40,15 @@ export class PoolGroup {
 
   updateCredentials(c: ServerCredentials): void {
     for (const n of this.topology.nodes) this.poolOn(n).updateCredentials(c);
+  }
+
+  /** A connection leased at once when an idle one is ready on the right node, else null (then use `acquire`). */
+  tryAcquire(target: Target): { conn: ServerConn; pool: Pool; target: Target } | null {
+    const node = target === "replica" ? this.topology.pickReplica() : this.topology.primary();
+    if (!node) return null;
+    const pool = this.poolOn(node);
+    const conn = pool.tryAcquire();
+    return conn ? { conn, pool, target } : null;
   }
 
   /** Leases a connection on a node of the wanted kind; reads fall back to the primary when no replica is up. */

@@ -109,6 +109,22 @@ export class Pool {
     });
   }
 
+  /** An idle connection that needs no validation, leased at once; null when there is none (use `acquire`). */
+  tryAcquire(): ServerConn | null {
+    if (this.closed || this.waiters.length > 0) return null;
+    const now = this.now();
+    for (let c = this.idle.pop(); c; c = this.idle.pop()) {
+      if (c.closed || this.expired(c)) {
+        this.discard(c);
+        continue;
+      }
+      if (now - c.idleSince < this.opts.config.validate_after_ms) return c;
+      this.idle.push(c); // needs a ping first: the asynchronous path does that
+      return null;
+    }
+    return null;
+  }
+
   /** Returns a leased connection. Connections not known to be clean are closed instead. */
   release(conn: ServerConn): void {
     if (conn.cancelling > 0) {

@@ -94,15 +94,20 @@ export class ServerConn implements FrameSink, OutboxOwner {
   readonly params = new Map<string, string>();
   /** Session settings pgroute applied on this connection (name → the statement that set it). */
   applied = new Map<string, string>();
-  /** Whose settings `applied` last matched, and at which version of them (a shortcut past `diff`). */
-  appliedFor: object | null = null;
-  appliedVersion = -1;
+  /** The signature of the settings in `applied` (a shortcut past `diff`); null when unknown. */
+  appliedSignature: string | null = null;
   /** CancelRequests forwarded for this connection and not yet acknowledged by the server. */
   cancelling = 0;
   /** Runs once `cancelling` drops back to 0 (the pool holds a connection back until then). */
   afterCancel: (() => void) | null = null;
-  /** Server-side names of the prepared statements this connection has. */
-  readonly prepared: Lru<string, true>;
+  /**
+   * Server-side names of the prepared statements this connection has, least recently used first. Never trimmed
+   * by itself: a name forgotten here without a Close would stay on the server, and preparing it again would fail
+   * with 42P05. Statements beyond `preparedCapacity` are closed explicitly (PreparedStatements.evictFor).
+   */
+  readonly prepared = new Lru<string, true>(Number.POSITIVE_INFINITY);
+  /** How many prepared statements this connection keeps (`pool.prepared_statements`). */
+  readonly preparedCapacity: number;
   /** The server's BackendKeyData, used to cancel its running query. */
   pid = 0;
   secret = 0;
@@ -132,7 +137,7 @@ export class ServerConn implements FrameSink, OutboxOwner {
   private constructor(private readonly login: ServerLogin) {
     this.node = login.node;
     this.reader = new FrameReader(LOGIN_TYPES, login.maxMessageSize);
-    this.prepared = new Lru(login.preparedCapacity ?? 100);
+    this.preparedCapacity = login.preparedCapacity ?? 100;
     this.demux = new Demux(this.reader, this.owner, this.params, (s) => {
       this.txStatus = s;
     });
@@ -179,7 +184,7 @@ export class ServerConn implements FrameSink, OutboxOwner {
     this.owner = owner ?? NOBODY;
     this.demux.setOwner(this.owner);
     // A previous owner may have paused reading (its client was slow); a new owner starts afresh.
-    if (this.phase === "ready") this.socket.resume();
+    if (this.paused && this.phase === "ready") this.resume();
     if (mode === this.mode) return;
     this.mode = mode;
     for (const t of mode === "raw" ? TRACKED_TYPES : RAW_TYPES) this.reader.want(t, false);
@@ -240,11 +245,15 @@ export class ServerConn implements FrameSink, OutboxOwner {
     });
   }
 
+  private paused = false;
+
   pause(): void {
+    this.paused = true;
     this.socket.pause();
   }
 
   resume(): void {
+    this.paused = false;
     this.socket.resume();
   }
 

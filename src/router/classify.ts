@@ -3,9 +3,9 @@
  * and whether it controls a transaction. When in doubt it is not read-only — a read sent to the primary only
  * wastes capacity, a write sent to a replica is an error the user sees.
  *
- * Read-only means: only SELECT/VALUES/TABLE (also inside EXPLAIN without ANALYZE, DECLARE, COPY … TO), SHOW,
- * with no locking clause anywhere, no SELECT INTO, no data-modifying CTE at any depth, and calls only of
- * functions known to be safe on a standby. Results are cached by statement shape (literals and comments do not
+ * Read-only means: only SELECT/VALUES/TABLE (also inside EXPLAIN without ANALYZE, DECLARE without HOLD,
+ * COPY … TO), SHOW, with no locking clause anywhere, no SELECT INTO, no data-modifying CTE at any depth, and calls
+ * only of functions known to be safe on a standby. Results are cached by statement shape (literals and comments do not
  * matter), so repeated statements never reach the parser.
  */
 import { BUILTIN_FUNCTIONS } from "./builtins.ts";
@@ -29,7 +29,8 @@ export type StatementReason =
 
 /** Transaction control a statement performs. */
 export type TxControl =
-  | { kind: "begin"; readOnly: boolean | null }
+  /** `serializable`: ISOLATION LEVEL SERIALIZABLE, which a hot standby refuses even for a read-only transaction. */
+  | { kind: "begin"; readOnly: boolean | null; serializable: boolean }
   | { kind: "commit" }
   | { kind: "rollback" }
   | { kind: "savepoint" }
@@ -90,19 +91,21 @@ export function functionLists(routing: { write_functions: readonly string[]; rea
 
 type Node = Record<string, any>;
 
+/** CURSOR_OPT_HOLD in parsenodes.h: DECLARE … WITH HOLD. */
+const CURSOR_OPT_HOLD = 0x0020;
+
 /** Classifications by statement shape, per set of function lists (a reload with new lists gets a new cache). */
 const caches = new WeakMap<FunctionLists, Lru<string, Classification>>();
 
 export const classifierStats = { hits: 0, misses: 0 };
 
-/** Classifies a SQL string (one or more statements). */
-export function classify(sql: string, lists: FunctionLists = DEFAULT_FUNCTIONS): Classification {
+/** Classifies a SQL string (one or more statements); `key` is its shape's key when the caller has it already. */
+export function classify(sql: string, lists: FunctionLists = DEFAULT_FUNCTIONS, key: string = shape(sql).key): Classification {
   let cache = caches.get(lists);
   if (!cache) {
     cache = new Lru(20_000);
     caches.set(lists, cache);
   }
-  const key = shape(sql).key;
   const hit = cache.get(key);
   if (hit) {
     classifierStats.hits++;
@@ -117,7 +120,7 @@ export function classify(sql: string, lists: FunctionLists = DEFAULT_FUNCTIONS):
 
 /** The full parse, for tools (`pgroute explain`) and cache misses. */
 export function classifyUncached(sql: string, lists: FunctionLists = DEFAULT_FUNCTIONS): Classification {
-  if (shape(sql).key === "") return { readOnly: true, reason: { code: "empty" }, tx: null, statements: 0 };
+  // No shortcut for an empty shape: an unterminated comment has one too, and only the parser reports it.
   const parsed = parseSql(sql);
   if (!parsed.ok) {
     return {
@@ -130,13 +133,18 @@ export function classifyUncached(sql: string, lists: FunctionLists = DEFAULT_FUN
   const stmts = parsed.tree.stmts ?? [];
   if (stmts.length === 0) return { readOnly: true, reason: { code: "empty" }, tx: null, statements: 0 };
   let first: Classification | null = null;
+  let control: Classification | null = null;
   for (const s of stmts) {
     const c = statement(s.stmt as Node, lists);
     first ??= c;
-    // A multi-statement string runs on one node: any statement that may not run on a replica decides.
-    if (!c.readOnly) return { ...c, tx: first.tx, statements: stmts.length };
+    if (c.readOnly) continue;
+    // A multi-statement string runs on one node: any statement that may not run on a replica decides. Transaction
+    // control decides only when nothing else does, so that `BEGIN READ ONLY; COMMIT; DELETE …` is seen to write
+    // (route() sends a read-only transaction to a replica only when the string does nothing but read).
+    if (c.reason.code !== "transaction_control") return { ...c, tx: first.tx, statements: stmts.length };
+    control ??= c;
   }
-  return { ...first!, statements: stmts.length };
+  return { ...(control ?? first!), tx: first!.tx, statements: stmts.length };
 }
 
 const READ: Classification = Object.freeze<Classification>({ readOnly: true, reason: { code: "read_only" }, tx: null, statements: 1 });
@@ -154,6 +162,11 @@ function readOnlyOption(options: Node[] | undefined): boolean | null {
   return null;
 }
 
+/** Whether BEGIN / START TRANSACTION options ask for ISOLATION LEVEL SERIALIZABLE. */
+function serializableOption(options: Node[] | undefined): boolean {
+  return (options ?? []).some((o) => o.DefElem?.defname === "transaction_isolation" && String(o.DefElem.arg?.A_Const?.sval?.sval).toLowerCase() === "serializable");
+}
+
 /** Statement type names for messages: "InsertStmt" → "INSERT". */
 function label(type: string): string {
   const special: Record<string, string> = {
@@ -163,7 +176,8 @@ function label(type: string): string {
     ListenStmt: "LISTEN", NotifyStmt: "NOTIFY", UnlistenStmt: "UNLISTEN", PrepareStmt: "PREPARE",
     ExecuteStmt: "EXECUTE", DeallocateStmt: "DEALLOCATE", DiscardStmt: "DISCARD", AlterSystemStmt: "ALTER SYSTEM",
     CreateTableAsStmt: "CREATE TABLE AS", RefreshMatViewStmt: "REFRESH MATERIALIZED VIEW", IndexStmt: "CREATE INDEX",
-    GrantStmt: "GRANT", ViewStmt: "CREATE VIEW",
+    GrantStmt: "GRANT", ViewStmt: "CREATE VIEW", CheckPointStmt: "CHECKPOINT", SecLabelStmt: "SECURITY LABEL",
+    ClosePortalStmt: "CLOSE",
   };
   return special[type] ?? type.replace(/Stmt$/, "").replace(/([a-z])([A-Z])/g, "$1 $2").toUpperCase();
 }
@@ -174,24 +188,33 @@ function statement(stmt: Node, lists: FunctionLists): Classification {
     case "SelectStmt":
       return query(stmt, lists);
     case "ExplainStmt": {
-      const analyze = (node.options as Node[] | undefined)?.some((o) => o.DefElem?.defname === "analyze" && o.DefElem?.arg?.Boolean?.boolval !== false);
-      // EXPLAIN runs nothing; EXPLAIN ANALYZE runs its statement, so it is whatever that statement is.
+      // Any ANALYZE option counts, even `ANALYZE false`: its value may be a literal ('off', 0), which the shape
+      // cache does not see, so honouring it would let `(ANALYZE 'on') DELETE …` hit the entry of `(ANALYZE 'off')`.
+      const analyze = (node.options as Node[] | undefined)?.some((o) => o.DefElem?.defname === "analyze");
+      // EXPLAIN runs nothing; EXPLAIN ANALYZE runs its statement, so it is whatever that statement is. Either way
+      // a statement naming session state (EXPLAIN EXECUTE of a prepared statement) goes where that state lives.
       const inner = statement(node.query as Node, lists);
-      if (analyze || inner.tx) return inner;
-      return inner.readOnly || inner.reason.code !== "parse_error" ? READ : inner;
+      if (analyze || inner.tx || inner.reason.code === "session_command") return inner;
+      return READ;
     }
     case "VariableShowStmt":
       return READ;
-    case "DeclareCursorStmt":
-      return query(node.query as Node, lists);
+    case "DeclareCursorStmt": {
+      const q = query(node.query as Node, lists);
+      // A WITH HOLD cursor outlives its transaction; the FETCH and CLOSE that name it later are session commands
+      // (the primary), so it must be declared there too.
+      if (q.readOnly && (node.options ?? 0) & CURSOR_OPT_HOLD) return write({ code: "session_command", statement: "DECLARE WITH HOLD" });
+      return q;
+    }
     case "CopyStmt":
       if (node.is_from) return write({ code: "write_statement", statement: "COPY FROM" });
-      return node.query ? query(node.query as Node, lists) : READ;
+      // COPY (query) TO: the query is a statement of its own (INSERT … RETURNING is allowed), judged as one.
+      return node.query ? statement(node.query as Node, lists) : READ;
     case "TransactionStmt": {
       const kind = node.kind as string;
       const tx: TxControl =
         kind === "TRANS_STMT_BEGIN" || kind === "TRANS_STMT_START"
-          ? { kind: "begin", readOnly: readOnlyOption(node.options) }
+          ? { kind: "begin", readOnly: readOnlyOption(node.options), serializable: serializableOption(node.options) }
           : kind === "TRANS_STMT_COMMIT" || kind === "TRANS_STMT_PREPARE" || kind === "TRANS_STMT_COMMIT_PREPARED"
             ? { kind: "commit" }
             : kind === "TRANS_STMT_ROLLBACK" || kind === "TRANS_STMT_ROLLBACK_PREPARED"

@@ -34,9 +34,8 @@ const NONE: readonly SessionOp[] = Object.freeze([]);
 // Shapes that parsed to "no session effect" (the common case), so those statements skip the parser.
 const quiet = new Lru<string, true>(10_000);
 
-/** Session effects of a statement string (one or more statements), in order. */
-export function sessionEffects(sql: string): readonly SessionOp[] {
-  const key = shape(sql).key;
+/** Session effects of a statement string (one or more statements), in order; `key` as for `classify`. */
+export function sessionEffects(sql: string, key: string = shape(sql).key): readonly SessionOp[] {
   if (quiet.get(key)) return NONE;
   const parsed = parseSql(sql);
   // A statement the parser rejects will be rejected by the server too: it changes nothing.

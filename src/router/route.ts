@@ -24,8 +24,10 @@ export type RouteReason =
   | { code: "transaction_begin" }
   /** BEGIN READ ONLY (or default_transaction_read_only): a replica may run the whole transaction. */
   | { code: "read_only_transaction" }
-  /** `transactions = "first-statement"`: the transaction goes where its first statement goes. */
-  | { code: "first_statement"; target: Target; why: StatementReason }
+  /** BEGIN ISOLATION LEVEL SERIALIZABLE: a hot standby refuses it, read-only or not. */
+  | { code: "serializable_transaction" }
+  /** `transactions = "first-statement"`: the transaction goes where its first statement goes, for `why`. */
+  | { code: "first_statement"; target: Target; why: Exclude<RouteReason, { code: "first_statement" }> }
   /** A replica was wanted but none is healthy. */
   | { code: "no_replica"; wanted: Exclude<RouteReason, { code: "no_replica" }> }
   /** A replica was asked for a statement that may write: refused, never run. */
@@ -71,6 +73,8 @@ export function route(ctx: RouteContext): Route {
 function decide(ctx: RouteContext): Route {
   const c = ctx.statement;
   const begin = c.tx?.kind === "begin" ? c.tx : null;
+  // The string begins a transaction and otherwise only reads (a multi-statement string may also write).
+  const onlyBegins = begin !== null && c.reason.code === "transaction_control";
   // An explicit choice for this statement, then for the session, then for the user.
   const explicit: [Target, RouteReason][] = [];
   if (ctx.hint) explicit.push([ctx.hint, { code: "hint", target: ctx.hint }]);
@@ -79,16 +83,24 @@ function decide(ctx: RouteContext): Route {
   if (chosen) {
     const [target, reason] = chosen;
     // A replica is never given a statement that may write; BEGIN on a replica starts a read-only transaction.
-    if (target === "replica" && !c.readOnly && !begin) return { target: "refuse", reason: { code: "replica_refused", why: c.reason } };
+    if (target === "replica" && !c.readOnly && !onlyBegins) return { target: "refuse", reason: { code: "replica_refused", why: c.reason } };
     return { target, reason };
   }
+  // A user pinned to the primary stays there, read-only transactions included: only an explicit choice moves it.
+  if (ctx.userTarget === "primary") return { target: "primary", reason: { code: "user_default", target: "primary" } };
   if (begin) {
+    if (!onlyBegins) return { target: "primary", reason: { code: "not_read_only", why: c.reason } };
+    // Checked before READ ONLY: a standby refuses SERIALIZABLE, and a held-back BEGIN that fails there would leave
+    // the statements after it running outside any transaction.
+    if (begin.serializable) return { target: "primary", reason: { code: "serializable_transaction" } };
     if (begin.readOnly ?? ctx.defaultReadOnly) return { target: "replica", reason: { code: "read_only_transaction" } };
-    if (ctx.userTarget === "primary") return { target: "primary", reason: { code: "user_default", target: "primary" } };
-    if (ctx.transactions === "first-statement") return { target: "defer", reason: { code: "transaction_begin" } };
+    // Only a lone plain BEGIN is held back: READ WRITE says where it belongs, and a string with more statements
+    // cannot be answered on its own.
+    if (ctx.transactions === "first-statement" && begin.readOnly === null && c.statements === 1) {
+      return { target: "defer", reason: { code: "transaction_begin" } };
+    }
     return { target: "primary", reason: { code: "transaction_begin" } };
   }
-  if (ctx.userTarget === "primary") return { target: "primary", reason: { code: "user_default", target: "primary" } };
   if (ctx.userTarget === "replica") {
     // A reporting user: anything not known to write goes to a replica, including its own functions.
     if (c.readOnly || !definiteWrite(c.reason)) return { target: "replica", reason: { code: "user_default", target: "replica" } };
@@ -117,8 +129,10 @@ export function describeRoute(r: RouteReason): string {
       return "BEGIN of a read-write transaction";
     case "read_only_transaction":
       return "read-only transaction";
+    case "serializable_transaction":
+      return "SERIALIZABLE transaction (a hot standby refuses it)";
     case "first_statement":
-      return `transaction follows its first statement (${describeReason(r.why)})`;
+      return `transaction follows its first statement (${describeRoute(r.why)})`;
     case "no_replica":
       return `no healthy replica (wanted: ${describeRoute(r.wanted)})`;
     case "replica_refused":

@@ -4,10 +4,68 @@
  * psql backslash meta-commands set apart. Comments before a statement stay with it, since hints live there.
  */
 import { scanSync } from "libpg-query";
+import { parseSql } from "./parser.ts";
 
 export type ScriptItem =
   | { kind: "statement"; line: number; sql: string }
   | { kind: "meta"; line: number; command: string };
+
+type Token = { start: number; end: number; text: string; tokenName: string };
+
+/** Tokens of `buf[from, to)` with offsets into `buf`, or the scanner's error message. */
+function scanPart(buf: Buffer, from: number, to: number): Token[] | string {
+  try {
+    return scanSync(buf.subarray(from, to).toString()).tokens.map((t: Token) => ({ ...t, start: t.start + from, end: t.end + from }));
+  } catch (err) {
+    return String((err as Error).message);
+  }
+}
+
+/**
+ * Tokens of a script the scanner rejects as a whole (a lexical error somewhere): scanned a statement at a time, so
+ * that the statements around the bad one are still split and judged. A `;` ends a statement when the text from the
+ * statement's start through it scans and ends with it. Psql's rules for the bad statement: an unterminated quote or
+ * comment runs to the end of the script, any other lexical error (`1abc`, `""`) ends at the next `;`.
+ */
+function tokensPiecewise(buf: Buffer): Token[] {
+  const tokens: Token[] = [];
+  let start = 0;
+  outer: while (start < buf.length) {
+    for (let semi = buf.indexOf(0x3b, start); semi >= 0; semi = buf.indexOf(0x3b, semi + 1)) {
+      const part = scanPart(buf, start, semi + 1);
+      if (typeof part !== "string") {
+        if (part[part.length - 1]?.start !== semi) continue; // the `;` is inside a comment
+        tokens.push(...part);
+        start = semi + 1;
+        continue outer;
+      }
+      // The message names the error ("unterminated quoted string…"); libpg-query may garble the rest of it.
+      if (!/unterminated/i.test(part)) {
+        tokens.push(...badStatement(buf, start, semi), { start: semi, end: semi + 1, text: ";", tokenName: "ASCII_59" });
+        start = semi + 1;
+        continue outer;
+      }
+    }
+    tokens.push(...badStatement(buf, start, buf.length));
+    break;
+  }
+  return tokens;
+}
+
+/**
+ * Tokens for a statement the scanner rejects: the leading part that scans (comments, the first words, so the
+ * statement's line is right), then one token for the rest. The parser says where the scanner stopped.
+ */
+function badStatement(buf: Buffer, from: number, to: number): Token[] {
+  const text = buf.subarray(from, to).toString();
+  const parsed = parseSql(text);
+  const at = parsed.ok ? 0 : Buffer.byteLength(text.slice(0, Math.max(0, parsed.position - 1)));
+  const head = at > 0 ? scanPart(buf, from, from + at) : [];
+  const lead = typeof head === "string" ? [] : head;
+  const restFrom = lead.length > 0 ? from + at : from + (text.length - text.trimStart().length);
+  if (restFrom >= to) return lead;
+  return [...lead, { start: restFrom, end: to, text: buf.subarray(restFrom, to).toString(), tokenName: "UNSCANNED" }];
+}
 
 /** 1-based line of byte offset `at`. */
 function lineAt(buf: Buffer, at: number): number {
@@ -19,13 +77,9 @@ function lineAt(buf: Buffer, at: number): number {
 export function splitScript(text: string): ScriptItem[] {
   const buf = Buffer.from(text);
   const items: ScriptItem[] = [];
-  let tokens: { start: number; end: number; text: string; tokenName: string }[];
-  try {
-    tokens = scanSync(text).tokens;
-  } catch {
-    // The scanner gives up only on input the parser would reject anyway: one statement, reported as such.
-    return text.trim() ? [{ kind: "statement", line: 1, sql: text.trim() }] : [];
-  }
+  const whole = scanPart(buf, 0, buf.length);
+  // The scanner gives up on the first lexical error; the parser will report it for the statement that has it.
+  const tokens = typeof whole === "string" ? tokensPiecewise(buf) : whole;
   let start = 0; // byte offset where the current statement (with its leading comments) begins
   let hasCode = false;
   let codeAt = 0; // byte offset of the statement's first token that is not a comment

@@ -4,9 +4,9 @@
  * `pgroute serve` (which also learns the real transaction state from ReadyForQuery) and `pgroute explain` (which
  * simulates it), so both decide through the same {@link route}.
  */
-import { classify, type Classification, type FunctionLists } from "./classify.ts";
+import { classify, classifyUncached, type Classification, type FunctionLists } from "./classify.ts";
 import { hintIn, type Target } from "./hints.ts";
-import { shape } from "./lexer.ts";
+import { shape, type Shape } from "./lexer.ts";
 import { parseSql } from "./parser.ts";
 import { route, type Route, type TargetSetting } from "./route.ts";
 
@@ -20,6 +20,11 @@ export interface RouterOptions {
   functions: FunctionLists;
   transactions: "primary" | "first-statement";
   userTarget: TargetSetting;
+  /**
+   * Parse every statement, bypassing the shape cache (`pgroute explain`): a statement the parser rejects can share
+   * its shape with one it accepts (`select 1abc` and `select 1`), and a tool must report the error either way.
+   */
+  uncached?: boolean;
 }
 
 export interface Decision {
@@ -29,13 +34,21 @@ export interface Decision {
 }
 
 const TARGETS: readonly string[] = ["primary", "replica", "auto"];
+const VIRTUAL = /^(set|reset|show) (session )?pgroute\./;
+/** `SET [SESSION] pgroute.<name> =|TO <word>` on a shape key (words lower-cased, literals already `?`). */
+const BARE_WORD = /^set (?:session )?(pgroute\.[a-z_][a-z0-9_$]*) ?(?:=|to) ?([a-z_][a-z0-9_$]*) ?;?$/;
 
 /** A `SET/RESET/SHOW pgroute.*` statement, or null. Cheap for everything else (a prefix check on the shape). */
-export function virtualSetting(sql: string): Virtual | null {
-  const key = shape(sql).key;
-  if (!/^(set|reset|show) (session )?pgroute\./.test(key)) return null;
+export function virtualSetting(sql: string, key: string = shape(sql).key): Virtual | null {
+  if (!VIRTUAL.test(key)) return null;
   const parsed = parseSql(sql);
-  if (!parsed.ok || (parsed.tree.stmts ?? []).length !== 1) return null;
+  if (!parsed.ok) {
+    // PRIMARY is a reserved word, so Postgres's grammar rejects `SET pgroute.target = primary`; the setting and its
+    // values are pgroute's own, so a single bare word is taken as written.
+    const m = BARE_WORD.exec(key);
+    return m ? { op: "set", name: m[1]!, value: m[2]! } : null;
+  }
+  if ((parsed.tree.stmts ?? []).length !== 1) return null;
   const stmt = parsed.tree.stmts![0]!.stmt as Record<string, any>;
   if (stmt.VariableShowStmt) return { op: "show", name: String(stmt.VariableShowStmt.name).toLowerCase() };
   const s = stmt.VariableSetStmt;
@@ -76,10 +89,13 @@ export class RouterState {
 
   constructor(private readonly opts: RouterOptions) {}
 
-  /** Decides where `sql` runs. Does not change the state: see {@link RouterState.executed}. */
-  decide(sql: string, replicaAvailable: boolean): Decision {
-    const classification = classify(sql, this.opts.functions);
-    const hint = hintIn(shape(sql).comments);
+  /**
+   * Decides where `sql` runs (`sh`: its shape, when the caller has it). Does not change the state: see
+   * {@link RouterState.executed}.
+   */
+  decide(sql: string, replicaAvailable: boolean, sh: Shape = shape(sql)): Decision {
+    const classification = this.opts.uncached ? classifyUncached(sql, this.opts.functions) : classify(sql, this.opts.functions, sh.key);
+    const hint = sh.comments.length > 0 ? hintIn(sh.comments) : null;
     let r = route({
       statement: classification,
       hint,
@@ -90,8 +106,8 @@ export class RouterState {
       replicaAvailable,
       transactions: this.opts.transactions,
     });
-    if (this.deferredBegin && r.target !== "defer" && r.target !== "refuse") {
-      r = { target: r.target, reason: { code: "first_statement", target: r.target, why: classification.reason } };
+    if (this.deferredBegin && r.target !== "defer" && r.target !== "refuse" && r.reason.code !== "first_statement") {
+      r = { target: r.target, reason: { code: "first_statement", target: r.target, why: r.reason } };
     }
     return { route: r, classification, hint };
   }

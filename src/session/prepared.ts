@@ -55,6 +55,32 @@ function withName(query: string, types: Uint8Array, name: string): Uint8Array {
     .done();
 }
 
+/** Whether a batch parses, binds, describes or closes a named statement (its rewriting depends on which exist). */
+export function namesStatements(batch: readonly Message[]): boolean {
+  for (const m of batch) {
+    const body = m.frame.subarray(5);
+    try {
+      switch (m.type) {
+        case F.Parse:
+          if (decodeParse(body, 0, body.length).name !== "") return true;
+          break;
+        case F.Bind:
+          if (decodeBind(body, 0, body.length).statement !== "") return true;
+          break;
+        case F.Describe:
+        case F.Close: {
+          const t = decodeTarget(body, 0, body.length);
+          if (t.kind === 0x53 /* 'S' */ && t.name !== "") return true;
+          break;
+        }
+      }
+    } catch {
+      return true; // malformed: let the careful path handle it
+    }
+  }
+  return false;
+}
+
 /** One frontend message of an extended-protocol batch: its type and its whole frame (header included). */
 export interface Message {
   type: number;
@@ -92,7 +118,42 @@ export class PreparedStatements {
   /** Operations executed since the last Sync; the Sync's ReadyForQuery decides whether they stick. */
   private execOps: SessionOp[] = [];
 
+  /** Parse and Close messages of named statements sent and not yet answered (or skipped) by the server. */
+  private inFlight = 0;
+  /** Runs, as a microtask, when the last of those is answered. */
+  onSettled: (() => void) | null = null;
+
   constructor(private readonly registry: StatementRegistry) {}
+
+  /**
+   * True while a Parse or Close of a named statement is unanswered. Until then nobody knows whether it took
+   * effect (an earlier error makes the server skip it), so a batch that names statements must not be built yet.
+   */
+  get unsettled(): boolean {
+    return this.inFlight > 0;
+  }
+
+  /** Counts `p` in flight until the server answers or skips it. */
+  private track<P extends Pending>(p: P): P {
+    this.inFlight++;
+    const { ok, fail } = p;
+    let done = false;
+    const settle = () => {
+      if (done) return;
+      done = true;
+      // Not from inside the demultiplexer's callback: whatever the owner sends next goes after this reply.
+      if (--this.inFlight === 0 && this.onSettled) queueMicrotask(this.onSettled);
+    };
+    p.ok = () => {
+      ok?.();
+      settle();
+    };
+    p.fail = () => {
+      fail?.();
+      settle();
+    };
+    return p;
+  }
 
   /**
    * The query texts a batch will execute (its Execute messages), and those it only parses or describes, without
@@ -146,8 +207,8 @@ export class PreparedStatements {
     const out: Uint8Array[] = [];
     const entries: Pending[] = [];
     const ops: SessionOp[] = [];
-    /** Statements this batch relies on: never evicted while it runs. */
-    const inUse = new Set<string>();
+    /** Statements this batch relies on, anywhere in it: never evicted to make room for another one of it. */
+    const inUse = this.referenced(batch);
 
     const ensure = (s: Statement) => {
       inUse.add(s.name);
@@ -158,7 +219,7 @@ export class PreparedStatements {
       this.evictFor(conn, inUse, out, entries);
       out.push(s.parse);
       conn.prepared.set(s.name, true);
-      entries.push({ end: "parse", mode: "swallow", onSwallowedError: relayError, fail: () => conn.prepared.delete(s.name) });
+      entries.push(this.track({ end: "parse", mode: "swallow", onSwallowedError: relayError, fail: () => conn.prepared.delete(s.name) }));
     };
     const poison = (error: Uint8Array) => {
       out.push(POISON);
@@ -190,19 +251,22 @@ export class PreparedStatements {
           inUse.add(s.name);
           if (conn.prepared.has(s.name)) {
             conn.prepared.touch(s.name);
-            entries.push({ local: parseComplete });
+            // Skipped after an earlier error in the batch, the Parse creates no name, as in Postgres.
+            entries.push(this.track({ local: parseComplete, fail: forget }));
           } else {
             this.evictFor(conn, inUse, out, entries);
             out.push(s.parse);
             conn.prepared.set(s.name, true);
-            entries.push({
-              end: "parse",
-              mode: "forward",
-              fail: () => {
-                conn.prepared.delete(s.name);
-                forget();
-              },
-            });
+            entries.push(
+              this.track({
+                end: "parse",
+                mode: "forward",
+                fail: () => {
+                  conn.prepared.delete(s.name);
+                  forget();
+                },
+              }),
+            );
           }
           break;
         }
@@ -265,7 +329,7 @@ export class PreparedStatements {
           const name = c.name;
           const closed = this.statements.get(name);
           this.statements.delete(name);
-          entries.push({ local: closeComplete, fail: closed && (() => this.statements.set(name, closed)) });
+          entries.push(this.track({ local: closeComplete, fail: closed && (() => this.statements.set(name, closed)) }));
           break;
         }
         case F.Execute: {
@@ -294,15 +358,41 @@ export class PreparedStatements {
     return { bytes: concat(out), entries, ops };
   }
 
-  /** Makes room in the connection's statement cache, closing the least recently used statement not in use. */
+  /** Server-side names of the statements a batch parses, binds or describes. */
+  private referenced(batch: readonly Message[]): Set<string> {
+    const names = new Set<string>();
+    for (const m of batch) {
+      if (m.type !== F.Parse && m.type !== F.Bind && m.type !== F.Describe) continue;
+      const body = m.frame.subarray(5);
+      try {
+        if (m.type === F.Parse) {
+          const p = decodeParse(body, 0, body.length);
+          if (p.name !== "") names.add(this.registry.get(p.query, p.types).name);
+        } else {
+          const name = m.type === F.Bind ? decodeBind(body, 0, body.length).statement : decodeTarget(body, 0, body.length).name;
+          const s = name === "" ? undefined : this.statements.get(name);
+          if (s) names.add(s.name);
+        }
+      } catch {
+        // A malformed message is the server's to reject.
+      }
+    }
+    return names;
+  }
+
+  /**
+   * Makes room for one more statement on the connection, closing the least recently used ones this batch does not
+   * use. (When the batch itself uses more than the capacity, the connection holds more until a later batch.)
+   */
   private evictFor(conn: ServerConn, inUse: Set<string>, out: Uint8Array[], entries: Pending[]): void {
-    if (conn.prepared.size < conn.prepared.capacity) return;
-    for (const victim of conn.prepared.keys()) {
+    if (conn.prepared.size < conn.preparedCapacity) return;
+    for (const victim of [...conn.prepared.keys()]) {
+      if (conn.prepared.size < conn.preparedCapacity) return;
       if (inUse.has(victim)) continue;
       conn.prepared.delete(victim);
       out.push(new Uint8Array(serialize.close({ type: "S", name: victim })));
-      entries.push({ end: "close", mode: "swallow" });
-      return;
+      // Skipped after an earlier error in the batch, the Close leaves the statement on the server.
+      entries.push(this.track({ end: "close", mode: "swallow", fail: () => conn.prepared.set(victim, true) }));
     }
   }
 }

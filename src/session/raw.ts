@@ -87,7 +87,7 @@ export class SessionRelay implements ServerOwner {
         await conn.query("DISCARD ALL");
         conn.applied.clear();
         conn.prepared.clear();
-        conn.appliedFor = null;
+        conn.appliedSignature = null;
         this.pool.release(conn);
       } catch {
         this.pool.discard(conn);

@@ -282,8 +282,6 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
       if (this.phase.kind !== "login") return pool.release(conn);
     }
     settings.markApplied(conn);
-    conn.appliedFor = settings;
-    conn.appliedVersion = settings.version;
 
     const key = this.host.register(this);
     this.pid = key.pid;

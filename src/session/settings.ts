@@ -18,6 +18,8 @@ export interface Setting {
 export interface SettingsCarrier {
   applied: Map<string, string>;
   params: Map<string, string>;
+  /** The signature of the settings `applied` matches, when known. */
+  appliedSignature: string | null;
 }
 
 /** Startup parameters that are not settings. */
@@ -86,6 +88,8 @@ export class SessionSettings {
   private desired = new Map<string, Setting>();
   /** Bumped on every change, so an unchanged client costs no comparison. */
   version = 0;
+  private sigVersion = -1;
+  private sig = "";
   /** Operations of the open transaction, applied when it commits. */
   private txn: SessionOp[] = [];
   /** Why the client must keep its server connection; empty when it need not. */
@@ -99,6 +103,20 @@ export class SessionSettings {
     for (const [k, v] of params) if (!NOT_SETTINGS.has(k) && !k.startsWith("_pq_")) add(k, v);
     for (const [k, v] of parseOptions(params.get("options") ?? "")) add(k, v);
     this.desired = new Map(this.startup);
+  }
+
+  /**
+   * The committed settings as one string: two clients with equal signatures need nothing applied when a server
+   * connection passes from one to the other.
+   */
+  get signature(): string {
+    if (this.sigVersion !== this.version) {
+      let s = "";
+      for (const d of this.desired.values()) s += `${d.sql}\0`;
+      this.sig = s;
+      this.sigVersion = this.version;
+    }
+    return this.sig;
   }
 
   get pinned(): boolean {
@@ -132,6 +150,7 @@ export class SessionSettings {
   /** Records that `conn` now carries exactly this client's committed settings (after `diff` ran there). */
   markApplied(conn: SettingsCarrier): void {
     conn.applied = new Map([...this.desired.values()].map((s) => [s.name, s.sql]));
+    conn.appliedSignature = this.signature;
   }
 
   /**

@@ -14,6 +14,7 @@ import type { PoolGroup, Target } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { ServerConn, ServerOwner } from "../pool/server.ts";
 import { sessionEffects, type SessionOp } from "../router/effects.ts";
+import { shape } from "../router/lexer.ts";
 import { describeRoute, type Route } from "../router/route.ts";
 import { virtualSetting, type Decision, type RouterState } from "../router/state.ts";
 import { F, TxStatus } from "../wire/codes.ts";
@@ -132,7 +133,9 @@ export class TransactionRelay implements ServerOwner {
 
   private query(frame: Uint8Array): void {
     const sql = decodeQuery(frame, 5, frame.length);
-    const v = virtualSetting(sql);
+    // One lexer pass serves the virtual-setting check, the session effects, the classification and the hints.
+    const sh = shape(sql);
+    const v = virtualSetting(sql, sh.key);
     if (v) {
       const err = v.op === "show" ? null : this.router.setVirtual(v);
       const value = v.op === "show" ? this.router.showVirtual(v.name) : null;
@@ -142,8 +145,8 @@ export class TransactionRelay implements ServerOwner {
       else reply = v.op === "show" ? showReply(v.name, value!) : commandComplete(v.op === "set" ? "SET" : "RESET");
       return this.local(new MessageWriter(64).bytes(reply).bytes(readyForQuery(this.status())).done());
     }
-    const ops = sessionEffects(sql);
-    const d = this.router.decide(sql, this.group.replicaAvailable);
+    const ops = sessionEffects(sql, sh.key);
+    const d = this.router.decide(sql, this.group.replicaAvailable, sh);
     const route = this.pinsToPrimary(d.route, ops);
     this.trace(sql, route, d);
     switch (route.target) {
@@ -230,10 +233,25 @@ export class TransactionRelay implements ServerOwner {
     if (conn && this.queue.length === 0 && (this.bound || req.target === this.target || req.kind === "copy")) {
       return this.dispatch(conn, req);
     }
+    if (!conn && this.queue.length === 0 && !this.acquiring && req.kind !== "local") {
+      // The common case: an idle connection is at hand, no promise needed.
+      const got = this.group.tryAcquire(req.target);
+      if (got) {
+        this.adopt(got.conn, got.pool, got.target);
+        return this.dispatch(got.conn, req);
+      }
+    }
     // Waiting for a connection: keep a copy, the client's chunk will be reused.
     if (req.kind === "simple" || req.kind === "copy") req.frame = req.frame.slice();
     this.queue.push(req);
     if (!conn) this.acquire();
+  }
+
+  private adopt(conn: ServerConn, pool: Pool, target: Target): void {
+    this.conn = conn;
+    this.pool = pool;
+    this.target = target;
+    conn.attach(this, "tracked");
   }
 
   private acquire(): void {
@@ -247,10 +265,7 @@ export class TransactionRelay implements ServerOwner {
       ({ conn, pool, target }) => {
         this.acquiring = false;
         if (this.closed) return pool.release(conn);
-        this.conn = conn;
-        this.pool = pool;
-        this.target = target;
-        conn.attach(this, "tracked");
+        this.adopt(conn, pool, target);
         this.drainQueue();
       },
       (err: PgError) => {
@@ -333,13 +348,11 @@ export class TransactionRelay implements ServerOwner {
 
   /** Brings the client's session settings to `conn`, pipelined before its request. */
   private syncSettings(conn: ServerConn): void {
-    if (conn.appliedFor === this.settings && conn.appliedVersion === this.settings.version) return;
+    if (conn.appliedSignature === this.settings.signature) return;
     const sql = this.settings.diff(conn);
-    conn.appliedFor = this.settings;
-    conn.appliedVersion = this.settings.version;
-    if (!sql) return;
     const before = conn.applied;
     this.settings.markApplied(conn);
+    if (!sql) return;
     conn.send(new Uint8Array(serialize.query(sql)), [
       {
         end: "query",
@@ -347,7 +360,7 @@ export class TransactionRelay implements ServerOwner {
         onSwallowedError: (e) => warning(`pgroute could not restore a session setting on this server connection: ${e.message}`),
         fail: () => {
           conn.applied = before;
-          conn.appliedFor = null;
+          conn.appliedSignature = null;
         },
       },
     ]);
@@ -369,7 +382,7 @@ export class TransactionRelay implements ServerOwner {
       conn.prepared.clear();
       this.prepared.clear();
     }
-    if (this.settings.version !== version) conn.appliedFor = null;
+    if (this.settings.version !== version) conn.appliedSignature = null;
     if (conn.idle && !this.settings.pinned) {
       this.conn = null;
       this.pool?.release(conn);
@@ -422,7 +435,7 @@ export class TransactionRelay implements ServerOwner {
           conn.applied.clear();
           conn.prepared.clear();
         }
-        conn.appliedFor = null;
+        conn.appliedSignature = null;
         pool.release(conn);
       } catch {
         pool.discard(conn);
