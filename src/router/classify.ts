@@ -120,7 +120,9 @@ export function classify(sql: string, lists: FunctionLists = DEFAULT_FUNCTIONS, 
 
 /** The full parse, for tools (`pgroute explain`) and cache misses. */
 export function classifyUncached(sql: string, lists: FunctionLists = DEFAULT_FUNCTIONS): Classification {
-  // No shortcut for an empty shape: an unterminated comment has one too, and only the parser reports it.
+  // Only the zero-length string skips the parser (which refuses it): an empty shape may hide an unterminated
+  // comment, which only the parser reports.
+  if (sql.length === 0) return { readOnly: true, reason: { code: "empty" }, tx: null, statements: 0 };
   const parsed = parseSql(sql);
   if (!parsed.ok) {
     return {
@@ -279,7 +281,10 @@ function query(root: Node, lists: FunctionLists): Classification {
     }
     for (const k in o) {
       const v = o[k];
-      if (v !== null && typeof v === "object" && !visit(v, inCte)) return false;
+      if (v === null || typeof v !== "object") continue;
+      // The branches of UNION/INTERSECT/EXCEPT are SelectStmts that the tree gives unwrapped (the field's type says
+      // what they are); wrapped again, `(SELECT … FOR UPDATE)` in a branch meets the checks above.
+      if (!visit(k === "larg" || k === "rarg" ? { SelectStmt: v } : v, inCte)) return false;
     }
     return true;
   };

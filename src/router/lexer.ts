@@ -127,11 +127,13 @@ export function shape(sql: string): Shape {
       i++;
       continue;
     }
-    // -- line comment
+    // -- line comment, which ends at a carriage return as well as a newline (scan.l: non_newline is [^\n\r]);
+    // reading past a lone \r would hide the code after it from the key.
     if (c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) {
-      const end = sql.indexOf("\n", i + 2);
-      comments.push(sql.slice(i + 2, end < 0 ? n : end));
-      i = end < 0 ? n : end + 1;
+      let end = i + 2;
+      while (end < n && sql.charCodeAt(end) !== 0x0a && sql.charCodeAt(end) !== 0x0d) end++;
+      comments.push(sql.slice(i + 2, end));
+      i = end;
       pendingSpace = true;
       continue;
     }
@@ -223,10 +225,12 @@ export function shape(sql: string): Shape {
     if (k & DIGIT || (c === 0x2e && classOf(sql.charCodeAt(i + 1)) & DIGIT)) {
       // Numeric constant: digits, '.', exponent, hex/octal/binary prefixes and '_' separators (PG 16+).
       let j = i + 1;
+      // In 0x1e+5 the `e` is a hex digit and `+` an operator: only a decimal number has an exponent sign.
+      const hex = c === 0x30 && (sql.charCodeAt(i + 1) | 0x20) === 0x78;
       while (j < n) {
         const d = sql.charCodeAt(j);
         if (classOf(d) & IDENT || d === 0x2e) j++;
-        else if ((d === 0x2b || d === 0x2d) && (sql.charCodeAt(j - 1) | 0x20) === 0x65) j++;
+        else if ((d === 0x2b || d === 0x2d) && !hex && (sql.charCodeAt(j - 1) | 0x20) === 0x65) j++;
         else break;
       }
       mark(Q);

@@ -62,20 +62,27 @@ function badStatement(buf: Buffer, from: number, to: number): Token[] {
   const at = parsed.ok ? 0 : Buffer.byteLength(text.slice(0, Math.max(0, parsed.position - 1)));
   const head = at > 0 ? scanPart(buf, from, from + at) : [];
   const lead = typeof head === "string" ? [] : head;
-  const restFrom = lead.length > 0 ? from + at : from + (text.length - text.trimStart().length);
+  const restFrom = lead.length > 0 ? from + at : from + /^[ \t\n\r\f\v]*/.exec(text)![0].length;
   if (restFrom >= to) return lead;
   return [...lead, { start: restFrom, end: to, text: buf.subarray(restFrom, to).toString(), tokenName: "UNSCANNED" }];
 }
 
-/** 1-based line of byte offset `at`. */
-function lineAt(buf: Buffer, at: number): number {
+/**
+ * 1-based line numbers of byte offsets asked for in increasing order (as items are found): counting on from the
+ * last answer keeps a long script linear rather than quadratic.
+ */
+function lineCounter(buf: Buffer): (at: number) => number {
+  let pos = 0;
   let line = 1;
-  for (let i = 0; i < at && i < buf.length; i++) if (buf[i] === 0x0a) line++;
-  return line;
+  return (at) => {
+    for (; pos < at && pos < buf.length; pos++) if (buf[pos] === 0x0a) line++;
+    return line;
+  };
 }
 
 export function splitScript(text: string): ScriptItem[] {
   const buf = Buffer.from(text);
+  const lineAt = lineCounter(buf);
   const items: ScriptItem[] = [];
   const whole = scanPart(buf, 0, buf.length);
   // The scanner gives up on the first lexical error; the parser will report it for the statement that has it.
@@ -87,7 +94,7 @@ export function splitScript(text: string): ScriptItem[] {
   let prev = "";
   const flush = (end: number) => {
     const sql = buf.subarray(start, end).toString().trim();
-    if (hasCode && sql) items.push({ kind: "statement", line: lineAt(buf, codeAt), sql });
+    if (hasCode && sql) items.push({ kind: "statement", line: lineAt(codeAt), sql });
     hasCode = false;
   };
   for (let i = 0; i < tokens.length; i++) {
@@ -98,7 +105,7 @@ export function splitScript(text: string): ScriptItem[] {
       flush(t.start);
       const eol = buf.indexOf(0x0a, t.start);
       const end = eol < 0 ? buf.length : eol;
-      items.push({ kind: "meta", line: lineAt(buf, t.start), command: buf.subarray(t.start, end).toString().trim() });
+      items.push({ kind: "meta", line: lineAt(t.start), command: buf.subarray(t.start, end).toString().trim() });
       while (i + 1 < tokens.length && tokens[i + 1]!.start < end) i++;
       start = end;
       continue;
