@@ -1,7 +1,7 @@
 import pc from "picocolors";
 import { ConfigLoadError, loadConfig } from "../config/load.ts";
 import type { Config, LogFormat, LogLevel } from "../config/types.ts";
-import { createLogger } from "../log.ts";
+import { createLogger, type Logger } from "../log.ts";
 import { Proxy } from "../server.ts";
 import { UsageError, parseFlags, type Command } from "./command.ts";
 
@@ -15,7 +15,12 @@ Options:
       --log-level LEVEL   debug | info | warn | error (overrides log.level)
       --log-format FMT    text | json (overrides log.format)
 
-Stops on SIGINT or SIGTERM. Exit codes: 0 stopped, 1 runtime error, 2 bad configuration or usage.`;
+Signals:
+  SIGTERM  stop accepting, let running transactions finish (limits.shutdown_timeout), then FATAL 57P01
+  SIGINT   the same without waiting for transactions (a second SIGTERM/SIGINT also stops at once)
+  SIGHUP   reload the config file; a bad one keeps the old running and logs every error with its key path
+
+Exit codes: 0 stopped, 1 runtime error, 2 bad configuration or usage.`;
 
 /** Overrides from flags, applied on top of the file's snapshot. */
 export interface ServeOverrides {
@@ -64,6 +69,33 @@ export function untilSignal(): Promise<NodeJS.Signals> {
   });
 }
 
+/** Calls `handler` on each of `signals` until the returned function is called. */
+export function onSignals(signals: readonly NodeJS.Signals[], handler: (sig: NodeJS.Signals) => void): () => void {
+  for (const s of signals) process.on(s, handler);
+  return () => {
+    for (const s of signals) process.off(s, handler);
+  };
+}
+
+/**
+ * Reloads the config file into a running proxy (SIGHUP), with the command line's overrides applied again.
+ * A config that does not load is logged line by line, each with its key path, and the old one keeps running.
+ * Returns whether the new config is in effect.
+ */
+export async function reloadConfig(proxy: Proxy, path: string, overrides: ServeOverrides, log: Logger = proxy.log): Promise<boolean> {
+  let next: Config;
+  try {
+    next = applyOverrides(await loadConfig(path), overrides);
+    proxy.reload(next, createLogger(next.log));
+  } catch (err) {
+    if (!(err instanceof ConfigLoadError)) throw err;
+    for (const error of err.errors) log.error("config_reload_failed", { file: path, error });
+    log.error("config_reload_kept_old", { file: path, errors: err.errors.length });
+    return false;
+  }
+  return true;
+}
+
 /** Starts a proxy for `config`, printing where it listens. */
 export async function startProxy(config: Config): Promise<Proxy> {
   const log = createLogger(config.log);
@@ -98,8 +130,22 @@ export const serve: Command = {
       logFormat: values["log-format"],
     });
     const proxy = await startProxy(config);
+    const overrides: ServeOverrides = { listen: values.listen, logLevel: values["log-level"], logFormat: values["log-format"] };
+    // Reloads run one at a time, in the order the signals came.
+    let reloading = Promise.resolve();
+    const offHup = onSignals(["SIGHUP"], () => {
+      reloading = reloading.then(() => reloadConfig(proxy, path, overrides)).then(
+        () => {},
+        (err) => proxy.log.error("config_reload_failed", { file: path, error: String(err) }),
+      );
+    });
     const sig = await untilSignal();
-    await proxy.stop();
+    offHup();
+    // SIGTERM drains (running transactions may finish within limits.shutdown_timeout); SIGINT does not wait. A
+    // second SIGINT or SIGTERM during the drain stops at once.
+    const offAgain = onSignals(["SIGINT", "SIGTERM"], () => void proxy.shutdown({ graceful: false }));
+    await proxy.shutdown({ graceful: sig === "SIGTERM" });
+    offAgain();
     console.error(`pgroute: stopped (${sig})`);
     return 0;
   },

@@ -17,10 +17,32 @@ export class Topology {
   private readonly current = new Map<string, number>();
 
   constructor(
-    readonly nodes: readonly NodeConfig[],
+    public nodes: readonly NodeConfig[],
     private readonly now: () => number = Date.now,
   ) {
     for (const n of nodes) this.roles.set(n.name, n.role === "auto" ? "unknown" : n.role);
+  }
+
+  /**
+   * The node list of a reloaded config. A node whose address and role are unchanged keeps what was learned about
+   * it; any other starts afresh.
+   */
+  update(nodes: readonly NodeConfig[]): void {
+    const before = new Map(this.nodes.map((n) => [n.name, n]));
+    this.nodes = nodes;
+    for (const name of [...this.roles.keys()]) if (!nodes.some((n) => n.name === name)) this.forget(name);
+    for (const n of nodes) {
+      const old = before.get(n.name);
+      if (old && old.host === n.host && old.port === n.port && old.role === n.role) continue;
+      this.forget(n.name);
+      this.roles.set(n.name, n.role === "auto" ? "unknown" : n.role);
+    }
+  }
+
+  private forget(name: string): void {
+    this.roles.delete(name);
+    this.failedUntil.delete(name);
+    this.current.delete(name);
   }
 
   roleOf(node: NodeConfig): Role {

@@ -6,7 +6,7 @@
  * Defaults are written in the table as raw TOML values ("5s", "64MiB") and go through the same conversion as
  * user input, so a default can never bypass validation, and `examples/pgroute.toml` is tested against this table.
  */
-import type { ClientAuthMethod, Config, LogFormat, LogLevel, NodeRole, PoolMode } from "./types.ts";
+import type { ClientAuthMethod, ClientTlsMode, Config, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode } from "./types.ts";
 
 /** One validation problem. Rendered as `path: message` by `formatConfigError`. */
 export interface ConfigError {
@@ -64,6 +64,8 @@ const TARGETS = ["primary", "replica", "auto"] as const;
 const TRANSACTIONS = ["primary", "first-statement"] as const;
 const LOG_LEVELS = ["debug", "info", "warn", "error"] as const satisfies readonly LogLevel[];
 const LOG_FORMATS = ["text", "json"] as const satisfies readonly LogFormat[];
+const TLS_MODES = ["disable", "allow", "require"] as const satisfies readonly ClientTlsMode[];
+const SSL_MODES = ["disable", "prefer", "require", "verify-ca", "verify-full"] as const satisfies readonly ServerSslMode[];
 
 const KiB = 1024;
 const GiB = 1024 * 1024 * 1024;
@@ -96,6 +98,11 @@ export const SCHEMA: readonly SectionSpec[] = [
     keys: [key("host", str(), "127.0.0.1"), key("port", int(0, 65535), 6432)], // 0: any free port (tests)
   },
   {
+    name: "tls",
+    many: false,
+    keys: [key("mode", oneOf(TLS_MODES), "disable"), key("cert", str()), key("key", str())],
+  },
+  {
     name: "nodes",
     many: true,
     keys: [
@@ -105,6 +112,8 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("role", oneOf(ROLES), "auto"),
       key("weight", { kind: "positive" }, 1),
       key("zone", str(false), ""),
+      key("sslmode", oneOf(SSL_MODES), "prefer"),
+      key("sslrootcert", str()),
     ],
   },
   {
@@ -147,6 +156,8 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("max_client_connections", int(1), 10000),
       key("max_message_size", { kind: "size", min: KiB, max: GiB }, "64MiB"),
       key("login_timeout", duration, "10s"),
+      key("client_buffer", { kind: "size", min: KiB, max: GiB }, "16MiB"),
+      key("shutdown_timeout", duration, "30s"),
     ],
   },
   {
@@ -409,6 +420,21 @@ function checkNodes(nodes: readonly Table[], present: boolean, errors: ConfigErr
     if (primary === undefined) primary = i;
     else errors.push({ path: `nodes[${i}].role`, message: `at most one node may be "primary" (nodes[${primary}] is)` });
   });
+  // verify-ca against the public CAs would accept any publicly issued certificate: name the CA (libpq does too).
+  nodes.forEach((t, i) => {
+    if (t.values.sslmode === "verify-ca" && t.values.sslrootcert === undefined && !t.bad.has("sslrootcert")) {
+      errors.push({ path: `nodes[${i}].sslrootcert`, message: `required for sslmode "verify-ca"` });
+    }
+  });
+}
+
+/** TLS towards clients needs a certificate and its key. */
+function checkTls(tls: Table, errors: ConfigError[]): void {
+  const mode = tls.values.mode;
+  if (mode === "disable" || tls.bad.has("mode")) return;
+  for (const name of ["cert", "key"]) {
+    if (tls.values[name] === undefined && !tls.bad.has(name)) errors.push({ path: `tls.${name}`, message: `required when tls.mode is "${mode}"` });
+  }
 }
 
 /** Each client auth method needs something to verify the client against. */
@@ -462,6 +488,7 @@ export function validate(raw: unknown): ValidateResult {
       checkNodes(Array.isArray(table) ? table : [], raw.nodes !== undefined, found);
     }
     if (section.name === "users" && Array.isArray(table)) checkUsers(table, found);
+    if (section.name === "tls" && table !== undefined && !Array.isArray(table)) checkTls(table, found);
     // Cross-field errors are found after a whole array is read; regroup them under their element.
     errors.push(...found.sort((a, b) => elementIndex(a.path) - elementIndex(b.path)));
   }

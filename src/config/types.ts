@@ -11,6 +11,10 @@ export type NodeRole = "primary" | "replica" | "auto";
 export type ClientAuthMethod = "scram-sha-256" | "md5" | "trust";
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type LogFormat = "text" | "json";
+/** TLS towards clients: never offered, offered, or demanded (a plaintext StartupMessage gets FATAL 28000). */
+export type ClientTlsMode = "disable" | "allow" | "require";
+/** TLS towards a server, with libpq's meaning of each `sslmode`. */
+export type ServerSslMode = "disable" | "prefer" | "require" | "verify-ca" | "verify-full";
 
 export interface ListenConfig {
   readonly host: string;
@@ -24,6 +28,10 @@ export interface NodeConfig {
   readonly role: NodeRole;
   readonly weight: number;
   readonly zone: string;
+  /** TLS to this server: `prefer` tries it and falls back to plaintext on 'N'; `require`/`verify-*` never do. */
+  readonly sslmode: ServerSslMode;
+  /** CA certificates (PEM file) trusted for this server's certificate; default: the well-known public CAs. */
+  readonly sslrootcert?: string;
 }
 
 export interface UserConfig {
@@ -64,6 +72,13 @@ export interface LimitsConfig {
   readonly max_client_connections: number;
   readonly max_message_size: number;
   readonly login_timeout_ms: number;
+  /**
+   * Bytes pgroute may hold for a client that is not reading its results; past this the client is disconnected
+   * (and its server connection closed, since results were in flight).
+   */
+  readonly client_buffer: number;
+  /** How long a graceful shutdown (SIGTERM) lets running transactions finish before ending them with 57P01. */
+  readonly shutdown_timeout_ms: number;
 }
 
 export interface RoutingConfig {
@@ -73,6 +88,14 @@ export interface RoutingConfig {
   readonly write_functions: readonly string[];
   /** User functions known to be read-only, which may run on replicas. */
   readonly read_functions: readonly string[];
+}
+
+export interface TlsConfig {
+  readonly mode: ClientTlsMode;
+  /** PEM certificate chain file served to clients (required unless `mode` is "disable"). */
+  readonly cert?: string;
+  /** PEM private key file of `cert`. */
+  readonly key?: string;
 }
 
 export interface LogConfig {
@@ -87,5 +110,6 @@ export interface Config {
   readonly pool: PoolConfig;
   readonly limits: LimitsConfig;
   readonly routing: RoutingConfig;
+  readonly tls: TlsConfig;
   readonly log: LogConfig;
 }

@@ -104,6 +104,8 @@ export class Demux implements FrameSink {
   private readonly splice: Splice;
   /** Set while a chunk is being processed, so local replies go out in order with it. */
   private inChunk = false;
+  /** The server's FATAL (or PANIC) went through to the client: its close then needs no error of pgroute's. */
+  fatalForwarded = false;
   /** The entry whose reply is being withheld for a retry. */
   private retrying: Entry | null = null;
 
@@ -232,17 +234,19 @@ export class Demux implements FrameSink {
     if (error && head?.retryOn && !this.retrying && head.retryOn(error)) this.retrying = head;
     const swallow = head !== undefined && (head.mode === "swallow" || this.retrying === head);
 
-    // What the client gets of this message.
+    // What the client gets of this message. A NotificationResponse is the session's whatever request it arrives
+    // during: the server sends it when it goes idle, which may be while pgroute's own request is still unread.
     if (error && head?.replaceError) {
       this.splice.cut(msgStart, next);
       this.splice.inject(head.replaceError, next);
-    } else if (swallow) {
+    } else if (swallow && type !== B.NotificationResponse) {
       this.splice.cut(msgStart, next);
       const instead = error && head?.onSwallowedError?.(error);
       if (instead) this.splice.inject(instead, next);
     } else if (msgStart < 0) {
       this.splice.keepGathered(type, buf, start, end, next);
     }
+    if (error && !swallow && !head?.replaceError && (error.severity === "FATAL" || error.severity === "PANIC")) this.fatalForwarded = true;
 
     if (type === B.ReadyForQuery && head && !ends) {
       // Every extended-protocol message is answered (or skipped after an error) before ReadyForQuery.

@@ -37,7 +37,8 @@ const BACKOFF_MAX_MS = 10_000;
 
 export class Pool {
   readonly name: string;
-  readonly node: NodeConfig;
+  /** The node's settings; replaced by {@link Pool.reconfigure} on a config reload. */
+  node: NodeConfig;
   readonly user: string;
   readonly database: string;
   /** ParameterStatus values of the most recent login, sent to clients at their startup. */
@@ -49,8 +50,10 @@ export class Pool {
   private readonly waiters: Waiter[] = [];
   private backoffMs = 0;
   private lastFailure: { at: number; error: PgError } | null = null;
-  private readonly sweeper: ReturnType<typeof setInterval>;
+  private sweeper: ReturnType<typeof setInterval>;
   private closed = false;
+  /** Connections opened under settings a reload replaced: closed instead of reused once they are idle. */
+  private readonly stale = new WeakSet<ServerConn>();
   private readonly now: () => number;
 
   constructor(private readonly opts: PoolOptions) {
@@ -60,9 +63,51 @@ export class Pool {
     this.credentials = opts.credentials;
     this.name = `${opts.node.name}/${opts.user}@${opts.database}`;
     this.now = opts.now ?? Date.now;
-    const every = Math.max(250, Math.min(opts.config.idle_timeout_ms, opts.config.max_lifetime_ms, 10_000) / 2);
-    this.sweeper = setInterval(() => this.sweep(), every);
-    this.sweeper.unref?.();
+    this.sweeper = this.startSweeper();
+  }
+
+  private startSweeper(): ReturnType<typeof setInterval> {
+    const c = this.opts.config;
+    const sweeper = setInterval(() => this.sweep(), Math.max(250, Math.min(c.idle_timeout_ms, c.max_lifetime_ms, 10_000) / 2));
+    sweeper.unref?.();
+    return sweeper;
+  }
+
+  /**
+   * New settings from a config reload. Connections in use keep serving their clients and are closed when they
+   * come back; idle ones are closed now; new ones are opened with the new settings.
+   */
+  reconfigure(update: Partial<Pick<PoolOptions, "node" | "config" | "maxMessageSize" | "credentials">>): void {
+    if (this.closed) return;
+    Object.assign(this.opts, update);
+    if (update.node) this.node = update.node;
+    if (update.credentials) this.credentials = update.credentials;
+    for (const c of this.all) this.stale.add(c);
+    this.closeIdle();
+    clearInterval(this.sweeper);
+    this.sweeper = this.startSweeper();
+  }
+
+  /**
+   * A reload removed this pool's node: no new leases; waiting clients get an error; connections in use are
+   * closed when they come back.
+   */
+  retire(): void {
+    if (this.closed) return;
+    this.closed = true;
+    clearInterval(this.sweeper);
+    for (const w of this.waiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(new PgError("08006", `pool ${this.name} was removed by a configuration reload`));
+    }
+    this.closeIdle();
+  }
+
+  private closeIdle(): void {
+    for (const c of this.idle.splice(0)) {
+      this.all.delete(c);
+      c.close();
+    }
   }
 
   get size(): number {
@@ -179,7 +224,7 @@ export class Pool {
   }
 
   private expired(c: ServerConn): boolean {
-    return this.now() - c.createdAt >= this.opts.config.max_lifetime_ms;
+    return this.stale.has(c) || this.now() - c.createdAt >= this.opts.config.max_lifetime_ms;
   }
 
   /** A connection idle longer than `validate_after` is pinged first; a dead one is replaced transparently. */

@@ -1,6 +1,7 @@
 /**
- * One backend connection: TCP connect, StartupMessage, authentication (SCRAM-SHA-256, md5, cleartext or trust),
- * the server's ParameterStatus and BackendKeyData, then relay in one of two modes:
+ * One backend connection: TCP connect, TLS as the node's sslmode asks (./tls.ts), StartupMessage,
+ * authentication (SCRAM-SHA-256, md5, cleartext or trust), the server's ParameterStatus and BackendKeyData,
+ * then relay in one of two modes:
  *
  * - `raw` (session pooling): chunks go to the owner unchanged; only ReadyForQuery is looked at.
  * - `tracked` (transaction pooling): every request sent has an entry in a {@link Demux}, which matches replies
@@ -26,6 +27,7 @@ import { startupMessage } from "../wire/encode.ts";
 import { FrameReader, type FrameSink } from "../wire/frame.ts";
 import { SCRAM_MECHANISM, ScramClient, md5Hash, md5Response, type ScramSecret } from "../wire/scram.ts";
 import { Demux, TRACKED_TYPES, type DemuxOwner, type Entry, type Pending } from "./demux.ts";
+import { openServerSocket } from "./tls.ts";
 
 /** What pgroute can prove to a server. Which one is used depends on what the server asks for. */
 export interface ServerCredentials {
@@ -151,15 +153,18 @@ export class ServerConn implements FrameSink, OutboxOwner {
     });
     // It may be settled before it is awaited (a timeout during the TCP connect); that is not an unhandled error.
     done.catch(() => {});
-    const timer = setTimeout(
-      () => conn.fail(errors.cannotConnect(login.node.name, `timed out after ${login.connectTimeoutMs} ms`), true),
-      login.connectTimeoutMs,
-    );
+    // The abort also ends an SSL negotiation under way, whose socket is not conn.socket yet.
+    const abort = new AbortController();
+    const timer = setTimeout(() => {
+      conn.fail(errors.cannotConnect(login.node.name, `timed out after ${login.connectTimeoutMs} ms`), true);
+      abort.abort();
+    }, login.connectTimeoutMs);
     try {
-      conn.socket = await Bun.connect({ hostname: login.node.host, port: login.node.port, socket: handlers, data: conn });
+      // TCP connect, then the SSLRequest and TLS handshake the node's sslmode asks for (pool/tls.ts).
+      conn.socket = await openServerSocket(login.node, handlers, conn, abort.signal);
     } catch (err) {
       clearTimeout(timer);
-      throw conn.closeError ?? errors.cannotConnect(login.node.name, (err as Error).message);
+      throw conn.closeError ?? (err instanceof PgError ? err : errors.cannotConnect(login.node.name, (err as Error).message));
     }
     if (conn.phase === "closed") {
       // Timed out while the TCP connect was still under way.
@@ -314,7 +319,7 @@ export class ServerConn implements FrameSink, OutboxOwner {
     if (wasLogin) {
       this.loginDone.reject(this.closeError ?? errors.cannotConnect(this.node.name, "the server closed the connection during login"));
     } else if (this.closeError) this.owner.onServerClose(this.closeError);
-    else if (wasReady && !this.sentFatal) this.owner.onServerClose(errors.serverGone(this.node.name, "the server closed the connection"));
+    else if (wasReady && !this.sentFatal && !this.demux.fatalForwarded) this.owner.onServerClose(errors.serverGone(this.node.name, "the server closed the connection"));
     else this.owner.onServerClose(null);
   }
 

@@ -30,6 +30,13 @@ cls[0x24] = IDENT; // $ inside identifiers
 
 const classOf = (code: number) => (code >= 128 ? IDENT_START | IDENT : cls[code]!);
 
+/**
+ * Set when the statement holds something lexically invalid (an unterminated quote or comment, a number with junk
+ * after it): its key then differs from every valid statement's, so the cache never answers for it with the
+ * classification of a statement that parses — the parser reports the error, as `pgroute explain` does.
+ */
+let invalid = false;
+
 /** Index just past the string literal whose opening quote is at `i`; `backslash` for E'' strings. */
 function skipString(s: string, i: number, backslash: boolean): number {
   const n = s.length;
@@ -49,6 +56,7 @@ function skipString(s: string, i: number, backslash: boolean): number {
     }
     i++;
   }
+  invalid = true; // unterminated
   return n;
 }
 
@@ -112,12 +120,20 @@ function text(): string {
 
 const Q = 0x3f; // '?'
 
+/**
+ * A numeric constant as Postgres's scanner accepts it (scan.l: decinteger, hex/oct/bin integers, numeric, real;
+ * `_` separators). Anything else the lexer took as one number — `1abc`, `1.2.3`, `1e`, `0x` — is "trailing junk"
+ * or a syntax error to the server.
+ */
+const NUMBER = /^(?:(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d(?:_?\d)*)?|0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+)$/;
+
 /** Reduces `sql` to its {@link Shape}. */
 export function shape(sql: string): Shape {
   const n = sql.length;
   const comments: string[] = [];
   len = 0;
   pendingSpace = false;
+  invalid = false;
   let i = 0;
   while (i < n) {
     const c = sql.charCodeAt(i);
@@ -151,6 +167,7 @@ export function shape(sql: string): Shape {
         } else j++;
       }
       comments.push(sql.slice(i + 2, depth === 0 ? j - 2 : n));
+      if (depth > 0) invalid = true;
       i = j;
       pendingSpace = true;
       continue;
@@ -163,6 +180,7 @@ export function shape(sql: string): Shape {
     if (c === 0x22) {
       // "quoted identifier": kept verbatim, case and all ("" escapes a quote).
       let j = i + 1;
+      let closed = false;
       while (j < n) {
         if (sql.charCodeAt(j) === 0x22) {
           if (sql.charCodeAt(j + 1) === 0x22) {
@@ -170,10 +188,12 @@ export function shape(sql: string): Shape {
             continue;
           }
           j++;
+          closed = true;
           break;
         }
         j++;
       }
+      if (!closed) invalid = true;
       copy(sql, i, j, false);
       i = j;
       continue;
@@ -192,6 +212,7 @@ export function shape(sql: string): Shape {
       if (t > 0) {
         const tag = sql.slice(i, i + t);
         const end = sql.indexOf(tag, i + t);
+        if (end < 0) invalid = true;
         mark(Q);
         i = end < 0 ? n : end + t;
         continue;

@@ -4,6 +4,7 @@
  * does. When in doubt, the primary.
  */
 import { describeReason, type Classification, type StatementReason } from "./classify.ts";
+import type { PinReason } from "./effects.ts";
 import type { Target } from "./hints.ts";
 
 export type { Target };
@@ -31,7 +32,11 @@ export type RouteReason =
   /** A replica was wanted but none is healthy. */
   | { code: "no_replica"; wanted: Exclude<RouteReason, { code: "no_replica" }> }
   /** A replica was asked for a statement that may write: refused, never run. */
-  | { code: "replica_refused"; why: StatementReason };
+  | { code: "replica_refused"; why: StatementReason }
+  /** The session keeps its server connection (LISTEN, a WITH HOLD cursor, …): statements run where it is. */
+  | { code: "pinned"; target: Target; why: PinReason }
+  /** The statement pins the session to its server connection: it runs on the primary, and the session stays there. */
+  | { code: "pins_session"; why: PinReason };
 
 export interface Route {
   /** `defer`: a BEGIN held back until the transaction's first statement decides (`transactions = "first-statement"`). */
@@ -54,6 +59,10 @@ export interface RouteContext {
   /** Whether a healthy replica exists. */
   replicaAvailable: boolean;
   transactions: "primary" | "first-statement";
+  /** The node whose server connection the session is pinned to, and why; null or absent when it is not pinned. */
+  pinned?: { target: Target; why: PinReason } | null;
+  /** Why the statement itself would pin the session (its first pin), if it does. */
+  pins?: PinReason | null;
 }
 
 /** Statement reasons that are definite writes (as opposed to "not known to be read-only"). */
@@ -64,6 +73,12 @@ function definiteWrite(r: StatementReason): boolean {
 export function route(ctx: RouteContext): Route {
   if (ctx.transaction) return { target: ctx.transaction, reason: { code: "in_transaction", target: ctx.transaction } };
   const wanted = decide(ctx);
+  if (wanted.target === "refuse" || wanted.target === "defer") return wanted;
+  // A pinned session keeps its server connection between transactions, so everything runs where that is.
+  const pinned = ctx.pinned;
+  if (pinned) return wanted.target === pinned.target ? wanted : { target: pinned.target, reason: { code: "pinned", target: pinned.target, why: pinned.why } };
+  // Session state must live where writes can follow it: a statement that pins the session runs on the primary.
+  if (wanted.target === "replica" && ctx.pins) return { target: "primary", reason: { code: "pins_session", why: ctx.pins } };
   if (wanted.target === "replica" && !ctx.replicaAvailable) {
     return { target: "primary", reason: { code: "no_replica", wanted: wanted.reason as Exclude<RouteReason, { code: "no_replica" }> } };
   }
@@ -110,6 +125,16 @@ function decide(ctx: RouteContext): Route {
   return { target: "primary", reason: { code: "not_read_only", why: c.reason } };
 }
 
+/** What holds a session to its server connection, in words. */
+const PIN_LABEL: Record<PinReason, string> = {
+  listen: "LISTEN",
+  hold_cursor: "WITH HOLD cursor",
+  advisory_lock: "session advisory lock",
+  temp_table: "temporary table",
+  sql_prepare: "SQL PREPARE",
+  set_config: "set_config() with computed arguments",
+};
+
 /** A route's reason in words. */
 export function describeRoute(r: RouteReason): string {
   switch (r.code) {
@@ -137,5 +162,9 @@ export function describeRoute(r: RouteReason): string {
       return `no healthy replica (wanted: ${describeRoute(r.wanted)})`;
     case "replica_refused":
       return `replica requested for a statement that may write (${describeReason(r.why)}): refused`;
+    case "pinned":
+      return `session pinned to its connection on the ${r.target} (${PIN_LABEL[r.why]})`;
+    case "pins_session":
+      return `pins the session to its connection (${PIN_LABEL[r.why]}): the primary`;
   }
 }

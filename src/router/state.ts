@@ -5,6 +5,7 @@
  * simulates it), so both decide through the same {@link route}.
  */
 import { classify, classifyUncached, type Classification, type FunctionLists } from "./classify.ts";
+import { sessionEffects, type PinReason, type SessionOp } from "./effects.ts";
 import { hintIn, type Target } from "./hints.ts";
 import { shape, type Shape } from "./lexer.ts";
 import { parseSql } from "./parser.ts";
@@ -86,14 +87,21 @@ export class RouterState {
   deferredBegin: string | null = null;
   sessionTarget: TargetSetting = "auto";
   defaultReadOnly = false;
+  /**
+   * The node whose server connection the session is pinned to (LISTEN, WITH HOLD cursors, …) and why. Serve sets
+   * it from the session's real pins before each decision; explain simulates them in {@link RouterState.executed}.
+   */
+  pinned: { target: Target; why: PinReason } | null = null;
+  /** Explain's simulation of the session's pins (serve keeps the real ones in SessionSettings). */
+  private readonly pins = new Map<PinReason, Target>();
 
   constructor(private readonly opts: RouterOptions) {}
 
   /**
-   * Decides where `sql` runs (`sh`: its shape, when the caller has it). Does not change the state: see
-   * {@link RouterState.executed}.
+   * Decides where `sql` runs (`sh`: its shape, `ops`: its session effects, when the caller has them). Does not
+   * change the state: see {@link RouterState.executed}.
    */
-  decide(sql: string, replicaAvailable: boolean, sh: Shape = shape(sql)): Decision {
+  decide(sql: string, replicaAvailable: boolean, sh: Shape = shape(sql), ops: readonly SessionOp[] = sessionEffects(sql, sh.key)): Decision {
     const classification = this.opts.uncached ? classifyUncached(sql, this.opts.functions) : classify(sql, this.opts.functions, sh.key);
     const hint = sh.comments.length > 0 ? hintIn(sh.comments) : null;
     let r = route({
@@ -105,6 +113,8 @@ export class RouterState {
       transaction: this.transaction,
       replicaAvailable,
       transactions: this.opts.transactions,
+      pinned: this.pinned,
+      pins: firstPin(ops),
     });
     if (this.deferredBegin && r.target !== "defer" && r.target !== "refuse" && r.reason.code !== "first_statement") {
       r = { target: r.target, reason: { code: "first_statement", target: r.target, why: r.reason } };
@@ -130,14 +140,19 @@ export class RouterState {
     return name === "pgroute.target" ? this.sessionTarget : null;
   }
 
+  /** Follows `SET/RESET default_transaction_read_only` (which decides where a later BEGIN may go). */
+  noteSettings(sql: string): void {
+    const change = defaultReadOnlyChange(sql);
+    if (change !== null) this.defaultReadOnly = change === "reset" ? false : change;
+  }
+
   /**
    * Records that `sql` was sent where `target` says and, for explain, what it did to the transaction. `status` is
    * the real ReadyForQuery status when known (serve); without it (explain) the statement's transaction control
    * is assumed to succeed.
    */
   executed(sql: string, d: Decision, target: Target, status?: number): void {
-    const change = defaultReadOnlyChange(sql);
-    if (change !== null) this.defaultReadOnly = change === "reset" ? false : change;
+    this.noteSettings(sql);
     if (status !== undefined) {
       this.transaction = status === 0x49 /* 'I' */ ? null : target;
       return;
@@ -145,5 +160,19 @@ export class RouterState {
     const tx = d.classification.tx;
     if (tx?.kind === "begin") this.transaction = target;
     else if (tx?.kind === "commit" || tx?.kind === "rollback") this.transaction = null;
+    // The pins as serve keeps them (TransactionRelay.pinFor and SessionSettings.ready): taken when the statement is
+    // sent, given up by DISCARD ALL and (for LISTEN) UNLISTEN *.
+    for (const op of sessionEffects(sql)) {
+      if (op.op === "pin" && !this.pins.has(op.reason)) this.pins.set(op.reason, target);
+      else if (op.op === "discard_all") this.pins.clear();
+      else if (op.op === "unlisten_all") this.pins.delete("listen");
+    }
+    const [first] = this.pins;
+    this.pinned = first ? { target: first[1], why: first[0] } : null;
   }
+}
+
+function firstPin(ops: readonly SessionOp[]): PinReason | null {
+  for (const op of ops) if (op.op === "pin") return op.reason;
+  return null;
 }

@@ -46,7 +46,7 @@ function verifierOf(user: UserConfig): ScramVerifier {
 }
 
 /** What pgroute may present to servers for this user, before anything the client proves adds to it. */
-function serverCredentials(user: UserConfig): ServerCredentials {
+export function serverCredentials(user: UserConfig): ServerCredentials {
   const password = user.server_password ?? user.password;
   if (password !== undefined) return { password };
   const sameRole = !user.server_user || user.server_user === user.name;

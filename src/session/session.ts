@@ -1,6 +1,7 @@
 /**
- * One client connection, from its first byte to its close: startup packet (SSLRequest / GSSENCRequest answered
- * 'N', CancelRequest handed to the proxy), authentication, login (a pooled server connection brought to the
+ * One client connection, from its first byte to its close: startup packet (SSLRequest answered 'S' and the
+ * connection upgraded to TLS when `[tls]` offers it, else 'N'; GSSENCRequest 'N'; CancelRequest handed to the
+ * proxy), authentication, login (a pooled server connection brought to the
  * client's startup settings, whose ParameterStatus values the client gets), then relay — session pooling
  * ({@link SessionRelay}: bytes pass unchanged) or transaction pooling ({@link TransactionRelay}: per message).
  *
@@ -12,6 +13,7 @@ import type { Config, UserConfig } from "../config/types.ts";
 import { PgError, errors } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { Outbox, type OutboxOwner } from "../net/outbox.ts";
+import { secondEncryptionRequest, sslRequired, unencryptedAfterSslRequest, upgradeClient, type ClientTls, type ClientTlsLink, type SecureSink } from "../net/tls.ts";
 import type { PoolGroup } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { FunctionLists } from "../router/classify.ts";
@@ -20,7 +22,7 @@ import type { ServerConn, ServerCredentials } from "../pool/server.ts";
 import { F } from "../wire/codes.ts";
 import { MessageWriter, authenticationOk, backendKeyData, negotiateProtocolVersion, parameterStatus, readyForQuery } from "../wire/encode.ts";
 import { FrameError, FrameReader, type FrameSink } from "../wire/frame.ts";
-import { parseStartup, startupLength, type StartupPacket } from "../wire/startup.ts";
+import { StartupError, parseStartup, startupLength, type StartupPacket } from "../wire/startup.ts";
 import { ClientAuth } from "./auth.ts";
 import { PreparedStatements, type StatementRegistry } from "./prepared.ts";
 import { SessionRelay } from "./raw.ts";
@@ -44,6 +46,8 @@ export interface SessionHost {
   closed(session: Session): void;
   /** True while new clients are being refused (limit reached). */
   overLimit(): boolean;
+  /** TLS offered to clients (`[tls]`); absent: SSLRequest is answered 'N'. */
+  readonly clientTls?: ClientTls;
 }
 
 type Phase =
@@ -55,14 +59,37 @@ type Phase =
   | { kind: "closed" };
 
 const N = Uint8Array.of(0x4e); // 'N': no SSL / no GSS encryption
+const S = Uint8Array.of(0x53); // 'S': go ahead with the TLS handshake
 
-export class Session implements FrameSink, OutboxOwner, ClientSide {
+/**
+ * Largest message before authentication: Postgres reads SASL messages with PG_MAX_AUTH_TOKEN_LENGTH (65535),
+ * so an unauthenticated client cannot make pgroute gather max_message_size bytes.
+ */
+const MAX_AUTH_MESSAGE = 65535 + 4;
+
+/** 1 for each message type a client may send after login (PostgreSQL docs, "Message Formats"). */
+const FRONTEND_TYPES = new Uint8Array(256);
+for (const t of Object.values(F)) if (t !== F.Password) FRONTEND_TYPES[t] = 1;
+
+/** Why reading the client is paused; the socket reads again when no reason is left. */
+const READ_SERVER_FULL = 1; // the server connection cannot take more (its outbox is blocked)
+const READ_CLIENT_BEHIND = 2; // the client is not reading what pgroute sends it
+const READ_LOGIN = 4; // waiting for a server connection: nothing to do with client bytes yet
+
+export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   private phase: Phase = { kind: "startup" };
   /** Bytes of a startup-phase packet not yet complete, or client bytes that arrived during login. */
   private pending: Uint8Array | null = null;
-  private readonly outbox: Outbox;
+  /** Writes to the client: to the TLS socket once the connection is encrypted. */
+  private outbox: Outbox;
+  /** Set once the client's SSLRequest was answered 'S'; from then on all I/O goes through `tls.socket`. */
+  private tls: ClientTlsLink<Session> | null = null;
   private readonly reader: FrameReader;
   private loginTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Bytes pgroute may hold for this client (`limits.client_buffer`). */
+  private readonly clientBuffer: number;
+  /** READ_* reasons the client socket is paused for. */
+  private readPaused = 0;
   /** Offset in the current chunk where a Terminate message starts, or -1. */
   private terminateAt = -1;
   /** The chunk being read, for message views in transaction mode. */
@@ -77,19 +104,55 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
   params = new Map<string, string>();
 
   constructor(
-    private readonly socket: Socket<Session>,
+    private socket: Socket<Session>,
     private readonly host: SessionHost,
   ) {
     this.outbox = new Outbox(socket as Socket<unknown>, this);
     this.remote = `${socket.remoteAddress}`;
-    // Before authentication the only typed messages expected are password messages.
-    this.reader = new FrameReader([F.Password], host.config.limits.max_message_size);
+    // Before authentication the only typed messages expected are password messages: every message is looked at
+    // (anything else is a protocol violation), and none may be longer than an authentication token.
+    this.reader = new FrameReader([F.Password], Math.min(host.config.limits.max_message_size, MAX_AUTH_MESSAGE));
+    this.reader.wantAll = true;
+    this.clientBuffer = host.config.limits.client_buffer;
     this.loginTimer = setTimeout(() => this.fatal(errors.loginTimeout()), host.config.limits.login_timeout_ms);
   }
 
   // --- client socket events ------------------------------------------------------------------------------
 
+  /** Bytes read from the accepted socket. After a TLS upgrade these are the raw TLS records, not protocol data. */
   onData(chunk: Uint8Array): void {
+    if (this.tls) {
+      const error = this.tls.checkRaw(chunk);
+      if (error && this.phase.kind !== "closed") {
+        this.tls.refuse(error);
+        this.cleanup();
+      }
+      return;
+    }
+    this.receive(chunk);
+  }
+
+  /** Decrypted bytes from the TLS socket. */
+  onSecureData(chunk: Uint8Array): void {
+    this.receive(chunk);
+  }
+
+  onSecureDrain(): void {
+    this.outbox.drain();
+  }
+
+  onSecureClose(error?: Error): void {
+    if (error) this.host.log.debug("client_tls_error", { client: this.remote, error: error.message });
+    this.onClose();
+  }
+
+  onSecureHandshake(ok: boolean, protocol: string, error: Error | null): void {
+    if (ok) this.host.log.debug("client_tls", { client: this.remote, protocol });
+    else this.host.log.info("client_tls_failed", { client: this.remote, error: error?.message ?? "handshake failed" });
+  }
+
+  /** Protocol bytes from the client, whichever socket they came through. */
+  private receive(chunk: Uint8Array): void {
     const phase = this.phase;
     switch (phase.kind) {
       case "session":
@@ -99,8 +162,10 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
       case "startup":
         return this.startupData(chunk);
       case "login":
-        // The client should wait for ReadyForQuery; keep whatever it sends for when relay begins.
+        // The client should wait for ReadyForQuery; keep whatever it sends for when relay begins, and read no
+        // more until then (a client cannot make pgroute buffer without bound while it waits for a server).
         this.pending = this.pending ? concat(this.pending, chunk) : chunk.slice();
+        this.pauseRead(READ_LOGIN, true);
         return;
       case "closed":
         return;
@@ -145,7 +210,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
       try {
         len = startupLength(buf);
       } catch (err) {
-        return this.fatal(errors.protocolViolation((err as Error).message));
+        return this.fatal(startupFailure(err));
       }
       if (len === null || buf.length < len) {
         this.pending = buf.slice();
@@ -155,7 +220,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
       try {
         packet = parseStartup(buf.subarray(0, len));
       } catch (err) {
-        return this.fatal(errors.protocolViolation((err as Error).message));
+        return this.fatal(startupFailure(err));
       }
       buf = buf.subarray(len);
       this.onStartupPacket(packet, buf);
@@ -165,10 +230,23 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
   private onStartupPacket(p: StartupPacket, rest: Uint8Array): void {
     switch (p.kind) {
       case "ssl":
-      case "gssenc":
-        // Encryption comes with TLS support; until then the client may continue in plaintext.
-        this.send(N);
+      case "gssenc": {
+        // A client waits for the one-byte answer before sending more, so bytes behind the request were not sent
+        // by a well-behaved client and must not be read as if they came over TLS (CVE-2021-23214).
+        if (rest.length > 0) return this.fatal(unencryptedAfterSslRequest());
+        if (this.tls) return this.fatal(secondEncryptionRequest());
+        const options = p.kind === "ssl" ? this.host.clientTls?.options : null;
+        if (!options) {
+          this.send(N); // no GSS encryption, and no SSL while tls.mode is "disable": the client may go on in plaintext
+          return;
+        }
+        this.send(S);
+        // In this same turn, so no raw byte can be taken for protocol data; the login timer covers the handshake.
+        this.tls = upgradeClient(this.socket, options, this);
+        this.socket = this.tls.socket;
+        this.outbox = new Outbox(this.socket as Socket<unknown>, this);
         return;
+      }
       case "cancel":
         this.host.cancel(p.pid, p.secret);
         this.close();
@@ -186,6 +264,9 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
     this.user = user;
     this.database = params.get("database") || user;
     this.params = params;
+    if (!this.tls && this.host.clientTls?.mode === "require") {
+      return this.fatal(sslRequired(this.remote, user, this.database));
+    }
     const rep = params.get("replication");
     if (rep !== undefined && rep !== "false" && rep !== "off" && rep !== "0" && rep !== "no") {
       return this.fatal(errors.unsupported("replication connections are not supported through pgroute"));
@@ -196,7 +277,8 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
     const auth = new ClientAuth(userCfg, user);
     this.phase = { kind: "auth", auth, user: userCfg };
     this.authStep(auth.start(), userCfg);
-    if (rest.length > 0 && this.phase.kind === "auth") this.onData(rest);
+    // Bytes that came with the startup packet: for the password exchange, or held for the relay after a trust login.
+    if (rest.length > 0 && (this.phase as Phase).kind !== "closed") this.receive(rest);
   }
 
   // --- authentication and relay messages -----------------------------------------------------------------
@@ -212,6 +294,9 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
       case "session":
         return phase.relay.onMessage(type);
       case "transaction": {
+        // Session pooling leaves this to the server; here messages are dispatched by type, so an unknown one
+        // would vanish silently. Postgres ends the connection (PostgresMain: "invalid frontend message type").
+        if (FRONTEND_TYPES[type] !== 1) return this.fatal(errors.protocolViolation(`invalid frontend message type ${type}`));
         const frame =
           msgStart >= 0 ? this.chunk.subarray(msgStart, next) : new MessageWriter(end - start + 5).begin(type).bytes(buf.subarray(start, end)).end().done();
         return phase.relay.onMessage(type, frame);
@@ -295,6 +380,8 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
     const welcome = w.done();
 
     this.reader.want(F.Password, false);
+    this.reader.wantAll = false;
+    this.reader.setMaxLength(cfg.limits.max_message_size);
     if (cfg.pool.mode === "session") {
       for (const t of SessionRelay.WATCHED) this.reader.want(t);
       this.phase = { kind: "session", relay: new SessionRelay(this, pool, conn) };
@@ -309,7 +396,8 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
     this.host.log.debug("session_start", { user: this.user, database: this.database, pool: pool.name, client: this.remote });
     const early = this.pending;
     this.pending = null;
-    if (early) this.onData(early);
+    this.pauseRead(READ_LOGIN, false);
+    if (early) this.receive(early);
   }
 
   private loginFailed(err: unknown, pool: Pool): void {
@@ -321,28 +409,70 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
   // --- ClientSide (used by the relays) -------------------------------------------------------------------
 
   send(buf: Uint8Array, start = 0, end = buf.length): void {
-    if (!this.outbox.write(buf, start, end)) this.cleanup();
+    if (!this.outbox.write(buf, start, end)) return this.cleanup();
+    if (this.outbox.queued > 0) this.behind();
+  }
+
+  /**
+   * The client is not keeping up. The server connection in use now is paused — also one leased after the client
+   * fell behind, whose first bytes land here (the outbox reports only the first blocking write). What still
+   * arrives is bounded; should it pass `limits.client_buffer` anyway, the client is dropped: it cannot be sent
+   * an error it does not read, and its server connection is closed by the relay since results were in flight.
+   */
+  private behind(): void {
+    if (this.outbox.queued <= this.clientBuffer) {
+      this.cancelTarget?.pause();
+      return;
+    }
+    this.host.log.warn("client_buffer_exceeded", { user: this.user, client: this.remote, queued: this.outbox.queued, limit: this.clientBuffer });
+    this.cleanup();
+    this.socket.terminate();
   }
 
   pauseClient(): void {
-    this.socket.pause();
+    this.pauseRead(READ_SERVER_FULL, true);
   }
 
   resumeClient(): void {
-    this.socket.resume();
+    this.pauseRead(READ_SERVER_FULL, false);
+  }
+
+  /** Pauses or resumes reading the client for one reason; the socket reads only when no reason is left. */
+  private pauseRead(reason: number, on: boolean): void {
+    const before = this.readPaused;
+    this.readPaused = on ? before | reason : before & ~reason;
+    if (before === 0 && this.readPaused !== 0) this.socket.pause();
+    else if (before !== 0 && this.readPaused === 0) this.socket.resume();
   }
 
   log(event: string, fields: Record<string, string | number>): void {
     this.host.log.debug(event, { user: this.user, client: this.remote, ...fields });
   }
 
-  /** The client cannot take more: stop reading the server until it drains. */
+  /**
+   * The client cannot take more: stop reading the server until it drains, and stop reading the client too, as a
+   * Postgres backend blocked on a send does — requests answered locally would otherwise pile up replies.
+   */
   onBlocked(): void {
     this.cancelTarget?.pause();
+    this.pauseRead(READ_CLIENT_BEHIND, true);
   }
 
   onUnblocked(): void {
     this.cancelTarget?.resume();
+    this.pauseRead(READ_CLIENT_BEHIND, false);
+  }
+
+  /**
+   * True when ending the session now loses nothing: no transaction open, no request unanswered, nothing queued
+   * for the client. A session not logged in yet counts as idle. Graceful shutdown waits for this.
+   */
+  get idle(): boolean {
+    const p = this.phase;
+    if (p.kind !== "session" && p.kind !== "transaction") return true;
+    if (this.outbox.queued > 0) return false;
+    const conn = p.relay.cancelTarget;
+    return conn === null || conn.idle;
   }
 
   /** The server connection a CancelRequest should reach right now, if any. */
@@ -376,6 +506,12 @@ export class Session implements FrameSink, OutboxOwner, ClientSide {
     this.outbox.clear();
     this.host.closed(this);
   }
+}
+
+/** The FATAL for a startup packet that cannot be accepted, with the SQLSTATE Postgres uses for it. */
+function startupFailure(err: unknown): PgError {
+  const message = (err as Error).message;
+  return err instanceof StartupError && err.code === "0A000" ? errors.unsupported(message) : errors.protocolViolation(message);
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

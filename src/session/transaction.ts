@@ -20,7 +20,7 @@ import { virtualSetting, type Decision, type RouterState } from "../router/state
 import { F, TxStatus } from "../wire/codes.ts";
 import { MessageWriter, errorResponse, readyForQuery, writeError } from "../wire/encode.ts";
 import { decodeQuery } from "../wire/frontend.ts";
-import { PreparedStatements, type Message } from "./prepared.ts";
+import { PreparedStatements, namesStatements, type Message } from "./prepared.ts";
 import type { SessionSettings } from "./settings.ts";
 
 /** What the relay needs from its client connection. */
@@ -79,7 +79,17 @@ export class TransactionRelay implements ServerOwner {
     private readonly prepared: PreparedStatements,
     private readonly router: RouterState,
     private readonly log: Logger,
-  ) {}
+  ) {
+    prepared.onSettled = () => this.drainQueue();
+  }
+
+  /**
+   * A batch naming prepared statements waits while an earlier Parse or Close of a named statement is unanswered:
+   * how it is rewritten depends on whether those took effect (PreparedStatements.unsettled).
+   */
+  private mustWait(r: Request): boolean {
+    return r.kind === "batch" && this.prepared.unsettled && namesStatements(r.messages);
+  }
 
   /** The server connection a CancelRequest should reach now (none between transactions). */
   get cancelTarget(): ServerConn | null {
@@ -146,7 +156,8 @@ export class TransactionRelay implements ServerOwner {
       return this.local(new MessageWriter(64).bytes(reply).bytes(readyForQuery(this.status())).done());
     }
     const ops = sessionEffects(sql, sh.key);
-    const d = this.router.decide(sql, this.group.replicaAvailable, sh);
+    this.router.pinned = this.pinnedTo();
+    const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
     const route = this.pinsToPrimary(d.route, ops);
     this.trace(sql, route, d);
     switch (route.target) {
@@ -167,9 +178,16 @@ export class TransactionRelay implements ServerOwner {
     const prefix = this.deferredBegin ?? undefined;
     this.deferredBegin = null;
     this.router.deferredBegin = null;
+    this.router.noteSettings(sql);
     // A read sent to a replica outside a transaction may be retried on the primary if the replica refuses it.
     const retry = route.target === "replica" && !this.bound && !prefix && d.classification.statements === 1;
     this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry });
+  }
+
+  /** Where the session is pinned, for the router (which then says so): the node of the connection it keeps. */
+  private pinnedTo(): RouterState["pinned"] {
+    if (!this.settings.pinned) return null;
+    return { target: this.conn ? this.target : "primary", why: this.settings.pins.keys().next().value! };
   }
 
   /** Statements that pin the session run on the primary: the session then stays there. */
@@ -186,6 +204,7 @@ export class TransactionRelay implements ServerOwner {
       // The batch runs on one node: a replica only when every statement it executes may run there.
       target = "replica";
       for (const sql of executed) {
+        this.router.pinned = this.pinnedTo();
         const d = this.router.decide(sql, this.group.replicaAvailable);
         const r = this.pinsToPrimary(d.route, sessionEffects(sql));
         this.trace(sql, r, d);
@@ -230,7 +249,7 @@ export class TransactionRelay implements ServerOwner {
 
   private submit(req: Request): void {
     const conn = this.conn;
-    if (conn && this.queue.length === 0 && (this.bound || req.target === this.target || req.kind === "copy")) {
+    if (conn && this.queue.length === 0 && (this.bound || req.target === this.target || req.kind === "copy") && !this.mustWait(req)) {
       return this.dispatch(conn, req);
     }
     if (!conn && this.queue.length === 0 && !this.acquiring && req.kind !== "local") {
@@ -281,6 +300,7 @@ export class TransactionRelay implements ServerOwner {
     while (conn && this.queue.length > 0) {
       const r = this.queue[0]!;
       if (!(this.bound || r.target === this.target || r.kind === "copy" || r.kind === "local")) break;
+      if (this.mustWait(r)) break;
       this.queue.shift();
       this.dispatch(conn, r);
     }

@@ -15,6 +15,16 @@ export type StartupPacket =
 
 export class StartupError extends Error {
   override readonly name = "StartupError";
+  /**
+   * The SQLSTATE Postgres reports for it: 08P01 (protocol violation), or 0A000 for a protocol version it does
+   * not speak (ProcessStartupPacket uses ERRCODE_FEATURE_NOT_SUPPORTED there).
+   */
+  constructor(
+    message: string,
+    readonly code: "08P01" | "0A000" = "08P01",
+  ) {
+    super(message);
+  }
 }
 
 /**
@@ -51,6 +61,7 @@ export function parseStartup(buf: Uint8Array): StartupPacket {
   if (major !== 3) {
     throw new StartupError(
       `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`,
+      "0A000",
     );
   }
   const params = new Map<string, string>();
