@@ -21,7 +21,7 @@ import { RouterState } from "../router/state.ts";
 import type { ServerConn, ServerCredentials } from "../pool/server.ts";
 import { F } from "../wire/codes.ts";
 import { MessageWriter, authenticationOk, backendKeyData, negotiateProtocolVersion, parameterStatus, readyForQuery } from "../wire/encode.ts";
-import { FrameError, FrameReader, type FrameSink } from "../wire/frame.ts";
+import { FrameError, FrameReader, typesOtherThan, type FrameSink } from "../wire/frame.ts";
 import { StartupError, parseStartup, startupLength, type StartupPacket } from "../wire/startup.ts";
 import { ClientAuth } from "./auth.ts";
 import { PreparedStatements, type StatementRegistry } from "./prepared.ts";
@@ -67,9 +67,11 @@ const S = Uint8Array.of(0x53); // 'S': go ahead with the TLS handshake
  */
 const MAX_AUTH_MESSAGE = 65535 + 4;
 
-/** 1 for each message type a client may send after login (PostgreSQL docs, "Message Formats"). */
-const FRONTEND_TYPES = new Uint8Array(256);
-for (const t of Object.values(F)) if (t !== F.Password) FRONTEND_TYPES[t] = 1;
+/**
+ * Message types a client may not send after login: anything but the frontend messages of "Message Formats".
+ * Refused from the header, as Postgres does ("invalid frontend message type"), rather than relayed or gathered.
+ */
+const NOT_FRONTEND = typesOtherThan(Object.values(F).filter((t) => t !== F.Password));
 
 /** Why reading the client is paused; the socket reads again when no reason is left. */
 const READ_SERVER_FULL = 1; // the server connection cannot take more (its outbox is blocked)
@@ -294,9 +296,6 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       case "session":
         return phase.relay.onMessage(type);
       case "transaction": {
-        // Session pooling leaves this to the server; here messages are dispatched by type, so an unknown one
-        // would vanish silently. Postgres ends the connection (PostgresMain: "invalid frontend message type").
-        if (FRONTEND_TYPES[type] !== 1) return this.fatal(errors.protocolViolation(`invalid frontend message type ${type}`));
         const frame =
           msgStart >= 0 ? this.chunk.subarray(msgStart, next) : new MessageWriter(end - start + 5).begin(type).bytes(buf.subarray(start, end)).end().done();
         return phase.relay.onMessage(type, frame);
@@ -348,25 +347,36 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     const settings = new SessionSettings(this.params);
     // Session pooling keeps this connection: it goes where the user's statements go by default.
     const target = cfg.pool.mode === "session" && user.target === "replica" ? "replica" : "primary";
-    let conn: ServerConn;
+    let conn: ServerConn | null = null;
     let pool: Pool;
-    try {
-      ({ conn, pool } = await group.acquire(target));
-    } catch (err) {
-      return this.loginFailed(err, group.primaryPool());
-    }
-    if (this.phase.kind !== "login") return pool.release(conn); // the client left meanwhile
-    const sql = settings.diff(conn);
-    if (sql) {
+    let params: Map<string, string>;
+    const known = group.primaryPool().params;
+    const idle = cfg.pool.mode === "transaction" ? group.tryAcquire("primary") : null;
+    if (cfg.pool.mode === "transaction" && !idle && known) {
+      // Every server connection is busy: log in without one, as PgBouncer does, telling the client the values a
+      // server reported (overlaid with its own startup settings); those are applied before its first request.
+      pool = group.primaryPool();
+      params = settings.reported(known);
+    } else {
       try {
-        await conn.query(sql);
+        ({ conn, pool } = idle ?? (await group.acquire(target)));
       } catch (err) {
-        pool.release(conn);
-        return this.loginFailed(err, pool);
+        return this.loginFailed(err, group.primaryPool());
       }
-      if (this.phase.kind !== "login") return pool.release(conn);
+      if (this.phase.kind !== "login") return pool.release(conn); // the client left meanwhile
+      const sql = settings.diff(conn);
+      if (sql) {
+        try {
+          await conn.query(sql);
+        } catch (err) {
+          pool.release(conn);
+          return this.loginFailed(err, pool);
+        }
+        if (this.phase.kind !== "login") return pool.release(conn);
+      }
+      settings.markApplied(conn);
+      params = conn.params;
     }
-    settings.markApplied(conn);
 
     const key = this.host.register(this);
     this.pid = key.pid;
@@ -375,19 +385,20 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     this.loginTimer = null;
 
     const w = new MessageWriter(512).bytes(authenticationOk());
-    for (const [k, v] of conn.params) w.bytes(parameterStatus(k, v));
-    w.bytes(backendKeyData(this.pid, this.secret)).bytes(readyForQuery(conn.txStatus));
+    for (const [k, v] of params) w.bytes(parameterStatus(k, v));
+    w.bytes(backendKeyData(this.pid, this.secret)).bytes(readyForQuery(conn?.txStatus ?? 0x49));
     const welcome = w.done();
 
     this.reader.want(F.Password, false);
     this.reader.wantAll = false;
     this.reader.setMaxLength(cfg.limits.max_message_size);
+    this.reader.refuse(NOT_FRONTEND, (t) => `invalid frontend message type ${t}`);
     if (cfg.pool.mode === "session") {
       for (const t of SessionRelay.WATCHED) this.reader.want(t);
       this.phase = { kind: "session", relay: new SessionRelay(this, pool, conn) };
     } else {
       this.reader.wantAll = true;
-      pool.release(conn);
+      if (conn) pool.release(conn);
       const prepared = new PreparedStatements(this.host.statements);
       const router = new RouterState({ functions: this.host.functions, transactions: cfg.routing.transactions, userTarget: user.target });
       this.phase = { kind: "transaction", relay: new TransactionRelay(this, group, settings, prepared, router, this.host.log) };

@@ -128,6 +128,19 @@ export class SessionSettings {
   }
 
   /**
+   * ParameterStatus values for a client logging in without a server connection: what a server reported,
+   * with this client's own startup values where it set a reported parameter.
+   */
+  reported(server: ReadonlyMap<string, string>): Map<string, string> {
+    const out = new Map(server);
+    for (const name of server.keys()) {
+      const mine = this.startup.get(name.toLowerCase());
+      if (mine?.value !== undefined) out.set(name, mine.value);
+    }
+    return out;
+  }
+
+  /**
    * The statements that bring `conn` to this client's settings, or null when it already has them. Call
    * {@link SessionSettings.markApplied} once they succeeded.
    */
