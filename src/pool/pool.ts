@@ -8,6 +8,7 @@
 import type { NodeConfig, PoolConfig } from "../config/types.ts";
 import { PgError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { TxStatus } from "../wire/codes.ts";
 import { ServerConn, type ServerCredentials } from "./server.ts";
 
 export interface PoolOptions {
@@ -190,6 +191,34 @@ export class Pool {
       return;
     }
     this.idle.push(conn);
+  }
+
+  /**
+   * Takes back a connection its client left: rolled back when a transaction is open, `DISCARD ALL` when session
+   * state (listeners, temp tables, locks, cursors, SQL PREPARE, settings) may remain, then pooled. Any failure,
+   * or state in doubt (replies in flight, a COPY), closes it instead.
+   */
+  recycle(conn: ServerConn, discardAll: boolean): void {
+    conn.attach(null, "tracked");
+    if (conn.closed || !conn.idleBetweenRequests) return this.discard(conn);
+    const steps: string[] = [];
+    if (conn.txStatus !== TxStatus.Idle) steps.push("ROLLBACK");
+    if (discardAll) steps.push("DISCARD ALL");
+    if (steps.length === 0) return this.release(conn);
+    this.opts.log.debug("server_reset", { pool: this.name, conn: conn.id, steps: steps.join("; ") });
+    void (async () => {
+      try {
+        for (const s of steps) await conn.query(s);
+        if (discardAll) {
+          conn.applied.clear();
+          conn.prepared.clear();
+        }
+        conn.appliedSignature = null;
+        this.release(conn);
+      } catch {
+        this.discard(conn);
+      }
+    })();
   }
 
   /** Drops a connection (closed, or in doubt) and makes room for a new one if clients are waiting. */

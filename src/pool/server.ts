@@ -22,11 +22,11 @@ import {
   decodeSaslMechanisms,
   type ErrorInfo,
 } from "../wire/backend.ts";
-import { Auth, B, ErrorField, TxStatus } from "../wire/codes.ts";
+import { Auth, B, ErrorField, TxStatus, isTxStatus } from "../wire/codes.ts";
 import { startupMessage } from "../wire/encode.ts";
-import { FrameReader, type FrameSink } from "../wire/frame.ts";
+import { FrameReader, typesOtherThan, type FrameSink } from "../wire/frame.ts";
 import { SCRAM_MECHANISM, ScramClient, md5Hash, md5Response, type ScramSecret } from "../wire/scram.ts";
-import { Demux, TRACKED_TYPES, type DemuxOwner, type Entry, type Pending } from "./demux.ts";
+import { Demux, DemuxError, TRACKED_TYPES, type DemuxOwner, type Entry, type Pending } from "./demux.ts";
 import { openServerSocket } from "./tls.ts";
 
 /** What pgroute can prove to a server. Which one is used depends on what the server asks for. */
@@ -74,6 +74,9 @@ const LOGIN_TYPES = [
 
 /** Raw mode looks at ReadyForQuery (transaction status) and ErrorResponse (a FATAL before a close). */
 const RAW_TYPES = [B.ReadyForQuery, B.ErrorResponse];
+
+/** Anything but a backend message of protocol 3 is refused from its header: the server is broken or hostile. */
+const NOT_BACKEND = typesOtherThan(Object.values(B));
 
 /** What a raw-mode ReadyForQuery is reported with. */
 const RAW_ENTRY: Entry = Object.freeze({ end: "query", mode: "forward" }) as Entry;
@@ -135,10 +138,13 @@ export class ServerConn implements FrameSink, OutboxOwner {
   private sentFatal = false;
   /** Raw mode: ReadyForQuery messages still owed for requests the client sent. */
   outstanding = 0;
+  /** Set when the stream broke mid-chunk: whether what was relayed before that chunk ended on a message boundary. */
+  private relayBoundary: boolean | null = null;
 
   private constructor(private readonly login: ServerLogin) {
     this.node = login.node;
     this.reader = new FrameReader(LOGIN_TYPES, login.maxMessageSize);
+    this.reader.refuse(NOT_BACKEND, (t) => `unexpected message type ${JSON.stringify(String.fromCharCode(t))} (${t})`);
     this.preparedCapacity = login.preparedCapacity ?? 100;
     this.demux = new Demux(this.reader, this.owner, this.params, (s) => {
       this.txStatus = s;
@@ -215,6 +221,11 @@ export class ServerConn implements FrameSink, OutboxOwner {
     return this.reader.atBoundary;
   }
 
+  /** No request in flight and the stream at a message boundary (a transaction may be open). */
+  get idleBetweenRequests(): boolean {
+    return this.phase === "ready" && this.reader.atBoundary && (this.mode === "tracked" ? this.demux.pending === 0 : this.outstanding === 0);
+  }
+
   /** Tracked mode: writes requests with the entries for their replies. False when the socket is closed. */
   send(bytes: Uint8Array, entries: readonly Pending[]): boolean {
     if (this.phase !== "ready") return false;
@@ -287,12 +298,16 @@ export class ServerConn implements FrameSink, OutboxOwner {
   /** @internal */
   handleData(chunk: Uint8Array): void {
     if (this.phase === "ready") {
+      const boundary = this.reader.atBoundary;
       try {
         if (this.mode === "tracked") return this.demux.feed(chunk);
         this.sawReady = false;
         this.reader.feed(chunk, this);
       } catch (err) {
-        // A length or a reply that makes no sense: this connection cannot be trusted with anyone's data.
+        // A length or a reply that makes no sense: this connection cannot be trusted with anyone's data. What the
+        // owner got of the stream ends where this chunk began (raw mode relays whole chunks; tracked mode relays
+        // at message boundaries within one, so this errs on the side of no error message).
+        this.relayBoundary = boundary;
         this.fail(errors.serverGone(this.node.name, (err as Error).message), true);
         return;
       }
@@ -318,9 +333,20 @@ export class ServerConn implements FrameSink, OutboxOwner {
     this.demux.abort();
     if (wasLogin) {
       this.loginDone.reject(this.closeError ?? errors.cannotConnect(this.node.name, "the server closed the connection during login"));
-    } else if (this.closeError) this.owner.onServerClose(this.closeError);
-    else if (wasReady && !this.sentFatal && !this.demux.fatalForwarded) this.owner.onServerClose(errors.serverGone(this.node.name, "the server closed the connection"));
-    else this.owner.onServerClose(null);
+    } else if (this.closeError) this.owner.onServerClose(this.relayedWhole() ? this.closeError : null);
+    else if (wasReady && !this.sentFatal && !this.demux.fatalForwarded) {
+      this.owner.onServerClose(this.relayedWhole() ? errors.serverGone(this.node.name, "the server closed the connection") : null);
+    } else this.owner.onServerClose(null);
+  }
+
+  /**
+   * Whether what the owner got of the server's stream ends with a whole message, so an ErrorResponse may follow.
+   * Cut off in the middle of a message, the client can only be closed: an error there would be read as the rest
+   * of that message.
+   */
+  private relayedWhole(): boolean {
+    // Tracked mode relays up to `heldFrom`: a wanted message in progress was not relayed at all.
+    return this.relayBoundary ?? (this.reader.atBoundary || (this.mode === "tracked" && this.reader.holding));
   }
 
   /** @internal */
@@ -341,8 +367,12 @@ export class ServerConn implements FrameSink, OutboxOwner {
   onFrame(type: number, buf: Uint8Array, start: number, end: number): void {
     if (this.phase === "ready") {
       if (type === B.ReadyForQuery) {
+        // Each ReadyForQuery answers a Query, Sync or FunctionCall the client sent; an unknown status or one that
+        // answers nothing means pgroute and the server no longer agree on the conversation (never guessed at).
+        if (end - start !== 1 || !isTxStatus(buf[start])) throw new DemuxError("ReadyForQuery with an invalid transaction status");
+        if (this.outstanding === 0) throw new DemuxError("ReadyForQuery with no request pending");
         this.txStatus = buf[start]!;
-        if (this.outstanding > 0) this.outstanding--;
+        this.outstanding--;
         this.sawReady = true;
       } else if (type === B.ErrorResponse) {
         const sev = decodeError(buf, start, end).severity;
@@ -375,6 +405,9 @@ export class ServerConn implements FrameSink, OutboxOwner {
       case B.NegotiateProtocolVersion:
         return; // We ask for 3.0 with no options, so there is nothing to fall back from.
       case B.ReadyForQuery:
+        if (end - start !== 1 || !isTxStatus(buf[start])) {
+          return this.fail(errors.cannotConnect(this.node.name, "ReadyForQuery with an invalid transaction status"), true);
+        }
         this.txStatus = buf[start]!;
         this.phase = "ready";
         for (const t of LOGIN_TYPES) this.reader.want(t, false);
@@ -413,7 +446,13 @@ export class ServerConn implements FrameSink, OutboxOwner {
       }
       case Auth.SASLContinue:
         if (!this.scram) return this.fail(errors.cannotConnect(this.node.name, "unexpected SASL message"), true);
-        this.guard(() => this.socket.write(serialize.sendSCRAMClientFinalMessage(this.scram!.final(text(data)))));
+        // PBKDF2 with the iteration count the server chose runs off the event loop, so no other client waits on it.
+        this.scram.finalAsync(text(data)).then(
+          (final) => {
+            if (this.phase === "login") this.socket.write(serialize.sendSCRAMClientFinalMessage(final));
+          },
+          (err: Error) => this.fail(errors.cannotConnect(this.node.name, err.message), true),
+        );
         return;
       case Auth.SASLFinal:
         if (!this.scram) return this.fail(errors.cannotConnect(this.node.name, "unexpected SASL message"), true);

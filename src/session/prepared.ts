@@ -7,6 +7,7 @@
  * one, unnamed statements untouched.
  */
 import { serialize } from "pg-protocol";
+import { concatBytes } from "../wire/bytes.ts";
 import type { Pending } from "../pool/demux.ts";
 import type { ServerConn } from "../pool/server.ts";
 import { Lru } from "../router/cache.ts";
@@ -355,7 +356,7 @@ export class PreparedStatements {
           out.push(frame(m));
       }
     }
-    return { bytes: concat(out), entries, ops };
+    return { bytes: concatBytes(out), entries, ops };
   }
 
   /** Server-side names of the statements a batch parses, binds or describes. */
@@ -401,15 +402,3 @@ function frame(m: Message): Uint8Array {
   return m.frame;
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let len = 0;
-  for (const p of parts) len += p.length;
-  const out = new Uint8Array(len);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}

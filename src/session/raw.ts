@@ -7,7 +7,7 @@
 import type { PgError } from "../errors.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { ServerConn, ServerOwner } from "../pool/server.ts";
-import { F, TxStatus } from "../wire/codes.ts";
+import { F } from "../wire/codes.ts";
 import type { ClientSide } from "./transaction.ts";
 
 export class SessionRelay implements ServerOwner {
@@ -75,23 +75,8 @@ export class SessionRelay implements ServerOwner {
     const conn = this.conn;
     this.conn = null;
     if (!conn) return;
-    conn.attach(null, "tracked");
-    if (conn.closed || conn.outstanding > 0 || this.unsynced || !conn.atBoundary) {
-      this.pool.discard(conn);
-      return;
-    }
-    const rollback = conn.txStatus !== TxStatus.Idle;
-    void (async () => {
-      try {
-        if (rollback) await conn.query("ROLLBACK");
-        await conn.query("DISCARD ALL");
-        conn.applied.clear();
-        conn.prepared.clear();
-        conn.appliedSignature = null;
-        this.pool.release(conn);
-      } catch {
-        this.pool.discard(conn);
-      }
-    })();
+    // An extended-protocol batch without its Sync may still be owed replies: in doubt, so closed.
+    if (this.unsynced) return this.pool.discard(conn);
+    this.pool.recycle(conn, true);
   }
 }

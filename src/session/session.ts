@@ -9,6 +9,7 @@
  * split a server message.
  */
 import type { Socket } from "bun";
+import { concatBytes } from "../wire/bytes.ts";
 import type { Config, UserConfig } from "../config/types.ts";
 import { PgError, errors } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -166,7 +167,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       case "login":
         // The client should wait for ReadyForQuery; keep whatever it sends for when relay begins, and read no
         // more until then (a client cannot make pgroute buffer without bound while it waits for a server).
-        this.pending = this.pending ? concat(this.pending, chunk) : chunk.slice();
+        this.pending = this.pending ? concatBytes([this.pending, chunk]) : chunk.slice();
         this.pauseRead(READ_LOGIN, true);
         return;
       case "closed":
@@ -205,7 +206,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   // --- startup -------------------------------------------------------------------------------------------
 
   private startupData(chunk: Uint8Array): void {
-    let buf = this.pending ? concat(this.pending, chunk) : chunk;
+    let buf = this.pending ? concatBytes([this.pending, chunk]) : chunk;
     this.pending = null;
     while (buf.length > 0 && this.phase.kind === "startup") {
       let len: number | null;
@@ -525,9 +526,3 @@ function startupFailure(err: unknown): PgError {
   return err instanceof StartupError && err.code === "0A000" ? errors.unsupported(message) : errors.protocolViolation(message);
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
-}

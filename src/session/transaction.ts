@@ -436,31 +436,8 @@ export class TransactionRelay implements ServerOwner {
     const pool = this.pool;
     this.conn = null;
     if (!conn || !pool) return;
-    conn.attach(null, "tracked");
-    if (conn.pending > 0 || !conn.atBoundary) {
-      // Unread results or a COPY in progress: nothing we could send would leave it in a known state.
-      pool.discard(conn);
-      return;
-    }
-    const steps: string[] = [];
-    if (conn.txStatus !== TxStatus.Idle) steps.push("ROLLBACK");
     // Session-scoped state (LISTEN, temp tables, advisory locks, cursors, SQL PREPARE) must not reach the next client.
-    if (this.settings.pinned) steps.push("DISCARD ALL");
-    if (steps.length === 0) return pool.release(conn);
-    this.client.log("server_reset", { steps: steps.join("; ") });
-    void (async () => {
-      try {
-        for (const s of steps) await conn.query(s);
-        if (this.settings.pinned) {
-          conn.applied.clear();
-          conn.prepared.clear();
-        }
-        conn.appliedSignature = null;
-        pool.release(conn);
-      } catch {
-        pool.discard(conn);
-      }
-    })();
+    pool.recycle(conn, this.settings.pinned);
   }
 }
 

@@ -8,6 +8,7 @@
  * The length is authoritative: a length below 4 or above the configured maximum is a protocol violation, decided
  * from the header before anything is allocated.
  */
+import { concatBytes } from "./bytes.ts";
 
 /** Receives the messages a {@link FrameReader} was asked to look at. */
 export interface FrameSink {
@@ -45,6 +46,9 @@ export class FrameReader {
    */
   private gather: Uint8Array[] | null = null;
   private stopped = false;
+  /** 1 for each message type refused outright (see {@link FrameReader.refuse}), or null for none. */
+  private refused: Uint8Array | null = null;
+  private describeRefused: (type: number) => string = (t) => `unexpected message type ${t}`;
   /**
    * After `feed`: the offset in that chunk from which its bytes belong to a wanted message not yet complete
    * (0 when the whole chunk does), or the chunk's length when none do.
@@ -63,6 +67,15 @@ export class FrameReader {
     this.maxLength = max;
   }
 
+  /**
+   * Refuses messages of the types marked 1 in `types` (null: none) as soon as their header is read: `feed` throws a
+   * {@link FrameError} with `describe(type)` before stepping over or gathering any of the body.
+   */
+  refuse(types: Uint8Array | null, describe?: (type: number) => string): void {
+    this.refused = types;
+    if (describe) this.describeRefused = describe;
+  }
+
   /** Asks for (or stops asking for) the bodies of one message type. */
   want(type: number, on = true): void {
     this.wants[type] = on ? 1 : 0;
@@ -71,6 +84,14 @@ export class FrameReader {
   /** True when no partial message is pending, i.e. the stream is at a message boundary. */
   get atBoundary(): boolean {
     return this.headLen === 0 && this.remaining === 0;
+  }
+
+  /**
+   * True when the message in progress is a wanted one whose bytes so far were held back (reported by
+   * {@link FrameReader.heldFrom}): a relay that forwards only up to `heldFrom` has then relayed whole messages.
+   */
+  get holding(): boolean {
+    return this.gather !== null || (this.headLen > 0 && this.headWanted);
   }
 
   /** Called by a sink inside `onFrame` to make `feed` return right after the current message. */
@@ -96,7 +117,7 @@ export class FrameReader {
         this.remaining -= take;
         i += take;
         if (this.remaining === 0 && this.gather) {
-          const body = concat(this.gather);
+          const body = concatBytes(this.gather);
           this.gather = null;
           held = -1;
           sink.onFrame(this.type, body, 0, body.length, -1, i);
@@ -134,6 +155,7 @@ export class FrameReader {
             : `message of type "${String.fromCharCode(type)}" is ${len} bytes, over the limit of ${this.maxLength}`,
         );
       }
+      if (this.refused !== null && this.refused[type] === 1) throw new FrameError(this.describeRefused(type));
       const wanted = msgStart >= 0 ? this.wantAll || this.wants[type] === 1 : this.headWanted;
       const body = len - 4;
       if (n - i >= body) {
@@ -168,15 +190,10 @@ export class FrameReader {
   }
 }
 
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0]!;
-  let len = 0;
-  for (const p of parts) len += p.length;
-  const out = new Uint8Array(len);
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
+/** A table for {@link FrameReader.refuse}: every message type except `known`. */
+export function typesOtherThan(known: Iterable<number>): Uint8Array {
+  const t = new Uint8Array(256).fill(1);
+  for (const k of known) t[k] = 0;
+  return t;
 }
+
