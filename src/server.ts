@@ -91,6 +91,7 @@ export class Proxy implements SessionHost {
       const served = commit();
       if (served) {
         this.log.info("tls_certificate", { mode: next.tls.mode, subject: served.subject, names: served.altNames, expires: served.validTo });
+        if (Date.parse(served.validTo) < Date.now()) this.log.warn("tls_certificate_expired", { subject: served.subject, expired: served.validTo });
       }
       return served;
     };

@@ -91,6 +91,18 @@ export class Topology {
 
   /** The next replica for a read, in proportion to the nodes' weights; null when none is available. */
   pickReplica(): NodeConfig | null {
+    return this.nextReplica(true);
+  }
+
+  /**
+   * The replica {@link pickReplica} would return now, without taking the turn: a caller that may not use it (no
+   * idle connection there) must not skip that replica for everyone.
+   */
+  peekReplica(): NodeConfig | null {
+    return this.nextReplica(false);
+  }
+
+  private nextReplica(take: boolean): NodeConfig | null {
     const ready = this.readyReplicas();
     if (ready.length === 0) return null;
     let total = 0;
@@ -98,14 +110,14 @@ export class Topology {
     let bestWeight = -Infinity;
     for (const n of ready) {
       const w = (this.current.get(n.name) ?? 0) + n.weight;
-      this.current.set(n.name, w);
+      if (take) this.current.set(n.name, w);
       total += n.weight;
       if (w > bestWeight) {
         bestWeight = w;
         best = n;
       }
     }
-    this.current.set(best!.name, bestWeight - total);
+    if (take) this.current.set(best!.name, bestWeight - total);
     return best;
   }
 }

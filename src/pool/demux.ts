@@ -7,7 +7,7 @@
  */
 import type { ErrorInfo } from "../wire/backend.ts";
 import { decodeError, decodeParameterStatus } from "../wire/backend.ts";
-import { B } from "../wire/codes.ts";
+import { B, isTxStatus } from "../wire/codes.ts";
 import { FrameReader, type FrameSink } from "../wire/frame.ts";
 import { Splice } from "../net/splice.ts";
 
@@ -184,6 +184,10 @@ export class Demux implements FrameSink {
   }
 
   onFrame(type: number, buf: Uint8Array, start: number, end: number, msgStart: number, next: number): void {
+    // Transaction state comes only from ReadyForQuery: a status that is not one of the three is never guessed at.
+    if (type === B.ReadyForQuery && (end - start !== 1 || !isTxStatus(buf[start]))) {
+      throw new DemuxError(`ReadyForQuery with an invalid transaction status (${end - start} bytes, first ${buf[start]})`);
+    }
     const head = this.head() as Entry | undefined;
     if (type === B.ParameterStatus) {
       const [k, v] = decodeParameterStatus(buf, start, end);
@@ -200,14 +204,18 @@ export class Demux implements FrameSink {
           error = decodeError(buf, start, end);
           ends = EXTENDED[head.end];
           break;
+        // Each of these answers exactly the message at the head, or the conversation is lost.
         case B.ParseComplete:
           ends = head.end === "parse";
+          if (!ends) throw new DemuxError(`ParseComplete arrived while a ${head.end} reply was expected`);
           break;
         case B.BindComplete:
           ends = head.end === "bind";
+          if (!ends) throw new DemuxError(`BindComplete arrived while a ${head.end} reply was expected`);
           break;
         case B.CloseComplete:
           ends = head.end === "close";
+          if (!ends) throw new DemuxError(`CloseComplete arrived while a ${head.end} reply was expected`);
           break;
         case B.RowDescription:
         case B.NoData:

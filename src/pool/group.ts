@@ -44,10 +44,13 @@ export class PoolGroup {
 
   /** A connection leased at once when an idle one is ready on the right node, else null (then use `acquire`). */
   tryAcquire(target: Target): { conn: ServerConn; pool: Pool; target: Target } | null {
-    const node = target === "replica" ? this.topology.pickReplica() : this.topology.primary();
+    // Only a replica actually used takes its turn: otherwise `acquire`, which follows, would skip it, and a client
+    // reading one statement at a time would always land on the same replica.
+    const node = target === "replica" ? this.topology.peekReplica() : this.topology.primary();
     if (!node) return null;
     const pool = this.poolOn(node);
     const conn = pool.tryAcquire();
+    if (conn && target === "replica") this.topology.pickReplica();
     return conn ? { conn, pool, target } : null;
   }
 

@@ -285,6 +285,12 @@ export class TransactionRelay implements ServerOwner {
         this.acquiring = false;
         if (this.closed) return pool.release(conn);
         this.adopt(conn, pool, target);
+        // No replica could be reached and the group gave the primary instead: the read runs there (otherwise it
+        // would wait forever for a connection of the kind it asked for). It is not retried: it is on the primary.
+        if (target !== head.target && this.queue[0] === head) {
+          head.target = target;
+          if (head.kind === "simple") head.retry = false;
+        }
         this.drainQueue();
       },
       (err: PgError) => {

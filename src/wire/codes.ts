@@ -76,6 +76,11 @@ export const TxStatus = {
   Failed: 0x45, // 'E'
 } as const;
 
+/** True for the three transaction status bytes ReadyForQuery may carry; any other is a protocol violation. */
+export function isTxStatus(b: number | undefined): boolean {
+  return b === TxStatus.Idle || b === TxStatus.InTransaction || b === TxStatus.Failed;
+}
+
 /** Fields of ErrorResponse / NoticeResponse. */
 export const ErrorField = {
   Severity: 0x53, // 'S' (localized)

@@ -4,10 +4,16 @@
  * only a verifier is configured, with the ClientKey recovered from the client's own proof (pass-through, as
  * PgBouncer does). Also the md5 password hashing. No sockets here: strings in, strings out.
  */
-import { createHash, createHmac, pbkdf2Sync, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, createHmac, pbkdf2, pbkdf2Sync, randomBytes, timingSafeEqual } from "node:crypto";
 
 export const SCRAM_MECHANISM = "SCRAM-SHA-256";
 const DEFAULT_ITERATIONS = 4096;
+/**
+ * The most PBKDF2 iterations pgroute runs for a server's server-first-message (Postgres's own default is 4096;
+ * OWASP suggests 600,000). The server picks the count, so without a bound a broken or hostile one could keep a
+ * thread busy for hours.
+ */
+export const MAX_SERVER_ITERATIONS = 10_000_000;
 
 export class ScramError extends Error {
   override readonly name = "ScramError";
@@ -179,17 +185,44 @@ export class ScramClient {
 
   /** Takes the server-first-message, returns the client-final-message. */
   final(serverFirst: string): string {
+    const first = this.serverFirst(serverFirst);
+    const salted = this.secret.kind === "password" ? saltedPassword(this.secret.password, first.salt, first.i) : null;
+    return this.finish(serverFirst, first, salted);
+  }
+
+  /**
+   * Like {@link ScramClient.final}, with PBKDF2 (whose cost the server chose) on a worker thread rather than the
+   * event loop every other client depends on.
+   */
+  async finalAsync(serverFirst: string): Promise<string> {
+    const first = this.serverFirst(serverFirst);
+    let salted: Buffer | null = null;
+    if (this.secret.kind === "password") {
+      const password = saslprep(this.secret.password);
+      salted = await new Promise<Buffer>((resolve, reject) =>
+        pbkdf2(password, first.salt, first.i, 32, "sha256", (err, key) => (err ? reject(err) : resolve(key))),
+      );
+    }
+    return this.finish(serverFirst, first, salted);
+  }
+
+  private serverFirst(serverFirst: string): { r: string; salt: Buffer; i: number } {
     const attrs = attributes(serverFirst);
     const r = attrs.get("r");
     const s = attrs.get("s");
     const i = Number(attrs.get("i"));
     if (!r || !s || !Number.isInteger(i) || i < 1) throw new ScramError("malformed SCRAM server-first-message");
+    if (i > MAX_SERVER_ITERATIONS) throw new ScramError(`the server asks for ${i} SCRAM iterations, over pgroute's limit of ${MAX_SERVER_ITERATIONS}`);
     if (!r.startsWith(this.cnonce)) throw new ScramError("server SCRAM nonce does not extend ours");
-    const salt = Buffer.from(s, "base64");
+    return { r, salt: Buffer.from(s, "base64"), i };
+  }
+
+  /** The client-final-message, given the salted password (null for SCRAM pass-through with a ClientKey). */
+  private finish(serverFirst: string, { r, salt, i }: { r: string; salt: Buffer; i: number }, salted: Buffer | null): string {
     let clientKey: Buffer;
     let serverKey: Buffer;
     if (this.secret.kind === "password") {
-      const salted = saltedPassword(this.secret.password, salt, i);
+      salted ??= saltedPassword(this.secret.password, salt, i);
       clientKey = hmac(salted, "Client Key");
       serverKey = hmac(salted, "Server Key");
     } else {

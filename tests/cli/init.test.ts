@@ -60,8 +60,8 @@ describe("pgroute init from flags", () => {
     const config = await loadConfig(out);
     expect(config.listen).toEqual({ host: "0.0.0.0", port: 7000 });
     expect(config.nodes).toEqual([
-      { name: "main", host: "db1.internal", port: 5432, role: "primary", weight: 1, zone: "" },
-      { name: "r1", host: "::1", port: 5433, role: "auto", weight: 1, zone: "" },
+      { name: "main", host: "db1.internal", port: 5432, role: "primary", weight: 1, zone: "", sslmode: "prefer" },
+      { name: "r1", host: "::1", port: 5433, role: "auto", weight: 1, zone: "", sslmode: "prefer" },
     ]);
     expect(config.users).toEqual([
       { name: "app", password: SECRET, auth: "md5", databases: [], target: "auto" },
@@ -251,7 +251,7 @@ describe("pgroute init on a terminal", () => {
 
     const config = await loadConfig(join(dir, "pgroute.toml"));
     expect(config.listen).toEqual({ host: "127.0.0.1", port: 6432 });
-    expect(config.nodes).toEqual([{ name: "node1", host: "127.0.0.1", port: 5432, role: "auto", weight: 1, zone: "" }]);
+    expect(config.nodes).toEqual([{ name: "node1", host: "127.0.0.1", port: 5432, role: "auto", weight: 1, zone: "", sslmode: "prefer" }]);
     expect(config.users).toEqual([{ name: "app", auth: "scram-sha-256", password: "pw", databases: [], target: "auto" }]);
     expect(config.pool).toMatchObject({ mode: "session", size: 20 });
   });

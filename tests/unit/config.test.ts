@@ -159,7 +159,7 @@ describe("validate: values", () => {
   test("defaults are applied from the table", () => {
     const expected: Config = {
       listen: { host: "127.0.0.1", port: 6432 },
-      nodes: [{ name: "p", host: "127.0.0.1", port: 5432, role: "auto", weight: 1, zone: "" }],
+      nodes: [{ name: "p", host: "127.0.0.1", port: 5432, role: "auto", weight: 1, zone: "", sslmode: "prefer" }],
       users: [{ name: "u", password: "pw", auth: "scram-sha-256", databases: [], target: "auto" }],
       pool: {
         mode: "session",
@@ -171,8 +171,15 @@ describe("validate: values", () => {
         connect_timeout_ms: 5_000,
         prepared_statements: 200,
       },
-      limits: { max_client_connections: 10_000, max_message_size: 64 * 1024 * 1024, login_timeout_ms: 10_000 },
+      limits: {
+        max_client_connections: 10_000,
+        max_message_size: 64 * 1024 * 1024,
+        login_timeout_ms: 10_000,
+        client_buffer: 16 * 1024 * 1024,
+        shutdown_timeout_ms: 30_000,
+      },
       routing: { transactions: "primary", write_functions: [], read_functions: [] },
+      tls: { mode: "disable" },
       log: { level: "info", format: "text" },
     };
     expect(configFrom(minimal)).toStrictEqual(expected);
