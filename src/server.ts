@@ -55,6 +55,7 @@ export class Proxy implements SessionHost {
   private readonly sessions = new Set<Session>();
   /** pgroute's own BackendKeyData → session, for CancelRequest. */
   private readonly byPid = new Map<number, Session>();
+  private closedSinceGc = 0;
   private readonly pools = new Map<string, Pool>();
   private readonly groups = new Map<string, PoolGroup>();
   readonly topology: Topology;
@@ -194,6 +195,12 @@ export class Proxy implements SessionHost {
 
   closed(session: Session): void {
     this.sessions.delete(session);
+    // JSC sizes its collection threshold by a heap that includes the SQL parser's WebAssembly memory, so after a
+    // wave of short-lived clients a full collection can be far off while garbage piles up: ask for one.
+    if (++this.closedSinceGc >= 2_000) {
+      this.closedSinceGc = 0;
+      Bun.gc(false);
+    }
     if (session.pid && this.byPid.get(session.pid) === session) this.byPid.delete(session.pid);
   }
 

@@ -86,7 +86,9 @@ export class Topology {
   }
 
   get replicaAvailable(): boolean {
-    return this.readyReplicas().length > 0;
+    // Asked for every statement: no array built here.
+    for (const n of this.nodes) if (this.roles.get(n.name) === "replica" && this.up(n)) return true;
+    return false;
   }
 
   /** The next replica for a read, in proportion to the nodes' weights; null when none is available. */

@@ -69,7 +69,7 @@ export class PoolGroup {
         }
       }
     }
-    let last: unknown = new PgError("08001", "no primary node is known", "FATAL");
+    let last: unknown = null;
     for (const node of this.topology.primaryCandidates()) {
       const pool = this.poolOn(node);
       let conn: ServerConn;
@@ -83,6 +83,6 @@ export class PoolGroup {
       // A node of unknown role turned out to be a standby: remember it, keep looking.
       pool.release(conn);
     }
-    throw last;
+    throw last ?? new PgError("08001", "no primary node is known", "FATAL");
   }
 }

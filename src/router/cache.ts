@@ -57,3 +57,45 @@ export class Lru<K, V> {
     return this.map.size;
   }
 }
+
+/**
+ * A bounded cache for the per-statement hot path: a hit is one Map lookup, with no reordering. Entries live in a
+ * young generation; when it fills, it becomes the old one (the previous old one is dropped) and hits there are
+ * promoted. Statements in steady use therefore survive, and memory stays within twice the capacity.
+ */
+export class HotCache<K, V> {
+  private young = new Map<K, V>();
+  private old = new Map<K, V>();
+  hits = 0;
+  misses = 0;
+
+  constructor(readonly capacity: number) {}
+
+  get(key: K): V | undefined {
+    let v = this.young.get(key);
+    if (v !== undefined) {
+      this.hits++;
+      return v;
+    }
+    v = this.old.get(key);
+    if (v === undefined) {
+      this.misses++;
+      return undefined;
+    }
+    this.hits++;
+    this.set(key, v);
+    return v;
+  }
+
+  set(key: K, value: V): void {
+    if (this.young.size >= this.capacity) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(key, value);
+  }
+
+  get size(): number {
+    return this.young.size + this.old.size;
+  }
+}

@@ -9,7 +9,7 @@
  * matter), so repeated statements never reach the parser.
  */
 import { BUILTIN_FUNCTIONS } from "./builtins.ts";
-import { Lru } from "./cache.ts";
+import { HotCache } from "./cache.ts";
 import { shape } from "./lexer.ts";
 import { parseSql } from "./parser.ts";
 
@@ -95,7 +95,7 @@ type Node = Record<string, any>;
 const CURSOR_OPT_HOLD = 0x0020;
 
 /** Classifications by statement shape, per set of function lists (a reload with new lists gets a new cache). */
-const caches = new WeakMap<FunctionLists, Lru<string, Classification>>();
+const caches = new WeakMap<FunctionLists, HotCache<string, Classification>>();
 
 export const classifierStats = { hits: 0, misses: 0 };
 
@@ -103,7 +103,7 @@ export const classifierStats = { hits: 0, misses: 0 };
 export function classify(sql: string, lists: FunctionLists = DEFAULT_FUNCTIONS, key: string = shape(sql).key): Classification {
   let cache = caches.get(lists);
   if (!cache) {
-    cache = new Lru(20_000);
+    cache = new HotCache(20_000);
     caches.set(lists, cache);
   }
   const hit = cache.get(key);

@@ -7,7 +7,7 @@
  * Decided on the real parse tree. Most statements have no session effect, so results are cached by the
  * statement's shape; only statements that do have one are parsed each time (they carry values).
  */
-import { Lru } from "./cache.ts";
+import { HotCache } from "./cache.ts";
 import { shape } from "./lexer.ts";
 import { parseSql } from "./parser.ts";
 
@@ -32,7 +32,7 @@ export type SessionOp =
 const NONE: readonly SessionOp[] = Object.freeze([]);
 
 // Shapes that parsed to "no session effect" (the common case), so those statements skip the parser.
-const quiet = new Lru<string, true>(10_000);
+const quiet = new HotCache<string, true>(10_000);
 
 /** Session effects of a statement string (one or more statements), in order; `key` as for `classify`. */
 export function sessionEffects(sql: string, key: string = shape(sql).key): readonly SessionOp[] {

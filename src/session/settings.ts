@@ -171,13 +171,13 @@ export class SessionSettings {
    * of a transaction (status 'I') they take effect — on the client's settings and on what `conn` carries — unless
    * it failed or rolled back. Reports what else the caller must forget.
    */
-  ready(status: number, failed: boolean, ops: readonly SessionOp[] | undefined, conn: SettingsCarrier): { deallocated: boolean } {
+  ready(status: number, failed: boolean, ops: readonly SessionOp[] | undefined, conn: SettingsCarrier): boolean {
     if (ops && ops.length > 0) this.txn.push(...ops);
-    const result = { deallocated: false };
-    if (status !== 0x49 /* 'I' */) return result;
+    let deallocated = false;
+    if (status !== 0x49 /* 'I' */) return deallocated;
     const txn = this.txn;
     this.txn = [];
-    if (failed || txn.length === 0) return result;
+    if (failed || txn.length === 0) return deallocated;
     const before = this.version;
     for (const op of effective(txn)) {
       switch (op.op) {
@@ -199,7 +199,7 @@ export class SessionSettings {
         }
         case "discard_all":
           this.pins.clear();
-          result.deallocated = true;
+          deallocated = true;
           this.desired = new Map(this.startup); // DISCARD ALL includes RESET ALL
           conn.applied.clear();
           this.version++;
@@ -210,7 +210,7 @@ export class SessionSettings {
           this.version++;
           break;
         case "deallocate_all":
-          result.deallocated = true;
+          deallocated = true;
           break;
         case "unlisten_all":
           this.pins.delete("listen");
@@ -220,7 +220,7 @@ export class SessionSettings {
       }
     }
     if (this.version !== before) this.version++;
-    return result;
+    return deallocated;
   }
 }
 

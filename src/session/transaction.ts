@@ -403,8 +403,7 @@ export class TransactionRelay implements ServerOwner {
     if (!conn) return;
     this.router.transaction = status === TxStatus.Idle ? null : this.target;
     const version = this.settings.version;
-    const r = this.settings.ready(status, failed, entry.tag as readonly SessionOp[] | undefined, conn);
-    if (r.deallocated) {
+    if (this.settings.ready(status, failed, entry.tag as readonly SessionOp[] | undefined, conn)) {
       conn.prepared.clear();
       this.prepared.clear();
     }
