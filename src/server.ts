@@ -285,8 +285,8 @@ export class Proxy implements SessionHost {
   reload(next: Config, log?: Logger): ReloadPlan {
     const prev = this.config;
     const plan = planReload(prev, next);
-    // Hooks that may still refuse the new config run before anything changes. TLS: the certificate reload
-    // (reloadTls) is registered here — `proxy.reloadHooks.push(reloadTls)` — so a bad cert keeps the old config.
+    // Hooks that may still refuse the new config run before anything changes (the client TLS certificate reload
+    // is one, registered by the constructor), so an unusable certificate keeps the old config.
     const commits = this.reloadHooks.map((hook) => hook(next, prev));
     this.config = next;
     if (log) this.log = log;

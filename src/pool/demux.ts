@@ -10,6 +10,8 @@ import { decodeError, decodeParameterStatus } from "../wire/backend.ts";
 import { B, isTxStatus } from "../wire/codes.ts";
 import { FrameReader, type FrameSink } from "../wire/frame.ts";
 import { Splice } from "../net/splice.ts";
+import { concatBytes } from "../wire/bytes.ts";
+import { MessageWriter } from "../wire/encode.ts";
 
 /** The reply that completes an entry. */
 export type End = "parse" | "bind" | "describe" | "execute" | "close" | "sync" | "query" | "function";
@@ -40,12 +42,21 @@ export interface Entry {
   fail?: () => void;
   /** Anything the owner wants back with its ReadyForQuery. */
   tag?: unknown;
-  /**
-   * For a forwarded Query: when this returns true for its ErrorResponse, the error and the rest of the reply
-   * are withheld from the client and `retry` runs at its ReadyForQuery instead (a read a replica refused).
-   */
-  retryOn?: (e: ErrorInfo) => boolean;
-  retry?: () => void;
+  /** The request this entry belongs to may be sent again elsewhere (see {@link RetryGroup}). */
+  retry?: RetryGroup;
+}
+
+/**
+ * The entries of one request that may be retried on another node (a read a replica refused). Its replies are
+ * held back until a row, a COPY or a non-retryable outcome shows the request is really answered here; if instead
+ * an error `retryOn` accepts arrives first, nothing of the reply reaches the client and `retry` runs at its
+ * ReadyForQuery.
+ */
+export interface RetryGroup {
+  retryOn(e: ErrorInfo): boolean;
+  retry(): void;
+  /** Set once part of the reply went to the client: too late to retry. */
+  committed?: boolean;
 }
 
 /** A reply pgroute makes itself, emitted when every reply before it has been forwarded. */
@@ -106,8 +117,11 @@ export class Demux implements FrameSink {
   private inChunk = false;
   /** The server's FATAL (or PANIC) went through to the client: its close then needs no error of pgroute's. */
   fatalForwarded = false;
-  /** The entry whose reply is being withheld for a retry. */
-  private retrying: Entry | null = null;
+  /** The request whose replies are being held back, and those replies. */
+  private holding: RetryGroup | null = null;
+  private held: Uint8Array[] = [];
+  /** The request whose reply is being dropped because it will be retried. */
+  private retrying: RetryGroup | null = null;
 
   constructor(
     private readonly reader: FrameReader,
@@ -167,8 +181,19 @@ export class Demux implements FrameSink {
 
   private updateWant(): void {
     const h = this.head();
-    // While pgroute's own request is answered, every message must be looked at so none leaks to the client.
-    this.reader.wantAll = h !== undefined && !isLocal(h) && h.mode === "swallow";
+    // While pgroute's own request is answered, or a retryable reply is held, every message must be looked at.
+    this.reader.wantAll = h !== undefined && !isLocal(h) && (h.mode === "swallow" || (h.retry !== undefined && !h.retry.committed));
+  }
+
+  /** Sends what was held for a retryable request, before the message at `msgStart`; no retry after this. */
+  private releaseHeld(msgStart: number): void {
+    const group = this.holding;
+    if (!group) return;
+    group.committed = true;
+    this.holding = null;
+    const held = this.held;
+    this.held = [];
+    if (held.length > 0) this.splice.inject(concatBytes(held), Math.max(msgStart, 0));
   }
 
   /** Processes a chunk of server bytes. */
@@ -239,8 +264,20 @@ export class Demux implements FrameSink {
       throw new DemuxError(`unexpected message "${String.fromCharCode(type)}" with no request pending`);
     }
     if (error) this.errorSinceReady = true;
-    if (error && head?.retryOn && !this.retrying && head.retryOn(error)) this.retrying = head;
-    const swallow = head !== undefined && (head.mode === "swallow" || this.retrying === head);
+    const group = head?.retry;
+    let hold = false;
+    if (group && !group.committed && this.retrying !== group) {
+      this.holding ??= group;
+      if (error && group.retryOn(error)) {
+        this.retrying = group;
+        this.holding = null;
+        this.held = [];
+      } else if (error || type === B.DataRow || type === B.CopyInResponse || type === B.CopyOutResponse || type === B.CopyBothResponse) {
+        // The request is answered here: what was held goes out first, then this message as usual.
+        this.releaseHeld(msgStart);
+      } else if (type !== B.ReadyForQuery) hold = true;
+    }
+    const swallow = head !== undefined && (head.mode === "swallow" || (group !== undefined && this.retrying === group));
 
     // What the client gets of this message. A NotificationResponse is the session's whatever request it arrives
     // during: the server sends it when it goes idle, which may be while pgroute's own request is still unread.
@@ -251,6 +288,9 @@ export class Demux implements FrameSink {
       this.splice.cut(msgStart, next);
       const instead = error && head?.onSwallowedError?.(error);
       if (instead) this.splice.inject(instead, next);
+    } else if (hold) {
+      this.held.push(msgStart >= 0 ? buf.slice(msgStart, next) : new MessageWriter(end - start + 5).begin(type).bytes(buf.subarray(start, end)).end().done());
+      this.splice.cut(msgStart, next);
     } else if (msgStart < 0) {
       this.splice.keepGathered(type, buf, start, end, next);
     }
@@ -269,15 +309,17 @@ export class Demux implements FrameSink {
       this.rolledBack = false;
       if (head && ends) {
         this.shift();
-        if (this.retrying === head) {
+        if (group && this.retrying === group) {
           // Withheld reply over: the request is sent again elsewhere (the owner is told, not the client).
           this.retrying = null;
           if (this.inChunk) this.splice.flush(next);
-          head.retry?.();
+          group.retry();
           this.emitLocals(next);
           this.updateWant();
           return;
         }
+        // A request that ends with nothing but descriptions and a CommandComplete: answered here after all.
+        if (group && this.holding === group) this.releaseHeld(msgStart);
         // pgroute's own request failed only if it got an error: its own ROLLBACK (a reset) succeeds with one.
         if (errored && head.mode === "swallow") head.fail?.();
         else head.ok?.();

@@ -160,9 +160,10 @@ export class PreparedStatements {
    * The query texts a batch will execute (its Execute messages), and those it only parses or describes, without
    * changing any state: where the batch runs is decided from them before it is built.
    */
-  peek(batch: readonly Message[]): { executed: string[]; prepared: string[] } {
+  peek(batch: readonly Message[]): { executed: string[]; prepared: string[]; named: string[] } {
     const executed: string[] = [];
     const prepared: string[] = [];
+    const namedParses: string[] = [];
     let unnamed = this.unnamedText;
     const named = new Map<string, string>();
     const portals = new Map<string, string>();
@@ -174,7 +175,10 @@ export class PreparedStatements {
           case F.Parse: {
             const p = decodeParse(body, 0, body.length);
             if (p.name === "") unnamed = p.query;
-            else named.set(p.name, p.query);
+            else {
+              named.set(p.name, p.query);
+              namedParses.push(p.name);
+            }
             prepared.push(p.query);
             break;
           }
@@ -195,7 +199,12 @@ export class PreparedStatements {
         // A malformed message is the server's to reject; it does not change where the batch goes.
       }
     }
-    return { executed, prepared };
+    return { executed, prepared, named: namedParses };
+  }
+
+  /** Forgets client statement names (a batch that created them is being replayed elsewhere). */
+  forget(names: readonly string[]): void {
+    for (const n of names) this.statements.delete(n);
   }
 
   /** DEALLOCATE ALL / DISCARD ALL: every statement is gone. */

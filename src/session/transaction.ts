@@ -9,7 +9,7 @@
 import { serialize } from "pg-protocol";
 import { errors, type PgError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { Entry } from "../pool/demux.ts";
+import type { Entry, RetryGroup } from "../pool/demux.ts";
 import type { PoolGroup, Target } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { ServerConn, ServerOwner } from "../pool/server.ts";
@@ -38,7 +38,7 @@ export interface ClientSide {
 
 type Request = (
   | { kind: "simple"; frame: Uint8Array; end: "query" | "function"; ops: readonly SessionOp[]; prefix?: Uint8Array; retry?: boolean }
-  | { kind: "batch"; messages: Message[]; sync: boolean }
+  | { kind: "batch"; messages: Message[]; sync: boolean; retry?: boolean; creates?: string[] }
   | { kind: "copy"; frame: Uint8Array }
   | { kind: "local"; bytes: Uint8Array }
 ) & { target: Target };
@@ -197,7 +197,7 @@ export class TransactionRelay implements ServerOwner {
   }
 
   private batchRequest(messages: Message[], sync: boolean): void {
-    const { executed } = this.prepared.peek(messages);
+    const { executed, named } = this.prepared.peek(messages);
     let target: Target = "primary";
     if (this.bound) target = this.target;
     else if (executed.length > 0) {
@@ -217,7 +217,10 @@ export class TransactionRelay implements ServerOwner {
         if (r.target !== "replica") target = "primary";
       }
     }
-    this.submit({ kind: "batch", messages, sync, target });
+    // A read a replica refuses is sent again to the primary, whole batches up to their Sync (names the batch
+    // created are given up first, so its Parse can create them again).
+    const retry = target === "replica" && !this.bound && sync;
+    this.submit({ kind: "batch", messages, sync, target, retry, creates: named });
   }
 
   private trace(sql: string, r: Route, d: Decision): void {
@@ -289,7 +292,7 @@ export class TransactionRelay implements ServerOwner {
         // would wait forever for a connection of the kind it asked for). It is not retried: it is on the primary.
         if (target !== head.target && this.queue[0] === head) {
           head.target = target;
-          if (head.kind === "simple") head.retry = false;
+          if (head.kind === "simple" || head.kind === "batch") head.retry = false;
         }
         this.drainQueue();
       },
@@ -340,10 +343,7 @@ export class TransactionRelay implements ServerOwner {
       case "simple": {
         if (req.prefix) ok = conn.send(req.prefix, [{ end: "query", mode: "swallow", onSwallowedError: relayWarning }]);
         const entry: Entry = { end: req.end, mode: "forward", tag: req.ops };
-        if (req.retry) {
-          entry.retryOn = (e) => e.code === "25006" && conn.txStatus === TxStatus.Idle;
-          entry.retry = () => this.retryOnPrimary(conn, req);
-        }
+        if (req.retry) entry.retry = this.retryGroup(conn, req);
         ok = ok && conn.send(req.frame, [entry]);
         break;
       }
@@ -353,6 +353,10 @@ export class TransactionRelay implements ServerOwner {
       case "batch": {
         const built = this.prepared.build(req.messages, conn);
         this.pinFor(built.ops);
+        if (req.retry) {
+          const group = this.retryGroup(conn, req);
+          for (const e of built.entries) if (!("local" in e)) e.retry = group;
+        }
         ok = conn.send(built.bytes, built.entries);
         break;
       }
@@ -360,16 +364,23 @@ export class TransactionRelay implements ServerOwner {
     if (!ok) this.client.fatal(errors.serverGone(conn.node.name, "the connection is closed"));
   }
 
-  /** A replica refused a read (25006: it would write): it runs once more, on the primary. */
-  private retryOnPrimary(conn: ServerConn, req: Extract<Request, { kind: "simple" }>): void {
-    this.log.info("retry_on_primary", { node: conn.node.name, reason: "replica answered 25006" });
-    if (this.conn === conn && conn.idle && !this.settings.pinned) {
-      this.conn = null;
-      this.pool?.release(conn);
-    }
-    this.queue.unshift({ ...req, frame: req.frame.slice(), target: "primary", retry: false });
-    if (!this.conn) this.acquire();
-    else this.drainQueue();
+  /** How a read sent to a replica outside a transaction is retried on the primary when the replica refuses it. */
+  private retryGroup(conn: ServerConn, req: Extract<Request, { kind: "simple" | "batch" }>): RetryGroup {
+    return {
+      // 25006: the statement wanted to write. Only in autocommit: nothing else of the session ran there.
+      retryOn: (e) => e.code === "25006" && conn.txStatus === TxStatus.Idle,
+      retry: () => {
+        this.log.info("retry_on_primary", { node: conn.node.name, reason: "replica answered 25006" });
+        if (this.conn === conn && conn.idle && !this.settings.pinned) {
+          this.conn = null;
+          this.pool?.release(conn);
+        }
+        if (req.kind === "batch" && req.creates) this.prepared.forget(req.creates);
+        this.queue.unshift(req.kind === "simple" ? { ...req, frame: req.frame.slice(), target: "primary", retry: false } : { ...req, target: "primary", retry: false });
+        if (!this.conn) this.acquire();
+        else this.drainQueue();
+      },
+    };
   }
 
   /** Brings the client's session settings to `conn`, pipelined before its request. */

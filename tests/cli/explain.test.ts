@@ -35,6 +35,7 @@ const control = (statement: string) => `transaction control (${statement})`;
 const needsPrimary = (fn: string) => `calls ${fn}(), which needs the primary`;
 const unknown = (fn: string) => `calls ${fn}(), not known to be read-only`;
 const refused = (why: string) => `replica requested for a statement that may write (${why}): refused`;
+const pinned = (why: string) => `session pinned to its connection on the primary (${why})`;
 
 const SELECTS: Row[] = [
   ["select 1", "replica", READ],
@@ -127,6 +128,9 @@ const WRITES: Row[] = [
   ["merge into t using u on t.id = u.id when matched then update set a = 1 when not matched then insert (id) values (u.id)", "primary", writes("MERGE")],
   ["create table t9 (id int primary key, b text)", "primary", writes("CREATE TABLE")],
   ["create temp table tmp (id int)", "primary", writes("CREATE TABLE")],
+  // A temporary table lives in the session: serve keeps the session on its primary connection until DISCARD ALL.
+  ["select * from tmp", "primary", pinned("temporary table")],
+  ["discard all", "primary", session("DISCARD")],
   ["create table t10 as select * from t", "primary", writes("CREATE TABLE AS")],
   ["create view vw as select * from t", "primary", writes("CREATE VIEW")],
   ["create index on t (a)", "primary", writes("CREATE INDEX")],
@@ -216,6 +220,8 @@ const SESSION: Row[] = [
   ["fetch 10 from c1", "primary", session("FETCH")],
   ["move next in c1", "primary", session("FETCH")],
   ["close c1", "primary", session("CLOSE")],
+  // PREPARE and the WITH HOLD cursor pinned the session to the primary; DISCARD ALL lets it go.
+  ["discard all", "primary", session("DISCARD")],
 ];
 
 const FUNCTIONS: Row[] = [
@@ -232,6 +238,9 @@ const FUNCTIONS: Row[] = [
   ["select pg_try_advisory_lock(1, 2)", "primary", needsPrimary("pg_try_advisory_lock")],
   ["select pg_advisory_xact_lock(42)", "primary", needsPrimary("pg_advisory_xact_lock")],
   ["select pg_advisory_unlock_all()", "primary", needsPrimary("pg_advisory_unlock_all")],
+  // The session advisory locks above pinned the session to the primary, until DISCARD ALL.
+  ["select 1", "primary", pinned("session advisory lock")],
+  ["discard all", "primary", session("DISCARD")],
   ["select txid_current()", "primary", needsPrimary("txid_current")],
   ["select pg_current_xact_id()", "primary", needsPrimary("pg_current_xact_id")],
   ["select pg_current_wal_lsn()", "primary", needsPrimary("pg_current_wal_lsn")],
@@ -453,7 +462,7 @@ const FUNCTION_LISTS: Row[] = [
   ["select touch(1)", "primary", unknown("touch")],
   // Listing a built-in as a write function sends it to the primary; listing one as a read function frees it.
   ["select now()", "primary", needsPrimary("now")],
-  ["select pg_try_advisory_lock(1)", "replica", READ],
+  ["select pg_try_advisory_xact_lock(1)", "replica", READ],
   ["select my_func()", "primary", unknown("my_func")],
 ];
 
@@ -514,7 +523,7 @@ target = "replica"
 
 [routing]
 write_functions = ["app.touch", "audit_log", "now"]
-read_functions = ["my_read_func", "reports.monthly", "pg_try_advisory_lock"]
+read_functions = ["my_read_func", "reports.monthly", "pg_try_advisory_xact_lock"]
 `;
 
 const FIRST_TOML = `

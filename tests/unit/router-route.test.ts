@@ -96,6 +96,16 @@ const rows: [string, Partial<RouteContext>, Route][] = [
   ["first-statement: BEGIN READ ONLY goes to a replica", { statement: begin(true), transactions: "first-statement" }, to("replica", { code: "read_only_transaction" })],
   ["first-statement: BEGIN; SELECT 1 in one string is not", { statement: begin(null, { statements: 2 }), transactions: "first-statement" }, to("primary", { code: "transaction_begin" })],
   ["first-statement: a read outside a transaction", { transactions: "first-statement" }, to("replica", { code: "read_only" })],
+  // A session pinned to its server connection (LISTEN, WITH HOLD cursors, …) runs there between transactions.
+  ["pinned to the primary, a read", { pinned: { target: "primary", why: "temp_table" } }, to("primary", { code: "pinned", target: "primary", why: "temp_table" })],
+  ["pinned to the primary, a write keeps its reason", { pinned: { target: "primary", why: "listen" }, statement: writing(DELETE) }, to("primary", { code: "not_read_only", why: DELETE })],
+  ["pinned to a replica, a write follows the pin", { pinned: { target: "replica", why: "hold_cursor" }, statement: writing(DELETE) }, to("replica", { code: "pinned", target: "replica", why: "hold_cursor" })],
+  ["pinned, a replica hint on a write: refused all the same", { pinned: { target: "primary", why: "listen" }, hint: "replica", statement: writing(DELETE) }, to("refuse", { code: "replica_refused", why: DELETE })],
+  ["pinned, in a transaction: the transaction decides", { pinned: { target: "primary", why: "listen" }, transaction: "primary" }, to("primary", { code: "in_transaction", target: "primary" })],
+  ["pinned to the primary, no replica healthy", { pinned: { target: "primary", why: "sql_prepare" }, replicaAvailable: false }, to("primary", { code: "pinned", target: "primary", why: "sql_prepare" })],
+  // A read that pins the session (a read function that takes a session lock) runs on the primary.
+  ["a read that pins the session", { pins: "advisory_lock" }, to("primary", { code: "pins_session", why: "advisory_lock" })],
+  ["a write that pins the session keeps its reason", { pins: "temp_table", statement: writing(DELETE) }, to("primary", { code: "not_read_only", why: DELETE })],
   // No healthy replica.
   ["a read, no replica healthy", { replicaAvailable: false }, to("primary", { code: "no_replica", wanted: { code: "read_only" } })],
   ["a write, no replica healthy", { replicaAvailable: false, statement: writing(DELETE) }, to("primary", { code: "not_read_only", why: DELETE })],
@@ -116,7 +126,7 @@ describe("route", () => {
     const all: Record<RouteReason["code"], true> = {
       read_only: true, not_read_only: true, hint: true, session_target: true, user_default: true, in_transaction: true,
       transaction_begin: true, read_only_transaction: true, serializable_transaction: true, first_statement: true,
-      no_replica: true, replica_refused: true,
+      no_replica: true, replica_refused: true, pinned: true, pins_session: true,
     };
     const codes = new Set<string>(rows.map(([, , r]) => r.reason.code));
     expect([...codes].sort()).toEqual(Object.keys(all).filter((c) => c !== "first_statement").sort());
@@ -139,6 +149,8 @@ describe("describeRoute", () => {
       [{ code: "first_statement", target: "primary", why: { code: "no_replica", wanted: { code: "read_only" } } }, "transaction follows its first statement (no healthy replica (wanted: read-only query))"],
       [{ code: "no_replica", wanted: { code: "hint", target: "replica" } }, "no healthy replica (wanted: hint: replica)"],
       [{ code: "replica_refused", why: UNKNOWN }, "replica requested for a statement that may write (calls my_func(), not known to be read-only): refused"],
+      [{ code: "pinned", target: "primary", why: "temp_table" }, "session pinned to its connection on the primary (temporary table)"],
+      [{ code: "pins_session", why: "advisory_lock" }, "pins the session to its connection (session advisory lock): the primary"],
     ];
     for (const [r, text] of cases) expect(describeRoute(r)).toBe(text);
   });

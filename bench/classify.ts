@@ -1,0 +1,121 @@
+/**
+ * What classifying a statement costs on pgroute's serving path, in µs per statement: a cache hit (the lexer pass
+ * that computes the shape, then an LRU lookup) and a full-parse miss (the same lexer pass, the libpg-query parse
+ * into a JSON tree and the walk over it, then the cache insert), for a simple statement and a complex one.
+ *
+ *   bun bench/classify.ts                 # about 30 s
+ *   bun bench/classify.ts --rounds 25     # more rounds: a better chance of quiet ones on a busy machine
+ *
+ * Each figure comes from a timed loop repeated over rounds, after an untimed warm-up of the same loop (JIT, WASM
+ * tier-up, caches). `best` is the fastest round — the cost itself, what the code needs when the machine leaves it
+ * alone — and is what the targets are checked against; `median` shows what a busy machine (the load average is
+ * printed) made of it. Misses use statements whose shapes are all distinct (a numbered identifier: identifiers are
+ * part of the shape, literals are not), so each one reaches the parser exactly as a new statement shape would in
+ * serve. Targets: hit < 2 µs, miss < 50 µs.
+ */
+import { cpus, loadavg, totalmem } from "node:os";
+import { parseArgs } from "node:util";
+import { classify, classifyUncached, DEFAULT_FUNCTIONS, type FunctionLists } from "../src/router/classify.ts";
+import { shape } from "../src/router/lexer.ts";
+import { loadParser } from "../src/router/parser.ts";
+
+const { values } = parseArgs({ options: { rounds: { type: "string", default: "15" } } });
+const ROUNDS = Math.max(1, Number(values.rounds) || 15);
+
+const SIMPLE = (i: number) => `select id, name, email from users${i} where id = 42`;
+// A 5-way join with two CTEs (one recursive), a scalar subquery, an EXISTS, an IN, a window and a lateral.
+const COMPLEX = (i: number) => `with recent${i} as (
+  select o.id, o.customer_id, o.total, row_number() over (partition by o.customer_id order by o.created_at desc) as rn
+  from orders o where o.created_at > now() - interval '30 days'
+), tree as (
+  select id, parent_id, 1 as depth from categories where parent_id is null
+  union all select c.id, c.parent_id, t.depth + 1 from categories c join tree t on c.parent_id = t.id
+)
+select c.id, c.name, r.total, p.title, cat.depth,
+       (select count(*) from reviews rv where rv.product_id = p.id and rv.stars >= 4) as good_reviews,
+       coalesce(sum(li.quantity * li.price) over (partition by c.id), 0) as spent
+from customers c
+join recent${i} r on r.customer_id = c.id and r.rn = 1
+join line_items li on li.order_id = r.id
+join products p on p.id = li.product_id
+join tree cat on cat.id = p.category_id
+left join lateral (select s.status from shipments s where s.order_id = r.id order by s.updated_at desc limit 1) sh on true
+where exists (select 1 from addresses a where a.customer_id = c.id and a.country = 'NZ')
+  and p.id in (select product_id from promotions where active and starts_at <= current_date)
+  and c.email not like '%@example.com'
+order by spent desc, c.id
+limit 50 offset 0`;
+
+interface Figure {
+  best: number;
+  median: number;
+}
+
+function figure(perRound: number[]): Figure {
+  perRound.sort((a, b) => a - b);
+  return { best: perRound[0]!, median: perRound[Math.floor(perRound.length / 2)]! };
+}
+
+/** µs per call of `body(i)` for i in [0, n), over rounds, after one untimed pass. */
+function measure(n: number, body: (i: number) => void): Figure {
+  for (let i = 0; i < n; i++) body(i);
+  const perRound: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    const t0 = Bun.nanoseconds();
+    for (let i = 0; i < n; i++) body(i);
+    perRound.push((Bun.nanoseconds() - t0) / n / 1000);
+  }
+  return figure(perRound);
+}
+
+/** Cache misses: each round classifies statements never seen before (fresh function lists = an empty cache). */
+function measureMisses(n: number, text: (i: number) => string): Figure {
+  const perRound: number[] = [];
+  // Round -1 is the warm-up; every round gets its own statements and its own (empty) cache.
+  for (let r = -1; r < ROUNDS; r++) {
+    const lists: FunctionLists = { write: new Set(), read: new Set() };
+    const stmts = Array.from({ length: n }, (_, i) => text(r * n + i + n));
+    const t0 = Bun.nanoseconds();
+    for (let i = 0; i < n; i++) classify(stmts[i]!, lists, shape(stmts[i]!).key);
+    const us = (Bun.nanoseconds() - t0) / n / 1000;
+    if (r >= 0) perRound.push(us);
+  }
+  return figure(perRound);
+}
+
+const fmt = (f: Figure) => `${f.best.toFixed(2).padStart(8)} ${f.median.toFixed(2).padStart(8)}`;
+
+async function main(): Promise<void> {
+  await loadParser();
+  const cpu = cpus()[0]?.model ?? "unknown";
+  const lines: string[] = [];
+  const out = (s: string) => {
+    lines.push(s);
+    console.log(s);
+  };
+  const load = () => loadavg().map((x) => x.toFixed(2)).join(" ");
+  out(`machine: ${cpu}, nproc ${navigator.hardwareConcurrency}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB; Bun ${Bun.version}; ${ROUNDS} rounds; load average ${load()}`);
+  out(`µs per statement                        best   median`);
+  for (const [name, text, hitN, missN] of [
+    ["simple ", SIMPLE, 100_000, 2_000],
+    ["complex", COMPLEX, 10_000, 300],
+  ] as const) {
+    const one = text(0);
+    const key = shape(one).key;
+    classify(one, DEFAULT_FUNCTIONS, key); // now cached
+    const hit = measure(hitN, () => classify(one, DEFAULT_FUNCTIONS, shape(one).key));
+    const lookup = measure(hitN, () => classify(one, DEFAULT_FUNCTIONS, key));
+    const lex = measure(hitN, () => shape(one));
+    const miss = measureMisses(missN, text);
+    const parse = measure(missN, () => classifyUncached(one, DEFAULT_FUNCTIONS));
+    out(`${name} statement (${one.length} chars)`);
+    out(`  cache hit (shape + lookup)      ${fmt(hit)}   target < 2 µs: ${hit.best < 2 ? "met" : "missed"}`);
+    out(`    lexer pass alone (shape)      ${fmt(lex)}`);
+    out(`    lookup alone (key at hand)    ${fmt(lookup)}`);
+    out(`  full-parse miss (shape + parse) ${fmt(miss)}   target < 50 µs: ${miss.best < 50 ? "met" : "missed"}`);
+    out(`    classifyUncached alone        ${fmt(parse)}`);
+  }
+  out(`load average at the end ${load()}`);
+}
+
+await main();
