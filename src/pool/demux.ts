@@ -6,7 +6,7 @@
  * entries (PostgreSQL docs, "Extended Query": "…discards messages until a Sync is reached").
  */
 import type { ErrorInfo } from "../wire/backend.ts";
-import { decodeError, decodeParameterStatus } from "../wire/backend.ts";
+import { DecodeError, decodeError, decodeParameterStatus } from "../wire/backend.ts";
 import { B, isTxStatus } from "../wire/codes.ts";
 import { FrameReader, type FrameSink } from "../wire/frame.ts";
 import { Splice } from "../net/splice.ts";
@@ -196,13 +196,16 @@ export class Demux implements FrameSink {
     if (held.length > 0) this.splice.inject(concatBytes(held), Math.max(msgStart, 0));
   }
 
-  /** Processes a chunk of server bytes. */
+  /** Processes a chunk of server bytes. Throws {@link DemuxError} or FrameError when the server breaks the protocol. */
   feed(chunk: Uint8Array): void {
     this.splice.begin(chunk);
     this.inChunk = true;
     try {
       this.reader.feed(chunk, this);
       this.splice.end(this.reader.heldFrom);
+    } catch (err) {
+      // A reply whose body does not decode (an ErrorResponse without terminators…) is as broken as one out of place.
+      throw err instanceof DecodeError ? new DemuxError(err.message) : err;
     } finally {
       this.inChunk = false;
     }

@@ -91,15 +91,11 @@ function decide(ctx: RouteContext): Route {
   // The string begins a transaction and otherwise only reads (a multi-statement string may also write).
   const onlyBegins = begin !== null && c.reason.code === "transaction_control";
   // An explicit choice for this statement, then for the session, then for the user.
-  const explicit: [Target, RouteReason][] = [];
-  if (ctx.hint) explicit.push([ctx.hint, { code: "hint", target: ctx.hint }]);
-  if (ctx.sessionTarget !== "auto") explicit.push([ctx.sessionTarget, { code: "session_target", target: ctx.sessionTarget }]);
-  const chosen = explicit[0];
-  if (chosen) {
-    const [target, reason] = chosen;
+  const target = ctx.hint ?? (ctx.sessionTarget !== "auto" ? ctx.sessionTarget : null);
+  if (target) {
     // A replica is never given a statement that may write; BEGIN on a replica starts a read-only transaction.
     if (target === "replica" && !c.readOnly && !onlyBegins) return { target: "refuse", reason: { code: "replica_refused", why: c.reason } };
-    return { target, reason };
+    return ctx.hint ? { target, reason: { code: "hint", target } } : { target, reason: { code: "session_target", target } };
   }
   // A user pinned to the primary stays there, read-only transactions included: only an explicit choice moves it.
   if (ctx.userTarget === "primary") return { target: "primary", reason: { code: "user_default", target: "primary" } };
@@ -121,8 +117,22 @@ function decide(ctx: RouteContext): Route {
     if (c.readOnly || !definiteWrite(c.reason)) return { target: "replica", reason: { code: "user_default", target: "replica" } };
     return { target: "primary", reason: { code: "not_read_only", why: c.reason } };
   }
-  if (c.readOnly) return { target: "replica", reason: { code: "read_only" } };
-  return { target: "primary", reason: { code: "not_read_only", why: c.reason } };
+  if (c.readOnly) return READ_ROUTE;
+  return notReadOnly(c.reason);
+}
+
+/** Routes decided for every statement, made once: the common decisions cost no allocation. */
+const READ_ROUTE: Route = Object.freeze({ target: "replica", reason: Object.freeze({ code: "read_only" }) }) as Route;
+const notReadOnlyRoutes = new WeakMap<StatementReason, Route>();
+
+/** The primary, for a reason the classifier gave (classifications are cached, so their reasons are shared). */
+function notReadOnly(why: StatementReason): Route {
+  let r = notReadOnlyRoutes.get(why);
+  if (!r) {
+    r = Object.freeze({ target: "primary", reason: Object.freeze({ code: "not_read_only", why }) }) as Route;
+    notReadOnlyRoutes.set(why, r);
+  }
+  return r;
 }
 
 /** What holds a session to its server connection, in words. */

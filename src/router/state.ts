@@ -9,7 +9,7 @@ import { sessionEffects, type PinReason, type SessionOp } from "./effects.ts";
 import { hintIn, type Target } from "./hints.ts";
 import { shape, type Shape } from "./lexer.ts";
 import { parseSql } from "./parser.ts";
-import { route, type Route, type TargetSetting } from "./route.ts";
+import { route, type Route, type RouteContext, type TargetSetting } from "./route.ts";
 
 /** Settings pgroute answers itself: `SET/RESET/SHOW pgroute.<name>`. */
 export type Virtual =
@@ -34,6 +34,9 @@ export interface Decision {
   hint: Target | null;
 }
 
+/** Fills the reused routing context before its first use. */
+const READ_PLACEHOLDER: Classification = { readOnly: true, reason: { code: "read_only" }, tx: null, statements: 1 };
+
 const TARGETS: readonly string[] = ["primary", "replica", "auto"];
 const VIRTUAL = /^(set|reset|show) (session )?pgroute\./;
 /** `SET [SESSION] pgroute.<name> =|TO <word>` on a shape key (words lower-cased, literals already `?`). */
@@ -41,7 +44,8 @@ const BARE_WORD = /^set (?:session )?(pgroute\.[a-z_][a-z0-9_$]*) ?(?:=|to) ?([a
 
 /** A `SET/RESET/SHOW pgroute.*` statement, or null. Cheap for everything else (a prefix check on the shape). */
 export function virtualSetting(sql: string, key: string = shape(sql).key): Virtual | null {
-  if (!VIRTUAL.test(key)) return null;
+  const c = key.charCodeAt(0);
+  if ((c !== 0x73 && c !== 0x72) || !VIRTUAL.test(key)) return null; // 's' or 'r' first: set, show, reset
   const parsed = parseSql(sql);
   if (!parsed.ok) {
     // PRIMARY is a reserved word, so Postgres's grammar rejects `SET pgroute.target = primary`; the setting and its
@@ -95,7 +99,22 @@ export class RouterState {
   /** Explain's simulation of the session's pins (serve keeps the real ones in SessionSettings). */
   private readonly pins = new Map<PinReason, Target>();
 
-  constructor(private readonly opts: RouterOptions) {}
+  private readonly ctx: RouteContext;
+
+  constructor(private readonly opts: RouterOptions) {
+    this.ctx = {
+      statement: READ_PLACEHOLDER,
+      hint: null,
+      sessionTarget: "auto",
+      userTarget: opts.userTarget,
+      defaultReadOnly: false,
+      transaction: null,
+      replicaAvailable: false,
+      transactions: opts.transactions,
+      pinned: null,
+      pins: null,
+    };
+  }
 
   /**
    * Decides where `sql` runs (`sh`: its shape, `ops`: its session effects, when the caller has them). Does not
@@ -104,18 +123,17 @@ export class RouterState {
   decide(sql: string, replicaAvailable: boolean, sh: Shape = shape(sql), ops: readonly SessionOp[] = sessionEffects(sql, sh.key)): Decision {
     const classification = this.opts.uncached ? classifyUncached(sql, this.opts.functions) : classify(sql, this.opts.functions, sh.key);
     const hint = sh.comments.length > 0 ? hintIn(sh.comments) : null;
-    let r = route({
-      statement: classification,
-      hint,
-      sessionTarget: this.sessionTarget,
-      userTarget: this.opts.userTarget,
-      defaultReadOnly: this.defaultReadOnly,
-      transaction: this.transaction,
-      replicaAvailable,
-      transactions: this.opts.transactions,
-      pinned: this.pinned,
-      pins: firstPin(ops),
-    });
+    // One context object per session, refilled: deciding allocates nothing in the common case.
+    const ctx = this.ctx;
+    ctx.statement = classification;
+    ctx.hint = hint;
+    ctx.sessionTarget = this.sessionTarget;
+    ctx.defaultReadOnly = this.defaultReadOnly;
+    ctx.transaction = this.transaction;
+    ctx.replicaAvailable = replicaAvailable;
+    ctx.pinned = this.pinned;
+    ctx.pins = ops.length > 0 ? firstPin(ops) : null;
+    let r = route(ctx);
     if (this.deferredBegin && r.target !== "defer" && r.target !== "refuse" && r.reason.code !== "first_statement") {
       r = { target: r.target, reason: { code: "first_statement", target: r.target, why: r.reason } };
     }
@@ -141,7 +159,9 @@ export class RouterState {
   }
 
   /** Follows `SET/RESET default_transaction_read_only` (which decides where a later BEGIN may go). */
-  noteSettings(sql: string): void {
+  noteSettings(sql: string, c?: Classification): void {
+    // Only SET/RESET statements (or strings holding one) can change it; the rest are not looked at.
+    if (c && c.reason.code !== "session_command" && c.statements < 2) return;
     const change = defaultReadOnlyChange(sql);
     if (change !== null) this.defaultReadOnly = change === "reset" ? false : change;
   }

@@ -178,7 +178,7 @@ export class TransactionRelay implements ServerOwner {
     const prefix = this.deferredBegin ?? undefined;
     this.deferredBegin = null;
     this.router.deferredBegin = null;
-    this.router.noteSettings(sql);
+    this.router.noteSettings(sql, d.classification);
     // A read sent to a replica outside a transaction may be retried on the primary if the replica refuses it.
     const retry = route.target === "replica" && !this.bound && !prefix && d.classification.statements === 1;
     this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry });
