@@ -1,6 +1,7 @@
 // Invariant: `pgroute serve -c FILE` runs a proxy that psql can query through, stops on SIGTERM or SIGINT with
 // exit code 0, exits 2 printing every configuration error (one line each, prefixed with the file), and exits 1
 // naming the address when its listen port is taken.
+import { eventually } from "../support/wait.ts";
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -67,17 +68,13 @@ function serve(args: string[]) {
 
 /** Resolves once something accepts TCP connections on `port`; polls (bounded), never sleeps blindly. */
 async function waitAccepting(port: number, proc: Subprocess, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+  await eventually(`something accepting connections on port ${port}`, async () => {
     if (proc.exitCode !== null) throw new Error(`serve exited with ${proc.exitCode} before accepting connections`);
-    const ok = await Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } }).then(
+    return Bun.connect({ hostname: "127.0.0.1", port, socket: { data() {} } }).then(
       (sock) => (sock.end(), true),
       () => false,
     );
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing accepted connections on port ${port} within ${timeoutMs} ms`);
-    await Bun.sleep(25);
-  }
+  }, timeoutMs);
 }
 
 async function psql(port: number, sql: string) {

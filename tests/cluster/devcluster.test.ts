@@ -1,5 +1,6 @@
 // Invariant: the shared dev cluster is one primary plus two streaming replicas that replay its writes, each
 // AUTH_USERS role logs in with its own pg_hba method, and startCluster/stopCluster refuse unsafe directories.
+import { eventually } from "../support/wait.ts";
 import { beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, realpathSync, rmSync, symlinkSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -34,14 +35,6 @@ async function withSql<T>(url: string, fn: (sql: postgres.Sql) => Promise<T>): P
   }
 }
 
-/** Poll `check` until it is true; fail after `timeoutMs` (a condition wait, not a sleep). */
-async function eventually(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
 
 const inRecovery = (node: DevNode) =>
   withSql(cluster.url(node), async (sql) => (await sql<{ r: boolean }[]>`select pg_is_in_recovery() as r`)[0]!.r);

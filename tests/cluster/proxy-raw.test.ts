@@ -10,6 +10,7 @@ import { MessageWriter } from "../../src/wire/encode.ts";
 import { APP_DATABASE, AUTH_USERS } from "../support/cluster.ts";
 import { freePort } from "../support/net.ts";
 import { startTestProxy, type TestProxy } from "../support/proxy.ts";
+import { eventually } from "../support/wait.ts";
 import { RawClient, cstrings, dataRow, errorOf, type BackendMessage } from "../support/raw-client.ts";
 import { cancelRequest, concat, frame, gssencRequest, header, query, serialize, sslRequest, startup, untyped } from "../support/wire-frames.ts";
 
@@ -404,17 +405,14 @@ describe("limits and shutdown", () => {
       await clients[0]!.waitClosed();
       // The proxy counts the departure when it sees the close; retry (bounded) until it has.
       let admitted: RawClient | undefined;
-      const deadline = Date.now() + 5000;
-      while (!admitted) {
+      await eventually("a client admitted after one left", async () => {
         const c = await RawClient.connect(limited.port);
         clients.push(c);
         c.send(startup(LOGIN));
-        const first = await c.next();
-        if (first.type === "R") admitted = c;
-        else if (Date.now() > deadline) throw new Error("no client admitted after one left");
-        else await Bun.sleep(20);
-      }
-      await admitted.finishLogin();
+        if ((await c.next()).type === "R") admitted = c;
+        return admitted !== undefined;
+      }, 5000);
+      await admitted!.finishLogin();
     } finally {
       for (const c of clients) c.close();
       await limited.stop();

@@ -26,6 +26,7 @@ import { stopNode } from "../../src/devcluster/node.ts";
 import { createLogger } from "../../src/log.ts";
 import { loadParser } from "../../src/router/parser.ts";
 import { Proxy } from "../../src/server.ts";
+import { pollUntil } from "../support/wait.ts";
 import { RawClient, errorOf, type BackendMessage } from "../support/raw-client.ts";
 import { query, serialize } from "../support/wire-frames.ts";
 
@@ -258,12 +259,10 @@ function arrivals(at: number[], sql: string): string[] {
 
 /** Polls the logs until `done()` or `ms` pass (bounded; a server logs a statement before it answers it). */
 async function pollLogs(done: () => boolean, ms = 2000): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
+  await pollUntil(() => {
     for (const l of allLogs()) l.poll();
-    if (done() || Date.now() > deadline) return;
-    await Bun.sleep(10);
-  }
+    return done();
+  }, ms);
 }
 
 interface Landing {

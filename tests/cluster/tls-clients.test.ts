@@ -2,6 +2,7 @@
 // its certificate (verify-full by IP and by name); `require` refuses plaintext logins with 28000 but still takes a
 // CancelRequest; any byte behind an SSLRequest, or plaintext sent after 'S', gets FATAL 08P01 and a close, and the
 // next client is served; reloading the certificate keeps open sessions and serves the new one to new handshakes.
+import { pace } from "../support/wait.ts";
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { copyFileSync, rmSync } from "node:fs";
 import net from "node:net";
@@ -258,7 +259,7 @@ describe("the SSLRequest exchange at the byte level", () => {
     const raw = await RawClient.connect(strict.port);
     const req = sslRequest();
     raw.send(req.subarray(0, 5));
-    await Bun.sleep(50); // let the first piece be read on its own
+    await pace(50); // let the first piece be read on its own (pacing input, not waiting for a condition)
     raw.send(concat(req.subarray(5), startup(LOGIN)));
     const m = await raw.next();
     expect(errorOf(m)).toMatchObject({ code: "08P01", message: "received unencrypted data after SSL request" });

@@ -59,16 +59,7 @@ export async function backends(admin: postgres.Sql, database: string): Promise<B
 }
 
 /** Polls `read` until `accept` holds for its value; returns that value, or fails after `timeoutMs`. */
-export async function waitFor<T>(what: string, read: () => Promise<T> | T, accept: (v: T) => boolean, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: T | undefined;
-  for (;;) {
-    last = await read();
-    if (accept(last)) return last;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; last value: ${JSON.stringify(last)}`);
-    await Bun.sleep(25);
-  }
-}
+export { waitFor } from "./wait.ts";
 
 /**
  * Counts the backends of `database` over and over (one query at a time, a bounded number of times) until

@@ -216,10 +216,4 @@ export function cstrings(body: Uint8Array, from = 0): string[] {
 }
 
 /** Polls `check` until it returns true; fails after `timeoutMs` (a condition wait, not a sleep). */
-export async function eventually(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await Bun.sleep(20);
-  }
-}
+export { eventually } from "./wait.ts";

@@ -63,3 +63,66 @@ export function concat(...parts: Uint8Array[]): Uint8Array {
 
 export const query = (sql: string) => new Uint8Array(serialize.query(sql));
 export const terminate = () => new Uint8Array(serialize.end());
+
+// --- backend messages, for the fake server (tests/support/fake-server.ts) and hostile-peer tests ---------------
+
+export {
+  authenticationOk,
+  authenticationSASL,
+  authenticationSASLContinue,
+  backendKeyData,
+  errorResponse,
+  parameterStatus,
+  readyForQuery,
+} from "../../src/wire/encode.ts";
+
+/** RowDescription ('T') of text columns. */
+export function rowDescription(...names: string[]): Uint8Array {
+  const w = new MessageWriter(64).begin(0x54).int16(names.length);
+  for (const n of names) w.cstring(n).int32(0).int16(0).int32(25).int16(-1).int32(-1).int16(0);
+  return w.end().done();
+}
+
+/** DataRow ('D') of text values (null: SQL NULL). */
+export function dataRowOf(...values: (string | null)[]): Uint8Array {
+  const w = new MessageWriter(64).begin(0x44).int16(values.length);
+  for (const v of values) {
+    if (v === null) w.int32(-1);
+    else {
+      const b = new TextEncoder().encode(v);
+      w.int32(b.length).bytes(b);
+    }
+  }
+  return w.end().done();
+}
+
+/** CommandComplete ('C') with its tag. */
+export const commandComplete = (tag: string) => new MessageWriter(32).begin(0x43).cstring(tag).end().done();
+
+/**
+ * An ErrorResponse ('E') with exactly the given fields, in order — e.g. without the SQLSTATE ('C') a real server
+ * always sends: `rawError({ S: "ERROR", M: "no code" })`.
+ */
+export function rawError(fields: Record<string, string>): Uint8Array {
+  const w = new MessageWriter(128).begin(0x45);
+  for (const [k, v] of Object.entries(fields)) w.int8(k.charCodeAt(0)).cstring(v);
+  return w.int8(0).end().done();
+}
+
+/** A PasswordMessage ('p') carrying `text` (cleartext or md5 answer). */
+export const passwordMessage = (text: string) => new Uint8Array(serialize.password(text));
+
+/** Deterministic pseudo-random bytes (xorshift32), so a failing "random garbage" test can be replayed. */
+export function pseudoRandomBytes(n: number, seed = 0x9e3779b9): Uint8Array {
+  const out = new Uint8Array(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    out[i] = x & 0xff;
+  }
+  return out;
+}
