@@ -6,11 +6,13 @@
  *
  *   bun bench/session-mode.ts [--rounds 3] [--duration 15] [--clients 10] [--json FILE]
  */
-import { readFileSync, writeFileSync } from "node:fs";
-import { release, totalmem } from "node:os";
+import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { freePort, startCluster, stopClusterSync, type DevCluster } from "../src/devcluster/index.ts";
-import { cleanupAll, installSignalHandlers, interrupted, onCleanup } from "./lib/cleanup.ts";
+import { onCleanup } from "./lib/cleanup.ts";
+import { startBenchCluster, twoFreePorts } from "./lib/cluster.ts";
+import { bunVersion, err, loadavg, machine, machineLine, out, pgbenchVersion, which } from "./lib/env.ts";
+import { addDiagnostic, guard, runMain } from "./lib/main.ts";
+import { measure } from "./lib/measure.ts";
 import {
   initPgbench,
   pgbenchArgv,
@@ -19,11 +21,9 @@ import {
   stopPgbench,
   stopPgbenchSync,
   type Endpoint,
-  type PgbenchResult,
 } from "./lib/pgbench.ts";
-import { machineBusySeconds, postmasterPid, selfCpuSeconds, treeCpuSeconds } from "./lib/cpu.ts";
-import { cpuSeconds, sleep, tail } from "./lib/proc.ts";
-import { pgbouncerVersion, startPgbouncer, startPgroute, type ProxyProcess, type Upstream } from "./lib/proxies.ts";
+import { sleep, tail } from "./lib/proc.ts";
+import { logProblems, pgbouncerVersion, startPgbouncer, startPgroute, type ProxyProcess } from "./lib/proxies.ts";
 import { fmt, max, median, min, table } from "./lib/stats.ts";
 
 const USAGE = `Usage: bun bench/session-mode.ts [options]
@@ -82,15 +82,6 @@ interface RunRecord {
   problems: string[];
 }
 
-/** Report lines; silent once a signal has started the tear-down (results from then on are meaningless). */
-/** Log tails worth showing if the run fails (read before the cleanup removes the files). */
-const diagnostics: { name: string; file: string }[] = [];
-
-const out = (line = "") => {
-  if (!interrupted()) console.log(line);
-};
-const err = (line: string) => console.error(line);
-
 function parseOptions(argv: string[]): Options | undefined {
   const { values } = parseArgs({
     args: argv,
@@ -126,52 +117,6 @@ function parseOptions(argv: string[]): Options | undefined {
   // pgbench refuses more threads than clients.
   o.threads = Math.min(o.threads, o.clients);
   return o;
-}
-
-function which(cmd: string): boolean {
-  return Bun.which(cmd) !== null;
-}
-
-function firstLine(argv: string[]): string {
-  try {
-    const r = Bun.spawnSync(argv, { stdout: "pipe", stderr: "pipe" });
-    return r.stdout.toString().split("\n")[0]?.trim() ?? "?";
-  } catch {
-    return "?";
-  }
-}
-
-function machine(): { nproc: number; cpuModel: string; kernel: string; memGiB: number } {
-  const nproc = Number(firstLine(["nproc"])) || navigator.hardwareConcurrency;
-  let cpuModel = "unknown";
-  try {
-    const m = /^model name\s*:\s*(.+)$/m.exec(readFileSync("/proc/cpuinfo", "utf8"));
-    if (m) cpuModel = m[1]!.trim();
-  } catch {
-    // no /proc/cpuinfo
-  }
-  return { nproc, cpuModel, kernel: release(), memGiB: Math.round(totalmem() / 2 ** 30) };
-}
-
-function loadavg(): string {
-  try {
-    return readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ");
-  } catch {
-    return "?";
-  }
-}
-
-/** Lines of a proxy's log that are worth showing (pgroute runs at --log-level warn; pgbouncer logs LOG lines). */
-function logProblems(p: ProxyProcess): string[] {
-  let text = "";
-  try {
-    text = readFileSync(p.logFile, "utf8");
-  } catch {
-    return [];
-  }
-  const lines = text.split("\n").filter((l) => l.trim() !== "");
-  if (p.name === "pgbouncer") return lines.filter((l) => /\b(WARNING|ERROR|FATAL|PANIC)\b/.test(l));
-  return lines;
 }
 
 function runLine(r: RunRecord): string {
@@ -217,7 +162,7 @@ async function main(): Promise<number> {
     return 2;
   }
 
-  installSignalHandlers(err);
+  guard();
   onCleanup({ name: "pgbench", first: true, run: stopPgbench, sync: stopPgbenchSync });
 
   const startedAt = new Date();
@@ -228,46 +173,16 @@ async function main(): Promise<number> {
   // ---- the cluster ----
   out(`pgroute session-mode benchmark — ${startedAt.toISOString()}`);
   err("starting PostgreSQL (devcluster, no replicas)…");
-  const abort = new AbortController();
-  let cluster: DevCluster | undefined;
-  const clusterP = startCluster({
-    replicas: 0,
-    port: 0,
-    proxyPort: await freePort(),
-    // The whole data set (~160 MB at scale 10) fits in shared_buffers, so runs measure the proxies, not I/O.
-    settings: { shared_buffers: "256MB" },
-    signal: abort.signal,
-  });
-  onCleanup({
-    name: "cluster",
-    run: async () => {
-      abort.abort();
-      const c = cluster ?? (await clusterP.catch(() => undefined));
-      await c?.stop();
-    },
-    sync: () => {
-      if (cluster) stopClusterSync(cluster.dir);
-    },
-  });
-  cluster = await clusterP;
-  diagnostics.push({ name: "PostgreSQL primary log", file: cluster.primary.logFile });
-  const up: Upstream = {
-    host: cluster.primary.host,
-    port: cluster.primary.port,
-    user: cluster.superuser,
-    password: cluster.password,
-    database: "postgres",
-  };
-  const direct: Endpoint = { ...up };
-  const pgVersion = await psqlValue(direct, "SHOW server_version");
+  // The whole data set (~160 MB at scale 10) fits in shared_buffers, so runs measure the proxies, not I/O.
+  const { up, direct, version: pgVersion, pmPid } = await startBenchCluster({ shared_buffers: "256MB" });
 
   const versions = {
-    bun: `${Bun.version} (${Bun.revision.slice(0, 9)})`,
+    bun: bunVersion(),
     postgresql: pgVersion,
     pgbouncer: bouncerVersion!.replace(/^PgBouncer\s+/, ""),
-    pgbench: firstLine(["pgbench", "--version"]).replace(/^pgbench \(PostgreSQL\)\s+/, ""),
+    pgbench: pgbenchVersion(),
   };
-  out(`machine : ${mach.nproc} CPUs (nproc), ${mach.cpuModel}, ${mach.memGiB} GiB RAM, Linux ${mach.kernel}`);
+  out(machineLine(mach));
   out(`versions: Bun ${versions.bun}, PostgreSQL ${versions.postgresql}, PgBouncer ${versions.pgbouncer}, pgbench ${versions.pgbench}`);
 
   err(`pgbench -i -s ${o.scale} on the primary (127.0.0.1:${up.port})…`);
@@ -276,14 +191,12 @@ async function main(): Promise<number> {
   err(`  done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
   // ---- the proxies ----
-  const pgroutePort = await freePort();
-  let bouncerPort = await freePort();
-  while (bouncerPort === pgroutePort) bouncerPort = await freePort();
+  const [pgroutePort, bouncerPort] = await twoFreePorts();
   err(`starting pgroute on 127.0.0.1:${pgroutePort} and PgBouncer on 127.0.0.1:${bouncerPort} (session mode, pool ${poolSize})…`);
-  const pgroute = await startPgroute(pgroutePort, up, poolSize);
-  diagnostics.push({ name: "pgroute log", file: pgroute.logFile });
-  const bouncer = await startPgbouncer(bouncerPort, up, poolSize);
-  diagnostics.push({ name: "pgbouncer log", file: bouncer.logFile });
+  const pgroute = await startPgroute(pgroutePort, up, poolSize, { mode: "session" });
+  addDiagnostic("pgroute log", pgroute.logFile);
+  const bouncer = await startPgbouncer(bouncerPort, up, poolSize, { mode: "session" });
+  addDiagnostic("pgbouncer log", bouncer.logFile);
   const proxies: Record<TargetName, ProxyProcess | undefined> = { direct: undefined, pgroute, pgbouncer: bouncer };
   const endpoints: Record<TargetName, Endpoint> = {
     direct,
@@ -316,28 +229,20 @@ async function main(): Promise<number> {
   }
 
   // ---- measured rounds ----
-  const pmPid = postmasterPid(cluster.primary.dataDir);
-  /** CPU seconds of every long-lived process of ours: both proxies (idle or not), PostgreSQL, this script. */
-  const oursSoFar = () =>
-    cpuSeconds(pgroute.pid) + cpuSeconds(bouncer.pid) + (pmPid ? treeCpuSeconds(pmPid) : 0) + selfCpuSeconds();
   const runs: RunRecord[] = [];
   for (let round = 1; round <= o.rounds; round++) {
     for (const t of TARGETS) {
       const proxy = proxies[t];
       if (proxy && !proxy.alive()) throw new Error(`${proxy.name} (pid ${proxy.pid}) is no longer running\n${tail(proxy.logFile)}`);
       await sleep(500); // let the previous run's connections close
-      const busy0 = machineBusySeconds();
-      const ours0 = oursSoFar();
-      const pg0 = pmPid ? treeCpuSeconds(pmPid) : Number.NaN;
-      const cpu0 = proxy ? cpuSeconds(proxy.pid) : 0;
-      const w0 = performance.now();
-      const r: PgbenchResult = await runPgbench(endpoints[t], runOpts);
-      const wallS = (performance.now() - w0) / 1000;
-      if (proxy && !proxy.alive()) throw new Error(`${proxy.name} (pid ${proxy.pid}) died during round ${round}\n${tail(proxy.logFile)}`);
-      const proxyCpuS = proxy ? cpuSeconds(proxy.pid) - cpu0 : undefined;
-      const postgresCpuS = pmPid ? treeCpuSeconds(pmPid) - pg0 : undefined;
-      const oursS = oursSoFar() - ours0 + (r.clientCpuS ?? 0);
-      const otherCores = (machineBusySeconds() - busy0 - oursS) / wallS;
+      const { result: r, wallS, proxyCpuS, postgresCpuS, otherCores } = await measure({
+        proxy,
+        ours: [pgroute, bouncer],
+        pmPid,
+        run: () => runPgbench(endpoints[t], runOpts),
+        clientCpuS: (x) => x.clientCpuS,
+        label: `round ${round}`,
+      });
       const rec: RunRecord = {
         round,
         target: t,
@@ -451,16 +356,4 @@ async function main(): Promise<number> {
   return 0;
 }
 
-let code = 1;
-try {
-  code = await main();
-} catch (e) {
-  if (!interrupted()) {
-    console.error(`\nbenchmark failed: ${e instanceof Error ? e.message : String(e)}`);
-    for (const d of diagnostics) console.error(`--- last lines of the ${d.name} (${d.file}) ---\n${tail(d.file, 20)}`);
-  }
-  code = 1;
-} finally {
-  await cleanupAll(err);
-}
-process.exit(code);
+await runMain(main);

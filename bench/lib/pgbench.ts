@@ -21,8 +21,10 @@ export interface PgbenchResult {
   transactions: number;
   /** `number of failed transactions: N` (0 if the line is missing). */
   failed: number;
-  /** `initial connection time = … ms`, if printed. */
+  /** `initial connection time = … ms`, or with `-C` `average connection time = … ms`, if printed. */
   connectMs: number | undefined;
+  /** True when the summary was missing (pgbench failed before printing it): the numbers are NaN/0 then. */
+  noSummary?: boolean;
   /** pgbench's exit code: 0 fine, 2 some clients aborted. */
   exitCode: number;
   /** stderr lines that report a problem (aborted clients, connection errors). */
@@ -100,6 +102,15 @@ export interface RunOptions {
   clients: number;
   threads: number;
   durationS: number;
+  /** `-M`: simple (the default), extended or prepared. */
+  protocol?: "simple" | "extended" | "prepared";
+  /** `-C`: a new connection for every transaction. */
+  reconnect?: boolean;
+  /**
+   * Return a failed run (no summary printed) as a result with `noSummary` set instead of throwing: for targets
+   * expected to fail some workloads.
+   */
+  tolerant?: boolean;
 }
 
 /** The argv of a measured run (shown in the report as well). */
@@ -107,8 +118,9 @@ export function pgbenchArgv(ep: Endpoint, o: RunOptions): string[] {
   return [
     "pgbench",
     "-S", // built-in select-only script: one SELECT per transaction
-    "-M", "simple",
+    "-M", o.protocol ?? "simple",
     "-n", // no vacuum before the run (pgbench -i did it; VACUUM through a proxy would only add noise)
+    ...(o.reconnect ? ["-C"] : []),
     "-c", String(o.clients),
     "-j", String(o.threads),
     "-T", String(o.durationS),
@@ -122,28 +134,48 @@ function num(text: string, re: RegExp): number | undefined {
   return m ? Number(m[1]) : undefined;
 }
 
-/** Read pgbench's summary; throws (with its output) if the essential lines are missing. */
-export function parsePgbench(stdout: string, stderr: string, exitCode: number, clientCpuS?: number): PgbenchResult {
-  const tps = num(stdout, /^tps = ([\d.]+) \(without initial connection time\)/m);
+/**
+ * Read pgbench's summary; throws (with its output) if the essential lines are missing, unless `tolerant`.
+ * `tps = … (without initial connection time)` normally; with -C `tps = … (including reconnection times)`.
+ */
+export function parsePgbench(stdout: string, stderr: string, exitCode: number, clientCpuS?: number, tolerant = false): PgbenchResult {
+  const tps = num(stdout, /^tps = ([\d.]+) \((?:without initial connection time|including reconnection times)\)/m);
   const latencyMs = num(stdout, /^latency average = ([\d.]+) ms/m);
   const transactions = num(stdout, /^number of transactions actually processed: (\d+)/m);
-  if (tps === undefined || latencyMs === undefined || transactions === undefined) {
+  const noSummary = tps === undefined || latencyMs === undefined || transactions === undefined;
+  if (noSummary && !tolerant) {
     throw new Error(`could not read pgbench's summary (exit ${exitCode}):\n${(stdout + stderr).trim().slice(-2000)}`);
   }
   const problems = stderr
     .split("\n")
     .map((l) => l.trim().replace(/^pgbench: /, ""))
     .filter((l) => l !== "");
-  return {
-    tps,
-    latencyMs,
-    transactions,
+  const r: PgbenchResult = {
+    tps: tps ?? Number.NaN,
+    latencyMs: latencyMs ?? Number.NaN,
+    transactions: transactions ?? 0,
     failed: num(stdout, /^number of failed transactions: (\d+)/m) ?? 0,
-    connectMs: num(stdout, /^initial connection time = ([\d.]+) ms/m),
+    connectMs: num(stdout, /^(?:initial|average) connection time = ([\d.]+) ms/m),
     exitCode,
     problems,
     clientCpuS,
   };
+  if (noSummary) {
+    r.noSummary = true;
+    if (exitCode === 0) r.exitCode = -1; // no summary is a failure even if pgbench said otherwise
+    if (problems.length === 0) problems.push(`no summary in pgbench's output: ${stdout.trim().split("\n").at(-1) ?? ""}`);
+  }
+  return r;
+}
+
+/**
+ * The line that best says why a run failed: the first error (pgbench prints "client N script 0 aborted in
+ * command 1 query 0: ERROR:  …" for an aborted client), with runs of spaces collapsed; undefined if none.
+ */
+export function firstError(r: PgbenchResult): string | undefined {
+  const lines = r.problems;
+  const line = lines.find((l) => /\b(ERROR|FATAL|PANIC)\b|error:|aborted/i.test(l)) ?? lines[0];
+  return line?.replace(/\s+/g, " ").trim();
 }
 
 /** One measured `pgbench -S` run against `ep`. */
@@ -151,7 +183,7 @@ export async function runPgbench(ep: Endpoint, o: RunOptions): Promise<PgbenchRe
   const r = await run(pgbenchArgv(ep, o), ep, (o.durationS + 60) * 1000);
   if (r.timedOut) throw new Error(`pgbench against ${ep.host}:${ep.port} did not finish within ${o.durationS + 60} s`);
   if (r.code === 130 || r.code === 143) throw new Error(`pgbench was interrupted (exit ${r.code})`);
-  return parsePgbench(r.stdout, r.stderr, r.code, r.cpuS);
+  return parsePgbench(r.stdout, r.stderr, r.code, r.cpuS, o.tolerant);
 }
 
 /** `psql -c <sql>` through `ep`, returning its trimmed unaligned output (a connectivity and auth check). */

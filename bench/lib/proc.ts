@@ -1,5 +1,5 @@
 /** Process helpers for the benchmark: CPU time from /proc, waiting for a port, stopping a child for sure. */
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import { connect } from "node:net";
 import type { Subprocess } from "bun";
 
@@ -169,4 +169,20 @@ export function tail(path: string, n = 15): string {
   } catch {
     return `(no output at ${path})`;
   }
+}
+
+/** VmRSS (resident set) and VmHWM (its peak) of `pid` in bytes, from /proc/<pid>/status. */
+export function memoryOf(pid: number): { rssBytes: number; hwmBytes: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kB = (field: string) => {
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status);
+    if (!m) throw new Error(`no ${field} in /proc/${pid}/status`);
+    return Number(m[1]) * 1024;
+  };
+  return { rssBytes: kB("VmRSS"), hwmBytes: kB("VmHWM") };
+}
+
+/** How many file descriptors `pid` has open (sockets included), from /proc/<pid>/fd. */
+export function fdCount(pid: number): number {
+  return readdirSync(`/proc/${pid}/fd`).length;
 }

@@ -1,8 +1,8 @@
 /**
  * The two proxies under test, each as a separate process whose CPU time we can read: pgroute (`bun
- * src/cli/main.ts serve`) and PgBouncer, both in session mode in front of the same PostgreSQL primary.
+ * src/cli/main.ts serve`) and PgBouncer, both in the same pool mode in front of the same PostgreSQL primary.
  */
-import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
@@ -30,6 +30,12 @@ export interface Upstream {
   user: string;
   password: string;
   database: string;
+  /**
+   * The role's SCRAM verifier as in pg_authid. When set, the proxies are given it instead of the plaintext
+   * password: they verify clients against it and log in to PostgreSQL with the key the client's proof reveals
+   * (SCRAM pass-through, both pgroute and PgBouncer support it).
+   */
+  scramVerifier?: string;
 }
 
 /** Repository root (bench/lib/ → ../..), where `src/cli/main.ts` lives. */
@@ -37,14 +43,26 @@ export const ROOT = resolve(import.meta.dir, "..", "..");
 
 const READY_TIMEOUT_MS = 20_000;
 
+export type PoolMode = "session" | "transaction";
+
+/** How a proxy is set up beyond its port, upstream and pool size. */
+export interface ProxyOptions {
+  /** Pool mode (default "session"). */
+  mode?: PoolMode;
+  /** Client connection limit: pgroute's `limits.max_client_connections` (default: pgroute's own, 10000), PgBouncer's `max_client_conn` (default 200). */
+  maxClients?: number;
+  /** pgroute only: write a CPU profile (Bun's --cpu-prof, .cpuprofile and .md) into this directory when it stops. */
+  profileDir?: string;
+}
+
 function tomlString(v: string): string {
   return JSON.stringify(v); // a JSON string is a valid TOML basic string
 }
 
-/** The pgroute.toml for the benchmark: one primary, one SCRAM user, session pooling with 20 server connections. */
-export function pgrouteToml(listenPort: number, up: Upstream, poolSize: number): string {
-  return [
-    "# Written by bench/session-mode.ts",
+/** The pgroute.toml for the benchmark: one primary, one SCRAM user, `poolSize` server connections. */
+export function pgrouteToml(listenPort: number, up: Upstream, poolSize: number, o: ProxyOptions = {}): string {
+  const lines = [
+    "# Written by pgroute's bench/ scripts",
     "[listen]",
     `host = ${tomlString("127.0.0.1")}`,
     `port = ${listenPort}`,
@@ -57,25 +75,28 @@ export function pgrouteToml(listenPort: number, up: Upstream, poolSize: number):
     "",
     "[[users]]",
     `name = ${tomlString(up.user)}`,
-    `password = ${tomlString(up.password)}`,
+    up.scramVerifier ? `scram_verifier = ${tomlString(up.scramVerifier)}` : `password = ${tomlString(up.password)}`,
     `auth = ${tomlString("scram-sha-256")}`,
     "",
     "[pool]",
-    `mode = ${tomlString("session")}`,
+    `mode = ${tomlString(o.mode ?? "session")}`,
     `size = ${poolSize}`,
     "",
-  ].join("\n");
+  ];
+  if (o.maxClients !== undefined) lines.push("[limits]", `max_client_connections = ${o.maxClients}`, "");
+  return lines.join("\n");
 }
 
 /** Start pgroute as `bun src/cli/main.ts serve -c <config> --log-level warn` and wait until it accepts connections. */
-export async function startPgroute(listenPort: number, up: Upstream, poolSize: number): Promise<ProxyProcess> {
+export async function startPgroute(listenPort: number, up: Upstream, poolSize: number, o: ProxyOptions = {}): Promise<ProxyProcess> {
   const dir = mkdtempSync(join(tmpdir(), "pgroute-bench-"));
   const rm = () => rmSync(dir, { recursive: true, force: true });
   onCleanup({ name: "pgroute temp dir", run: rm, sync: rm }); // kept until the end: the report reads the log
   const configPath = join(dir, "pgroute.toml");
-  writeFileSync(configPath, pgrouteToml(listenPort, up, poolSize), { mode: 0o600 });
+  writeFileSync(configPath, pgrouteToml(listenPort, up, poolSize, o), { mode: 0o600 });
   const logFile = join(dir, "pgroute.log");
-  const proc = Bun.spawn([process.execPath, "src/cli/main.ts", "serve", "-c", configPath, "--log-level", "warn"], {
+  const profile = o.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${o.profileDir}`, "--cpu-prof-md"] : [];
+  const proc = Bun.spawn([process.execPath, ...profile, "src/cli/main.ts", "serve", "-c", configPath, "--log-level", "warn"], {
     cwd: ROOT,
     stdin: "ignore",
     stdout: Bun.file(logFile),
@@ -114,10 +135,10 @@ export function pgbouncerVersion(): string | undefined {
   }
 }
 
-/** pgbouncer.ini for the benchmark: session pooling, 20 server connections, TCP on loopback only. */
-export function pgbouncerIni(dir: string, listenPort: number, up: Upstream, poolSize: number): string {
+/** pgbouncer.ini for the benchmark: `poolSize` server connections, SCRAM for clients, TCP on loopback only. */
+export function pgbouncerIni(dir: string, listenPort: number, up: Upstream, poolSize: number, o: ProxyOptions = {}): string {
   return [
-    "; Written by bench/session-mode.ts",
+    "; Written by pgroute's bench/ scripts",
     "[databases]",
     `${up.database} = host=${up.host} port=${up.port} dbname=${up.database}`,
     "",
@@ -127,9 +148,9 @@ export function pgbouncerIni(dir: string, listenPort: number, up: Upstream, pool
     "unix_socket_dir =",
     "auth_type = scram-sha-256",
     `auth_file = ${join(dir, "userlist.txt")}`,
-    "pool_mode = session",
+    `pool_mode = ${o.mode ?? "session"}`,
     `default_pool_size = ${poolSize}`,
-    "max_client_conn = 200",
+    `max_client_conn = ${o.maxClients ?? 200}`,
     `pidfile = ${join(dir, "pgbouncer.pid")}`,
     "log_connections = 0",
     "log_disconnections = 0",
@@ -153,7 +174,7 @@ async function findPgbouncer(wrapper: Subprocess): Promise<number> {
  * Start PgBouncer in the foreground (not -d, so its pid is known and it dies with us), as the postgres user
  * when we are root (it refuses to run as root), and wait until it accepts connections.
  */
-export async function startPgbouncer(listenPort: number, up: Upstream, poolSize: number): Promise<ProxyProcess> {
+export async function startPgbouncer(listenPort: number, up: Upstream, poolSize: number, o: ProxyOptions = {}): Promise<ProxyProcess> {
   const asRoot = process.getuid?.() === 0;
   const pgUser = asRoot ? postgresUser() : undefined;
   if (asRoot && !pgUser) throw new Error("running as root but there is no 'postgres' user to run pgbouncer as");
@@ -164,8 +185,8 @@ export async function startPgbouncer(listenPort: number, up: Upstream, poolSize:
   const iniPath = join(dir, "pgbouncer.ini");
   const userlist = join(dir, "userlist.txt");
   const q = (s: string) => `"${s.replaceAll('"', '""')}"`;
-  writeFileSync(iniPath, pgbouncerIni(dir, listenPort, up, poolSize), { mode: 0o600 });
-  writeFileSync(userlist, `${q(up.user)} ${q(up.password)}\n`, { mode: 0o600 });
+  writeFileSync(iniPath, pgbouncerIni(dir, listenPort, up, poolSize, o), { mode: 0o600 });
+  writeFileSync(userlist, `${q(up.user)} ${q(up.scramVerifier ?? up.password)}\n`, { mode: 0o600 });
   if (pgUser) for (const p of [dir, iniPath, userlist]) chownSync(p, pgUser.uid, pgUser.gid);
 
   const logFile = join(dir, "pgbouncer.log");
@@ -204,4 +225,17 @@ export async function startPgbouncer(listenPort: number, up: Upstream, poolSize:
       unregister();
     },
   };
+}
+
+/** Lines of a proxy's log that are worth showing (pgroute runs at --log-level warn; pgbouncer logs LOG lines). */
+export function logProblems(p: ProxyProcess): string[] {
+  let text = "";
+  try {
+    text = readFileSync(p.logFile, "utf8");
+  } catch {
+    return [];
+  }
+  const lines = text.split("\n").filter((l) => l.trim() !== "");
+  if (p.name === "pgbouncer") return lines.filter((l) => /\b(WARNING|ERROR|FATAL|PANIC)\b/.test(l));
+  return lines;
 }

@@ -20,11 +20,14 @@ export function fmt(x: number | undefined, digits: number): string {
   return x === undefined || !Number.isFinite(x) ? "-" : x.toFixed(digits);
 }
 
-/** A plain-text table: the first row is the header; columns after the first are right-aligned. */
-export function table(rows: readonly (readonly string[])[]): string {
+/**
+ * A plain-text table: the first row is the header; the first column and those listed in `left` are
+ * left-aligned, the others right-aligned.
+ */
+export function table(rows: readonly (readonly string[])[], left: readonly number[] = []): string {
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => (r[c] ?? "").length)));
   const line = (r: readonly string[]) =>
-    r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  ").trimEnd();
+    r.map((cell, c) => (c === 0 || left.includes(c) ? cell.padEnd(widths[c]!) : cell.padStart(widths[c]!))).join("  ").trimEnd();
   const [head, ...body] = rows;
   return [line(head!), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
 }

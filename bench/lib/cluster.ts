@@ -1,0 +1,67 @@
+/** The throwaway PostgreSQL primary every benchmark measures against, from the project's dev cluster code. */
+import { freePort, startCluster, stopClusterSync, type DevCluster } from "../../src/devcluster/index.ts";
+import { onCleanup } from "./cleanup.ts";
+import { postmasterPid } from "./cpu.ts";
+import { addDiagnostic } from "./main.ts";
+import type { Endpoint } from "./pgbench.ts";
+import { psqlValue } from "./pgbench.ts";
+import type { Upstream } from "./proxies.ts";
+
+export interface BenchCluster {
+  cluster: DevCluster;
+  /** What the proxies point at and log in with. */
+  up: Upstream;
+  /** The primary itself, for direct runs and psql. */
+  direct: Endpoint;
+  /** `SHOW server_version`. */
+  version: string;
+  /** The postmaster (its process tree holds every backend), for CPU accounting. */
+  pmPid: number | undefined;
+}
+
+/**
+ * Starts a primary without replicas on a free loopback port (stopped and removed by the registered
+ * tear-down), with extra postgresql.conf `settings`.
+ */
+export async function startBenchCluster(settings: Record<string, string | number>): Promise<BenchCluster> {
+  const abort = new AbortController();
+  let cluster: DevCluster | undefined;
+  const clusterP = startCluster({
+    replicas: 0,
+    port: 0,
+    proxyPort: await freePort(),
+    settings,
+    signal: abort.signal,
+  });
+  onCleanup({
+    name: "cluster",
+    run: async () => {
+      abort.abort();
+      const c = cluster ?? (await clusterP.catch(() => undefined));
+      await c?.stop();
+    },
+    sync: () => {
+      if (cluster) stopClusterSync(cluster.dir);
+    },
+  });
+  cluster = await clusterP;
+  addDiagnostic("PostgreSQL primary log", cluster.primary.logFile);
+  const up: Upstream = {
+    host: cluster.primary.host,
+    port: cluster.primary.port,
+    user: cluster.superuser,
+    password: cluster.password,
+    database: "postgres",
+  };
+  const direct: Endpoint = { ...up };
+  const version = await psqlValue(direct, "SHOW server_version");
+  return { cluster, up, direct, version, pmPid: postmasterPid(cluster.primary.dataDir) };
+}
+
+/** Two distinct free ports. */
+export async function twoFreePorts(): Promise<[number, number]> {
+  const a = await freePort();
+  let b = await freePort();
+  while (b === a) b = await freePort();
+  return [a, b];
+}
