@@ -23,7 +23,7 @@ import type { ServerConn, ServerCredentials } from "../pool/server.ts";
 import { F } from "../wire/codes.ts";
 import { MessageWriter, authenticationOk, backendKeyData, negotiateProtocolVersion, parameterStatus, readyForQuery } from "../wire/encode.ts";
 import { FrameError, FrameReader, typesOtherThan, type FrameSink } from "../wire/frame.ts";
-import { StartupError, parseStartup, startupLength, type StartupPacket } from "../wire/startup.ts";
+import { parseStartup, startupLength, type StartupPacket } from "../wire/startup.ts";
 import { ClientAuth } from "./auth.ts";
 import { PreparedStatements, type StatementRegistry } from "./prepared.ts";
 import { SessionRelay } from "./raw.ts";
@@ -520,9 +520,8 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   }
 }
 
-/** The FATAL for a startup packet that cannot be accepted, with the SQLSTATE Postgres uses for it. */
+/** The FATAL for a startup packet that cannot be accepted. */
 function startupFailure(err: unknown): PgError {
-  const message = (err as Error).message;
-  return err instanceof StartupError && err.code === "0A000" ? errors.unsupported(message) : errors.protocolViolation(message);
+  return errors.protocolViolation((err as Error).message);
 }
 

@@ -13,18 +13,9 @@ export type StartupPacket =
   | { kind: "cancel"; pid: number; secret: number }
   | { kind: "startup"; major: number; minor: number; params: Map<string, string>; unrecognized: string[] };
 
+/** A startup packet pgroute refuses: reported to the client as FATAL 08P01 (protocol violation). */
 export class StartupError extends Error {
   override readonly name = "StartupError";
-  /**
-   * The SQLSTATE Postgres reports for it: 08P01 (protocol violation), or 0A000 for a protocol version it does
-   * not speak (ProcessStartupPacket uses ERRCODE_FEATURE_NOT_SUPPORTED there).
-   */
-  constructor(
-    message: string,
-    readonly code: "08P01" | "0A000" = "08P01",
-  ) {
-    super(message);
-  }
 }
 
 /**
@@ -59,10 +50,9 @@ export function parseStartup(buf: Uint8Array): StartupPacket {
   const major = code >>> 16;
   const minor = code & 0xffff;
   if (major !== 3) {
-    throw new StartupError(
-      `unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`,
-      "0A000",
-    );
+    // Postgres's own wording; the SQLSTATE is 08P01 as pgroute's specification asks (Postgres itself says 0A000):
+    // to a proxy, a version it cannot frame is a protocol violation like any other.
+    throw new StartupError(`unsupported frontend protocol ${major}.${minor}: server supports 3.0 to 3.0`);
   }
   const params = new Map<string, string>();
   const unrecognized: string[] = [];
