@@ -11,7 +11,7 @@ import { parseArgs } from "node:util";
 import { onCleanup } from "./lib/cleanup.ts";
 import { startBenchCluster, twoFreePorts } from "./lib/cluster.ts";
 import { bunVersion, err, loadavg, machine, machineLine, out, pgbenchVersion, which } from "./lib/env.ts";
-import { addDiagnostic, guard, runMain } from "./lib/main.ts";
+import { addDiagnostic, runMain, startPgbenchScript } from "./lib/main.ts";
 import { measure } from "./lib/measure.ts";
 import {
   initPgbench,
@@ -138,32 +138,13 @@ function runLine(r: RunRecord): string {
 }
 
 async function main(): Promise<number> {
-  let opts: Options | undefined;
-  try {
-    opts = parseOptions(process.argv.slice(2));
-  } catch (e) {
-    err(`${(e as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (!opts) {
-    out(USAGE);
-    return 0;
-  }
-  const o = opts;
-
-  // ---- prerequisites ----
-  const missing: string[] = [];
-  if (!which("pgbench") || !which("psql")) missing.push("pgbench/psql not found: apt-get install postgresql-client");
-  const bouncerVersion = which("pgbouncer") ? pgbouncerVersion() : undefined;
-  if (!bouncerVersion) missing.push("pgbouncer not found: apt-get install pgbouncer");
-  if (process.platform !== "linux") missing.push("this benchmark reads /proc and needs Linux");
-  if (missing.length > 0) {
-    for (const m of missing) err(m);
-    return 2;
-  }
-
-  guard();
-  onCleanup({ name: "pgbench", first: true, run: stopPgbench, sync: stopPgbenchSync });
+  const started = startPgbenchScript(USAGE, parseOptions, {
+    which,
+    pgbouncerVersion,
+    onPgbenchCleanup: () => onCleanup({ name: "pgbench", first: true, run: stopPgbench, sync: stopPgbenchSync }),
+  });
+  if (typeof started === "number") return started;
+  const { opts: o, bouncerVersion } = started;
 
   const startedAt = new Date();
   const mach = machine();

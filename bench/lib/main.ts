@@ -37,3 +37,38 @@ export async function runMain(main: () => Promise<number>): Promise<never> {
   }
   process.exit(code);
 }
+
+/**
+ * The start every pgbench script shares: parse the options (usage errors exit 2, `--help` prints the usage),
+ * check that pgbench, psql and PgBouncer are installed and that this is Linux (for /proc), and install the
+ * signal handlers and pgbench's tear-down. Returns the options and PgBouncer's version, or an exit code.
+ */
+export function startPgbenchScript<O>(
+  usage: string,
+  parse: (argv: string[]) => O | undefined,
+  deps: { which: (cmd: string) => boolean; pgbouncerVersion: () => string | undefined; onPgbenchCleanup: () => void },
+): { opts: O; bouncerVersion: string } | number {
+  let opts: O | undefined;
+  try {
+    opts = parse(process.argv.slice(2));
+  } catch (e) {
+    err(`${(e as Error).message}\n\n${usage}`);
+    return 2;
+  }
+  if (!opts) {
+    console.log(usage);
+    return 0;
+  }
+  const missing: string[] = [];
+  if (!deps.which("pgbench") || !deps.which("psql")) missing.push("pgbench/psql not found: apt-get install postgresql-client");
+  const bouncerVersion = deps.which("pgbouncer") ? deps.pgbouncerVersion() : undefined;
+  if (!bouncerVersion) missing.push("pgbouncer not found: apt-get install pgbouncer");
+  if (process.platform !== "linux") missing.push("this benchmark reads /proc and needs Linux");
+  if (missing.length > 0) {
+    for (const m of missing) err(m);
+    return 2;
+  }
+  guard();
+  deps.onPgbenchCleanup();
+  return { opts, bouncerVersion: bouncerVersion! };
+}
