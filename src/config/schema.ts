@@ -139,7 +139,7 @@ export const SCHEMA: readonly SectionSpec[] = [
     name: "pool",
     many: false,
     keys: [
-      key("mode", oneOf(POOL_MODES), "session"),
+      key("mode", oneOf(POOL_MODES), "transaction"),
       key("size", int(1), 20),
       key("checkout_timeout", duration, "5s"),
       key("idle_timeout", duration, "10m"),

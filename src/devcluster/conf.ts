@@ -82,7 +82,7 @@ export function pgrouteToml(nodes: readonly DevNode[], proxyPort: number, superu
     `auth = ${s("scram-sha-256")}`,
     "",
     "[pool]",
-    `mode = ${s("session")}`,
+    `mode = ${s("transaction")}`,
     "",
   );
   return lines.join("\n");

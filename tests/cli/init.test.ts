@@ -212,7 +212,7 @@ describe("pgroute init on a terminal", () => {
     await term.answer("User name", `alice${ENTER}`);
     await term.answer("How do clients authenticate?", `${DOWN}${ENTER}`); // md5
     await term.answer("Password for alice", `${SECRET}${ENTER}`);
-    await term.answer("Pool mode", `${DOWN}${ENTER}`); // transaction
+    await term.answer("Pool mode", `${DOWN}${ENTER}`); // session (transaction, the default, is selected first)
     await term.answer("Server connections per node", `9${ENTER}`);
     await term.answer("Write the configuration to", ENTER); // the --out default
     await term.waitFor("Wrote answers.toml");
@@ -228,7 +228,7 @@ describe("pgroute init on a terminal", () => {
       ["replica2", "db3", 5434, "replica"],
     ]);
     expect(config.users).toEqual([{ name: "alice", auth: "md5", password: SECRET, databases: [], target: "auto" }]);
-    expect(config.pool).toMatchObject({ mode: "transaction", size: 9 });
+    expect(config.pool).toMatchObject({ mode: "session", size: 9 });
   });
 
   test("Enter everywhere takes the defaults; an existing file needs a confirmation", async () => {
@@ -253,7 +253,7 @@ describe("pgroute init on a terminal", () => {
     expect(config.listen).toEqual({ host: "127.0.0.1", port: 6432 });
     expect(config.nodes).toEqual([{ name: "node1", host: "127.0.0.1", port: 5432, role: "auto", weight: 1, zone: "", sslmode: "prefer" }]);
     expect(config.users).toEqual([{ name: "app", auth: "scram-sha-256", password: "pw", databases: [], target: "auto" }]);
-    expect(config.pool).toMatchObject({ mode: "session", size: 20 });
+    expect(config.pool).toMatchObject({ mode: "transaction", size: 20 });
   });
 
   test("Ctrl-C cancels with exit 1 and writes nothing", async () => {

@@ -109,7 +109,8 @@ describe("pgroute serve", () => {
       const path = await writeConfig(`ok-${signal}.toml`, configToml(port));
       const { proc, stderr } = serve(["-c", path]);
       await waitAccepting(port, proc);
-      const r = await psql(port, "select 'through pgroute', inet_server_port()");
+      // A hint keeps this read on the primary (transaction pooling, the default, would send it to a replica).
+      const r = await psql(port, "/* pgroute: primary */ select 'through pgroute', inet_server_port()");
       expect(r).toEqual({ code: 0, stdout: `through pgroute|${cluster.primary.port}\n`, stderr: "" });
       // Clients still connected — one in a session, one that never finished its startup — do not hold it up.
       const session = postgres(`postgres://${cluster.superuser}:${cluster.password}@127.0.0.1:${port}/postgres`, {
@@ -130,7 +131,7 @@ describe("pgroute serve", () => {
       }
       await stderr.done;
       expect(stderr.text()).toContain(`pgroute: stopped (${signal})`);
-      expect(stderr.text()).toMatch(new RegExp(`INFO  listening host=127\\.0\\.0\\.1 port=${port} mode=session`));
+      expect(stderr.text()).toMatch(new RegExp(`INFO  listening host=127\\.0\\.0\\.1 port=${port} mode=transaction`));
     });
   }
 

@@ -142,7 +142,7 @@ describe("testCluster()", () => {
     expect(config.listen).toEqual({ host: "127.0.0.1", port: 6432 });
     expect(config.nodes).toEqual(cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })));
     expect(config.users).toEqual([{ name: "postgres", password: cluster.password, auth: "scram-sha-256" }]);
-    expect(config.pool.mode).toBe("session");
+    expect(config.pool.mode).toBe("transaction");
   });
 });
 

@@ -48,6 +48,9 @@ export async function startTestProxy(raw: Record<string, unknown> = {}, log?: Lo
     users: testUsers(cluster),
     log: { level: process.env.PGROUTE_TEST_LOG ?? "error" },
     ...raw,
+    // Session pooling unless a test says otherwise: the protocol and client tests are about the relay itself;
+    // transaction pooling has its own tests (tests/cluster/pool-*), which always name their mode.
+    pool: { mode: "session", ...((raw.pool as Record<string, unknown> | undefined) ?? {}) },
   });
   const proxy = new Proxy({ config, log: log ?? createLogger(config.log) });
   const { host, port } = await proxy.listen();

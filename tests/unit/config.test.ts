@@ -162,7 +162,7 @@ describe("validate: values", () => {
       nodes: [{ name: "p", host: "127.0.0.1", port: 5432, role: "auto", weight: 1, zone: "", sslmode: "prefer" }],
       users: [{ name: "u", password: "pw", auth: "scram-sha-256", databases: [], target: "auto" }],
       pool: {
-        mode: "session",
+        mode: "transaction",
         size: 20,
         checkout_timeout_ms: 5_000,
         idle_timeout_ms: 600_000,
