@@ -6,7 +6,7 @@
  * entries (PostgreSQL docs, "Extended Query": "…discards messages until a Sync is reached").
  */
 import type { ErrorInfo } from "../wire/backend.ts";
-import { DecodeError, decodeError, decodeParameterStatus } from "../wire/backend.ts";
+import { DecodeError, decodeParameterStatus, decodeServerError } from "../wire/backend.ts";
 import { B, isTxStatus } from "../wire/codes.ts";
 import { FrameReader, type FrameSink } from "../wire/frame.ts";
 import { Splice } from "../net/splice.ts";
@@ -229,7 +229,7 @@ export class Demux implements FrameSink {
           ends = !EXTENDED[head.end];
           break;
         case B.ErrorResponse:
-          error = decodeError(buf, start, end);
+          error = decodeServerError(buf, start, end);
           ends = EXTENDED[head.end];
           break;
         // Each of these answers exactly the message at the head, or the conversation is lost.
@@ -260,7 +260,7 @@ export class Demux implements FrameSink {
           break;
       }
     } else if (type === B.ErrorResponse) {
-      error = decodeError(buf, start, end);
+      error = decodeServerError(buf, start, end);
       // Unasked, only a FATAL makes sense: the server is going away and says why.
       if (error.severity !== "FATAL" && error.severity !== "PANIC") throw new DemuxError(`unexpected ErrorResponse: ${error.message}`);
     } else if (type !== B.ParameterStatus) {

@@ -18,6 +18,7 @@ import {
   decodeAuthentication,
   decodeBackendKeyData,
   decodeError,
+  decodeServerError,
   decodeParameterStatus,
   decodeSaslMechanisms,
   type ErrorInfo,
@@ -375,7 +376,7 @@ export class ServerConn implements FrameSink, OutboxOwner {
         this.outstanding--;
         this.sawReady = true;
       } else if (type === B.ErrorResponse) {
-        const sev = decodeError(buf, start, end).severity;
+        const sev = decodeServerError(buf, start, end).severity;
         if (sev === "FATAL" || sev === "PANIC") this.sentFatal = true;
       }
       return;

@@ -24,6 +24,16 @@ export interface ErrorInfo {
   fields: Map<number, string>;
 }
 
+/**
+ * An ErrorResponse from a server, checked: every ErrorResponse a real server sends carries a SQLSTATE, so one
+ * without is a broken or hostile peer (the caller drops that server connection).
+ */
+export function decodeServerError(buf: Uint8Array, start: number, end: number): ErrorInfo {
+  const e = decodeError(buf, start, end);
+  if (!e.fields.has(ErrorField.Code)) throw new DecodeError(`ErrorResponse without a SQLSTATE: ${e.message}`);
+  return e;
+}
+
 export function decodeError(buf: Uint8Array, start: number, end: number): ErrorInfo {
   const fields = new Map<number, string>();
   let i = start;
