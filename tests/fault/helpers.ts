@@ -2,6 +2,7 @@
  * Shared steps of the fault tests: "a normal client is still served", a logger that keeps its lines, pgroute in
  * front of a fake backend, and a look at pgroute's own per-client buffers.
  */
+import { eventually } from "../support/wait.ts";
 import { expect } from "bun:test";
 import type { Socket } from "bun";
 import { configFrom } from "../../src/config/load.ts";
@@ -90,13 +91,7 @@ export async function proxyOnFake(fake: FakeServer, raw: Record<string, unknown>
 }
 
 /** Polls `check` until true (a condition wait, never a blind sleep); fails after `timeoutMs` naming `what`. */
-export async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await Bun.sleep(10);
-  }
-}
+export const until = eventually;
 
 /**
  * A client working next to a fault: one query after another on one connection, counting answers and anything

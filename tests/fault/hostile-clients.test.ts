@@ -2,6 +2,7 @@
 // bytes, a socket half-closed mid-message, a client that vanishes mid-authentication — ends only its own
 // connection, cleanly (a FATAL 08P01 where the protocol allows one, else a close), leaves no session and no dirty
 // server connection behind, and never disturbs a client already working next to it.
+import { pace } from "../support/wait.ts";
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import type { Socket } from "bun";
 import type { DevCluster } from "../../src/devcluster/index.ts";
@@ -131,7 +132,7 @@ for (const mode of ["session", "transaction"] as const) {
       await raw.loginTrust(TRUST_LOGIN);
       const before = sessionsOf(tp.proxy).length;
       raw.send(concat(header("Q", 1000), enc.encode("select 'half")));
-      await Bun.sleep(50); // nothing to wait for: pgroute must simply keep waiting for the rest
+      await pace(50); // nothing to wait for: pgroute must simply keep waiting for the rest
       expect(raw.closed).toBe(false);
       raw.close();
       await until("the session to end", () => sessionsOf(tp.proxy).length === before - 1);

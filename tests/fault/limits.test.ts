@@ -3,6 +3,7 @@
 // a FATAL and a close; a login that trickles past limits.login_timeout is ended; a client that stops reading holds
 // at most a bounded buffer and is dropped past limits.client_buffer (its server connection closed, since results
 // were in flight). After each, a normal client is served.
+import { pace } from "../support/wait.ts";
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import postgres from "postgres";
 import type { DevCluster } from "../../src/devcluster/index.ts";
@@ -31,7 +32,7 @@ async function trickle(raw: RawClient, bytes: Uint8Array, gapMs: number): Promis
   for (let i = 0; i < bytes.length; i++) {
     if (raw.closed) return i;
     raw.send(bytes.subarray(i, i + 1));
-    await Bun.sleep(gapMs);
+    await pace(gapMs);
   }
   return bytes.length;
 }
@@ -227,7 +228,7 @@ describe("a client that does not read its results", () => {
         const watchUntil = Date.now() + 750;
         while (Date.now() < watchUntil) {
           for (const s of sessionsOf(p.proxy)) peak = Math.max(peak, queuedFor(s));
-          await Bun.sleep(10);
+          await pace(10);
         }
         expect(peak).toBeLessThan(2 * MiB);
         expect(sessionsOf(p.proxy)).toHaveLength(1); // not disconnected: it is merely slow
@@ -251,7 +252,7 @@ describe("a client that does not read its results", () => {
       let peak = 0;
       for (let i = 0; i < 400; i++) {
         raw.send(query("select repeat('y', 30000)"));
-        await Bun.sleep(2);
+        await pace(2);
         for (const s of sessionsOf(p.proxy)) peak = Math.max(peak, queuedFor(s));
       }
       expect(peak).toBeLessThan(2 * MiB);
@@ -336,7 +337,7 @@ describe("waiting for a server connection", () => {
           const pending = (s as unknown as { pending: Uint8Array | null }).pending;
           held = Math.max(held, pending?.length ?? 0);
         }
-        await Bun.sleep(10);
+        await pace(10);
       }
       expect(written).toBeGreaterThan(0);
       expect(held).toBeLessThan(2 * MiB);

@@ -2,6 +2,7 @@
 // 1 GiB message — as a startup packet (refused from its header) and, with max_message_size at its 1 GiB maximum, as
 // a Query after login that pgroute must wait for — leave the pgroute process's RSS (/proc/<pid>/status) within
 // 64 MB of where it started, and a normal client is served throughout.
+import { pace } from "../support/wait.ts";
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -117,7 +118,7 @@ test("1,000 clients declaring 1 GiB messages leave pgroute's RSS within 64 MB of
       raw.send(concat(header("Q", GiB), new TextEncoder().encode("select ")));
       return raw;
     });
-    await Bun.sleep(200); // nothing to wait for: pgroute must just hold the connections
+    await pace(200); // nothing to wait for: pgroute must just hold the connections
     expect(waiting.filter((c) => c.closed)).toHaveLength(0);
     await expectServed(port, { user: AUTH_USERS.trust.user, database: "postgres" });
     peak = Math.max(peak, rss(pid));

@@ -25,7 +25,10 @@ export async function pollUntil(check: () => boolean | Promise<boolean>, timeout
   while (!(await check()) && Date.now() <= deadline) await Bun.sleep(everyMs);
 }
 
-/** A pause that paces input on purpose (a slow client, a split write) — never a wait for a condition. */
+/**
+ * A pause on purpose, never a wait for a condition: pacing input (a slow client, a split write), or the window in
+ * which something must *not* happen (a connection that must stay open) or a peak is observed.
+ */
 export function pace(ms: number): Promise<void> {
   return Bun.sleep(ms);
 }
