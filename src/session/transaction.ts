@@ -205,8 +205,11 @@ export class TransactionRelay implements ServerOwner {
       target = "replica";
       for (const sql of executed) {
         this.router.pinned = this.pinnedTo();
-        const d = this.router.decide(sql, this.group.replicaAvailable);
-        const r = this.pinsToPrimary(d.route, sessionEffects(sql));
+        // One lexer pass for the effects and the decision (a prepared statement's text comes back every Execute).
+        const sh = shape(sql);
+        const ops = sessionEffects(sql, sh.key);
+        const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
+        const r = this.pinsToPrimary(d.route, ops);
         this.trace(sql, r, d);
         if (r.target === "refuse") {
           const error = errorResponse({ severity: "ERROR", code: "25006", message: `pgroute: ${describeRoute(r.reason)}` });
