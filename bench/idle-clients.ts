@@ -13,7 +13,7 @@ import type { Subprocess } from "bun";
 import { onCleanup } from "./lib/cleanup.ts";
 import { startBenchCluster } from "./lib/cluster.ts";
 import { freePort } from "../src/devcluster/index.ts";
-import { bunVersion, err, gitState, loadavg, machine, machineLine, openFilesLimit, out, which } from "./lib/env.ts";
+import { bunVersion, err, gitState, loadavg, machine, machineLine, openFilesLimit, out, which, intOption } from "./lib/env.ts";
 import type { Percentiles, WorkerCommand, WorkerReply } from "./lib/idle-worker.ts";
 import { addDiagnostic, guard, runMain } from "./lib/main.ts";
 import { measure } from "./lib/measure.ts";
@@ -79,12 +79,7 @@ function parseOptions(argv: string[]): Options | undefined {
     allowPositionals: false,
   });
   if (values.help) return undefined;
-  const int = (name: string, v: string | undefined, def: number, lo: number): number => {
-    if (v === undefined) return def;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < lo) throw new Error(`--${name}: expected an integer ≥ ${lo}, got "${v}"`);
-    return n;
-  };
+  const int = intOption;
   return {
     clients: int("clients", values.clients, 10_000, 1),
     concurrency: int("concurrency", values.concurrency, 200, 1),

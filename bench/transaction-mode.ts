@@ -12,7 +12,7 @@ import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { onCleanup } from "./lib/cleanup.ts";
 import { startBenchCluster, twoFreePorts } from "./lib/cluster.ts";
-import { bunVersion, err, gitState, loadavg, machine, machineLine, out, pgbenchVersion, which } from "./lib/env.ts";
+import { bunVersion, err, gitState, loadavg, machine, machineLine, out, pgbenchVersion, which, intOption } from "./lib/env.ts";
 import { addDiagnostic, runMain, startPgbenchScript } from "./lib/main.ts";
 import { measure } from "./lib/measure.ts";
 import {
@@ -162,12 +162,7 @@ function parseOptions(argv: string[]): Options | undefined {
     allowPositionals: false,
   });
   if (values.help) return undefined;
-  const int = (name: string, v: string | undefined, def: number, lo: number): number => {
-    if (v === undefined) return def;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < lo) throw new Error(`--${name}: expected an integer ≥ ${lo}, got "${v}"`);
-    return n;
-  };
+  const int = intOption;
   let rows = [...ROWS];
   if (values.only !== undefined) {
     const ids = values.only.split(",").map((s) => s.trim()).filter((s) => s !== "");

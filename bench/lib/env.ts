@@ -107,3 +107,11 @@ export function gitState(root: string): { commit: string; dirty: string[]; diffH
       : `git ${commit} + uncommitted changes in ${dirty.join(", ")}${diffHash ? ` (git diff HEAD -- src: sha1 ${diffHash}…)` : ""}`;
   return { commit, dirty, diffHash, text };
 }
+
+/** An integer option of at least `lo`, `def` when absent; a usage error (thrown) otherwise. */
+export function intOption(name: string, v: string | undefined, def: number, lo: number): number {
+  if (v === undefined) return def;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < lo) throw new Error(`--${name}: expected an integer ≥ ${lo}, got "${v}"`);
+  return n;
+}

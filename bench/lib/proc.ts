@@ -1,4 +1,5 @@
 /** Process helpers for the benchmark: CPU time from /proc, waiting for a port, stopping a child for sure. */
+import { isAlive } from "../../src/devcluster/node.ts";
 import { readFileSync, readdirSync } from "node:fs";
 import { connect } from "node:net";
 import type { Subprocess } from "bun";
@@ -51,20 +52,8 @@ export function childrenOf(pid: number): number[] {
   }
 }
 
-/** Whether `pid` is a live, non-zombie process. */
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== "EPERM") return false;
-  }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return stat.charAt(stat.lastIndexOf(")") + 2) !== "Z";
-  } catch {
-    return false;
-  }
-}
+/** Whether `pid` is a live, non-zombie process: the dev cluster's own check. */
+export { isAlive };
 
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
