@@ -4,6 +4,7 @@
  * anything is queued the outbox is "blocked", and its owner pauses whatever feeds it so memory stays bounded.
  */
 import type { Socket } from "bun";
+import { copyBytes } from "../wire/bytes.ts";
 
 export interface OutboxOwner {
   /** The queue went from empty to non-empty: stop reading from the source that feeds this socket. */
@@ -30,14 +31,14 @@ export class Outbox {
   write(buf: Uint8Array, start = 0, end = buf.length): boolean {
     if (end <= start) return true;
     if (this.queued > 0) {
-      this.queue.push(buf.slice(start, end));
+      this.queue.push(copyBytes(buf, start, end));
       this.queued += end - start;
       return true;
     }
     const n = this.socket.write(buf, start, end - start);
     if (n < 0) return false;
     if (n < end - start) {
-      this.queue.push(buf.slice(start + n, end));
+      this.queue.push(copyBytes(buf, start + n, end));
       this.queued += end - start - n;
       this.owner.onBlocked();
     }

@@ -19,6 +19,7 @@ import { describeRoute, type Route } from "../router/route.ts";
 import { virtualSetting, type Decision, type RouterState } from "../router/state.ts";
 import { F, TxStatus } from "../wire/codes.ts";
 import { MessageWriter, errorResponse, readyForQuery, writeError } from "../wire/encode.ts";
+import { copyBytes } from "../wire/bytes.ts";
 import { decodeQuery } from "../wire/frontend.ts";
 import { PreparedStatements, namesStatements, type Message } from "./prepared.ts";
 import type { SessionSettings } from "./settings.ts";
@@ -123,11 +124,12 @@ export class TransactionRelay implements ServerOwner {
       case F.Describe:
       case F.Execute:
       case F.Close:
-        this.batch.push({ type, frame: frame.slice() });
+        // A view is enough: each read from a socket arrives in a buffer of its own, never reused.
+        this.batch.push({ type, frame });
         return;
       case F.Sync:
       case F.Flush: {
-        this.batch.push({ type, frame: frame.slice() });
+        this.batch.push({ type, frame });
         const messages = this.batch;
         this.batch = [];
         return this.batchRequest(messages, type === F.Sync);
@@ -266,8 +268,8 @@ export class TransactionRelay implements ServerOwner {
         return this.dispatch(got.conn, req);
       }
     }
-    // Waiting for a connection: keep a copy, the client's chunk will be reused.
-    if (req.kind === "simple" || req.kind === "copy") req.frame = req.frame.slice();
+    // Waiting for a connection: keep a copy of the frame, independent of the buffer it was read into.
+    if (req.kind === "simple" || req.kind === "copy") req.frame = copyBytes(req.frame);
     this.queue.push(req);
     if (!conn) this.acquire();
   }

@@ -13,3 +13,11 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   }
   return out;
 }
+
+/**
+ * A real copy of `buf[start..end)`. (`Buffer#slice`, unlike `Uint8Array#slice`, shares memory: Bun hands socket
+ * data over as Buffers, so `.slice()` on them is only a view.)
+ */
+export function copyBytes(buf: Uint8Array, start = 0, end = buf.length): Uint8Array {
+  return Uint8Array.prototype.slice.call(buf, start, end);
+}
