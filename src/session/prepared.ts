@@ -59,18 +59,18 @@ function withName(query: string, types: Uint8Array, name: string): Uint8Array {
 /** Whether a batch parses, binds, describes or closes a named statement (its rewriting depends on which exist). */
 export function namesStatements(batch: readonly Message[]): boolean {
   for (const m of batch) {
-    const body = m.frame.subarray(5);
+    const msg = m.frame; // decoders take offsets: the body starts at 5, after type and length
     try {
       switch (m.type) {
         case F.Parse:
-          if (decodeParse(body, 0, body.length).name !== "") return true;
+          if (decodeParse(msg, 5, msg.length).name !== "") return true;
           break;
         case F.Bind:
-          if (decodeBind(body, 0, body.length).statement !== "") return true;
+          if (decodeBind(msg, 5, msg.length).statement !== "") return true;
           break;
         case F.Describe:
         case F.Close: {
-          const t = decodeTarget(body, 0, body.length);
+          const t = decodeTarget(msg, 5, msg.length);
           if (t.kind === 0x53 /* 'S' */ && t.name !== "") return true;
           break;
         }
@@ -169,11 +169,11 @@ export class PreparedStatements {
     const portals = new Map<string, string>();
     const textOf = (name: string) => (name === "" ? unnamed : (named.get(name) ?? this.statements.get(name)?.query));
     for (const m of batch) {
-      const body = m.frame.subarray(5);
+      const msg = m.frame; // decoders take offsets: the body starts at 5, after type and length
       try {
         switch (m.type) {
           case F.Parse: {
-            const p = decodeParse(body, 0, body.length);
+            const p = decodeParse(msg, 5, msg.length);
             if (p.name === "") unnamed = p.query;
             else {
               named.set(p.name, p.query);
@@ -183,13 +183,13 @@ export class PreparedStatements {
             break;
           }
           case F.Bind: {
-            const b = decodeBind(body, 0, body.length);
+            const b = decodeBind(msg, 5, msg.length);
             const t = textOf(b.statement);
             if (t !== undefined) portals.set(b.portal, t);
             break;
           }
           case F.Execute: {
-            const portal = decodeExecute(body, 0, body.length);
+            const portal = decodeExecute(msg, 5, msg.length);
             const t = portals.get(portal) ?? this.portalText.get(portal);
             if (t !== undefined) executed.push(t);
             break;
@@ -238,10 +238,10 @@ export class PreparedStatements {
 
     for (const m of batch) {
       const type = m.type;
-      const body = m.frame.subarray(5);
+      const msg = m.frame; // decoders take offsets: the body starts at 5, after type and length
       switch (type) {
         case F.Parse: {
-          const p = decodeParse(body, 0, body.length);
+          const p = decodeParse(msg, 5, msg.length);
           if (p.name === "") {
             this.unnamedOps = sessionEffects(p.query);
             this.unnamedText = p.query;
@@ -281,7 +281,7 @@ export class PreparedStatements {
           break;
         }
         case F.Bind: {
-          const b = decodeBind(body, 0, body.length);
+          const b = decodeBind(msg, 5, msg.length);
           if (b.statement === "") {
             this.portalOps.set(b.portal, this.unnamedOps);
             this.portalText.set(b.portal, this.unnamedText);
@@ -298,11 +298,11 @@ export class PreparedStatements {
           this.portalOps.set(b.portal, s.ops);
           this.portalText.set(b.portal, s.query);
           out.push(
-            new MessageWriter(body.length + s.name.length + 8)
+            new MessageWriter(msg.length + s.name.length + 3)
               .begin(F.Bind)
               .cstring(b.portal)
               .cstring(s.name)
-              .bytes(body.subarray(b.rest))
+              .bytes(msg.subarray(b.rest))
               .end()
               .done(),
           );
@@ -310,7 +310,7 @@ export class PreparedStatements {
           break;
         }
         case F.Describe: {
-          const d = decodeTarget(body, 0, body.length);
+          const d = decodeTarget(msg, 5, msg.length);
           if (d.kind !== 0x53 /* 'S' */ || d.name === "") {
             out.push(frame(m));
             entries.push({ end: "describe", mode: "forward" });
@@ -327,7 +327,7 @@ export class PreparedStatements {
           break;
         }
         case F.Close: {
-          const c = decodeTarget(body, 0, body.length);
+          const c = decodeTarget(msg, 5, msg.length);
           if (c.kind !== 0x53 || c.name === "") {
             out.push(frame(m));
             entries.push({ end: "close", mode: "forward" });
@@ -343,7 +343,7 @@ export class PreparedStatements {
           break;
         }
         case F.Execute: {
-          const portal = decodeExecute(body, 0, body.length);
+          const portal = decodeExecute(msg, 5, msg.length);
           const pops = this.portalOps.get(portal);
           if (pops && pops.length > 0) {
             ops.push(...pops);
@@ -354,8 +354,8 @@ export class PreparedStatements {
           break;
         }
         case F.Sync:
-          this.portalOps.clear();
-          this.portalText.clear();
+          if (this.portalOps.size > 0) this.portalOps.clear();
+          if (this.portalText.size > 0) this.portalText.clear();
           out.push(frame(m));
           entries.push({ end: "sync", mode: "forward", tag: this.execOps });
           this.execOps = [];
@@ -373,13 +373,13 @@ export class PreparedStatements {
     const names = new Set<string>();
     for (const m of batch) {
       if (m.type !== F.Parse && m.type !== F.Bind && m.type !== F.Describe) continue;
-      const body = m.frame.subarray(5);
+      const msg = m.frame; // decoders take offsets: the body starts at 5, after type and length
       try {
         if (m.type === F.Parse) {
-          const p = decodeParse(body, 0, body.length);
+          const p = decodeParse(msg, 5, msg.length);
           if (p.name !== "") names.add(this.registry.get(p.query, p.types).name);
         } else {
-          const name = m.type === F.Bind ? decodeBind(body, 0, body.length).statement : decodeTarget(body, 0, body.length).name;
+          const name = m.type === F.Bind ? decodeBind(msg, 5, msg.length).statement : decodeTarget(msg, 5, msg.length).name;
           const s = name === "" ? undefined : this.statements.get(name);
           if (s) names.add(s.name);
         }

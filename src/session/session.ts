@@ -297,8 +297,14 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       case "session":
         return phase.relay.onMessage(type);
       case "transaction": {
+        // A message that is the whole chunk (the common case for a Query) needs no view of its own.
+        const chunk = this.chunk;
         const frame =
-          msgStart >= 0 ? this.chunk.subarray(msgStart, next) : new MessageWriter(end - start + 5).begin(type).bytes(buf.subarray(start, end)).end().done();
+          msgStart === 0 && next === chunk.length
+            ? chunk
+            : msgStart >= 0
+              ? chunk.subarray(msgStart, next)
+              : new MessageWriter(end - start + 5).begin(type).bytes(buf.subarray(start, end)).end().done();
         return phase.relay.onMessage(type, frame);
       }
       case "auth":

@@ -30,10 +30,25 @@ export function decodeSaslResponse(buf: Uint8Array, start: number, end: number):
   return dec.decode(buf.subarray(start, end));
 }
 
-function cstring(buf: Uint8Array, at: number, end: number): [string, number] {
+/** Offset just past the NUL-terminated string at `at` (the string is `buf[at..next-1)`). */
+function cstringEnd(buf: Uint8Array, at: number, end: number): number {
   const z = buf.indexOf(0, at);
   if (z < 0 || z >= end) throw new DecodeError("missing string terminator");
-  return [dec.decode(buf.subarray(at, z)), z + 1];
+  return z + 1;
+}
+
+/**
+ * UTF-8 text of `buf[from..to)`. Names are mostly empty (the unnamed statement and portal) and statement texts
+ * are decoded once per message, so the common cases skip the view a TextDecoder needs.
+ */
+function utf8(buf: Uint8Array, from: number, to: number): string {
+  if (to === from) return "";
+  return Buffer.isBuffer(buf) ? buf.toString("utf8", from, to) : dec.decode(buf.subarray(from, to));
+}
+
+function cstring(buf: Uint8Array, at: number, end: number): [string, number] {
+  const next = cstringEnd(buf, at, end);
+  return [utf8(buf, at, next - 1), next];
 }
 
 /** Parse ('P'): statement name, query text, and the parameter type OIDs as raw bytes (Int16 count + Int32s). */
@@ -46,9 +61,9 @@ export function decodeParse(buf: Uint8Array, start: number, end: number): { name
 
 /** Bind ('B'): portal and statement names, and the offset where the rest (formats, values) begins. */
 export function decodeBind(buf: Uint8Array, start: number, end: number): { portal: string; statement: string; rest: number } {
-  const [portal, a] = cstring(buf, start, end);
-  const [statement, b] = cstring(buf, a, end);
-  return { portal, statement, rest: b };
+  const a = cstringEnd(buf, start, end);
+  const b = cstringEnd(buf, a, end);
+  return { portal: utf8(buf, start, a - 1), statement: utf8(buf, a, b - 1), rest: b };
 }
 
 /** Describe ('D') and Close ('C'): 'S' for a statement or 'P' for a portal, and its name. */
@@ -65,5 +80,7 @@ export function decodeExecute(buf: Uint8Array, start: number, end: number): stri
 
 /** Query ('Q'): the query string. */
 export function decodeQuery(buf: Uint8Array, start: number, end: number): string {
+  // The query string is the whole body, NUL last: no search needed.
+  if (end > start && buf[end - 1] === 0) return utf8(buf, start, end - 1);
   return cstring(buf, start, end)[0];
 }
