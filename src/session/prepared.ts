@@ -14,7 +14,7 @@ import { Lru } from "../router/cache.ts";
 import { sessionEffects, type SessionOp } from "../router/effects.ts";
 import type { ErrorInfo } from "../wire/backend.ts";
 import { B, F } from "../wire/codes.ts";
-import { MessageWriter, errorResponse } from "../wire/encode.ts";
+import { MessageWriter, errorResponse, putInt32 } from "../wire/encode.ts";
 import { decodeBind, decodeExecute, decodeParse, decodeTarget } from "../wire/frontend.ts";
 
 /** A statement as the servers know it. */
@@ -23,6 +23,8 @@ export interface Statement {
   readonly name: string;
   /** The query text, for routing. */
   readonly query: string;
+  /** `name` as bytes, for rewriting Bind messages without encoding it each time. */
+  readonly nameBytes: Uint8Array;
   /** The Parse message that creates it on a server connection. */
   readonly parse: Uint8Array;
   /** What executing it does to the session (SET, LISTEN, …). */
@@ -39,7 +41,7 @@ export class StatementRegistry {
     let s = this.byKey.get(key);
     if (!s) {
       const name = `pgroute_${this.next++}`;
-      s = { name, query, parse: withName(query, types, name), ops: sessionEffects(query) };
+      s = { name, query, nameBytes: new TextEncoder().encode(name), parse: withName(query, types, name), ops: sessionEffects(query) };
       this.byKey.set(key, s);
     }
     return s;
@@ -297,15 +299,7 @@ export class PreparedStatements {
           ensure(s);
           this.portalOps.set(b.portal, s.ops);
           this.portalText.set(b.portal, s.query);
-          out.push(
-            new MessageWriter(msg.length + s.name.length + 3)
-              .begin(F.Bind)
-              .cstring(b.portal)
-              .cstring(s.name)
-              .bytes(msg.subarray(b.rest))
-              .end()
-              .done(),
-          );
+          out.push(renamedBind(msg, b.statementAt, b.rest, s.nameBytes));
           entries.push({ end: "bind", mode: "forward" });
           break;
         }
@@ -405,6 +399,18 @@ export class PreparedStatements {
       entries.push(this.track({ end: "close", mode: "swallow", fail: () => conn.prepared.set(victim, true) }));
     }
   }
+}
+
+/** A Bind message with its statement name replaced: type, portal and the rest copied as they are. */
+function renamedBind(msg: Uint8Array, statementAt: number, rest: number, name: Uint8Array): Uint8Array {
+  const total = statementAt + name.length + 1 + (msg.length - rest);
+  const out = new Uint8Array(total);
+  out.set(msg.subarray(0, statementAt));
+  putInt32(out, 1, total - 1);
+  out.set(name, statementAt);
+  out[statementAt + name.length] = 0;
+  out.set(msg.subarray(rest), statementAt + name.length + 1);
+  return out;
 }
 
 function frame(m: Message): Uint8Array {

@@ -7,16 +7,22 @@ import { Auth, B, ErrorField, StartupCode } from "./codes.ts";
 
 const enc = new TextEncoder();
 
+/** Writes a big-endian Int32 at `at`. */
+export function putInt32(buf: Uint8Array, at: number, v: number): void {
+  buf[at] = (v >>> 24) & 0xff;
+  buf[at + 1] = (v >>> 16) & 0xff;
+  buf[at + 2] = (v >>> 8) & 0xff;
+  buf[at + 3] = v & 0xff;
+}
+
 /** A growable byte builder for one or more messages. */
 export class MessageWriter {
   private buf: Uint8Array;
-  private view: DataView;
   private pos = 0;
   private start = -1;
 
   constructor(size = 256) {
     this.buf = new Uint8Array(size);
-    this.view = new DataView(this.buf.buffer);
   }
 
   private ensure(n: number): void {
@@ -26,7 +32,6 @@ export class MessageWriter {
     const next = new Uint8Array(size);
     next.set(this.buf.subarray(0, this.pos));
     this.buf = next;
-    this.view = new DataView(next.buffer);
   }
 
   /** Starts a typed message; `type` 0 starts an untyped one (startup packets). */
@@ -46,14 +51,15 @@ export class MessageWriter {
 
   int16(v: number): this {
     this.ensure(2);
-    this.view.setInt16(this.pos, v);
-    this.pos += 2;
+    // Big-endian by hand: a DataView would need the buffer object, which is not free in Bun.
+    this.buf[this.pos++] = (v >>> 8) & 0xff;
+    this.buf[this.pos++] = v & 0xff;
     return this;
   }
 
   int32(v: number): this {
     this.ensure(4);
-    this.view.setInt32(this.pos, v);
+    putInt32(this.buf, this.pos, v);
     this.pos += 4;
     return this;
   }
@@ -77,7 +83,7 @@ export class MessageWriter {
 
   /** Closes the message begun last by writing its length. */
   end(): this {
-    this.view.setInt32(this.start, this.pos - this.start);
+    putInt32(this.buf, this.start, this.pos - this.start);
     this.start = -1;
     return this;
   }

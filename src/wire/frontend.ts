@@ -59,11 +59,14 @@ export function decodeParse(buf: Uint8Array, start: number, end: number): { name
   return { name, query, types: buf.subarray(b, end) };
 }
 
-/** Bind ('B'): portal and statement names, and the offset where the rest (formats, values) begins. */
-export function decodeBind(buf: Uint8Array, start: number, end: number): { portal: string; statement: string; rest: number } {
+/**
+ * Bind ('B'): portal and statement names, the offset of the statement name (just past the portal's NUL) and
+ * where the rest (formats, values) begins.
+ */
+export function decodeBind(buf: Uint8Array, start: number, end: number): { portal: string; statement: string; statementAt: number; rest: number } {
   const a = cstringEnd(buf, start, end);
   const b = cstringEnd(buf, a, end);
-  return { portal: utf8(buf, start, a - 1), statement: utf8(buf, a, b - 1), rest: b };
+  return { portal: utf8(buf, start, a - 1), statement: utf8(buf, a, b - 1), statementAt: a, rest: b };
 }
 
 /** Describe ('D') and Close ('C'): 'S' for a statement or 'P' for a portal, and its name. */
