@@ -311,10 +311,10 @@ const FRONTEND_DECODERS: [string, (buf: Uint8Array, start: number, end: number) 
   ["decodeSaslInitial", decodeSaslInitial],
   ["decodeSaslResponse", decodeSaslResponse],
   ["decodeParse", decodeParse],
-  // `rest` is an offset into the buffer: compared relative to the body.
+  // `statementAt` and `rest` are offsets into the buffer: compared relative to the body.
   ["decodeBind", (buf, start, end) => {
     const b = decodeBind(buf, start, end);
-    return { ...b, rest: b.rest - start };
+    return { ...b, statementAt: b.statementAt - start, rest: b.rest - start };
   }],
   ["decodeTarget", decodeTarget],
   ["decodeExecute", decodeExecute],
