@@ -27,7 +27,12 @@ export type SessionOp =
   /** DEALLOCATE ALL: every prepared statement on the server connection is gone. */
   | { op: "deallocate_all" }
   | { op: "unlisten_all" }
-  | { op: "pin"; reason: PinReason };
+  | { op: "pin"; reason: PinReason }
+  /** SQL-level PREPARE/EXECUTE/DEALLOCATE of a name in pgroute's own namespace (its server-side statements). */
+  | { op: "reserved"; name: string };
+
+/** Prefix of the server-side names of protocol-level prepared statements (session/prepared.ts). */
+export const RESERVED_PREFIX = "pgroute_";
 
 const NONE: readonly SessionOp[] = Object.freeze([]);
 
@@ -78,13 +83,18 @@ function statementEffects(stmt: Node, text: string, ops: SessionOp[]): void {
       if ((node.options ?? 0) & CURSOR_OPT_HOLD) ops.push({ op: "pin", reason: "hold_cursor" });
       break;
     case "PrepareStmt":
+      if (reserved(node.name, ops)) return;
       ops.push({ op: "pin", reason: "sql_prepare" });
       return;
+    case "ExecuteStmt":
+      reserved(node.name, ops);
+      break;
     case "DiscardStmt":
       if (node.target === "DISCARD_ALL") ops.push({ op: "discard_all" });
       return;
     case "DeallocateStmt":
       if (node.isall || !node.name) ops.push({ op: "deallocate_all" });
+      else reserved(node.name, ops);
       return;
     case "TransactionStmt": {
       const name = node.savepoint_name as string | undefined;
@@ -96,6 +106,16 @@ function statementEffects(stmt: Node, text: string, ops: SessionOp[]): void {
   }
   // Anything else: look through the whole tree for temporary objects and session-scoped function calls.
   walk(stmt, ops);
+}
+
+/**
+ * Names pgroute gives its shared server-side statements are not the client's to execute or deallocate: another
+ * client's statement would run, or vanish under it.
+ */
+function reserved(name: unknown, ops: SessionOp[]): boolean {
+  if (typeof name !== "string" || !name.toLowerCase().startsWith(RESERVED_PREFIX)) return false;
+  ops.push({ op: "reserved", name });
+  return true;
 }
 
 function variableSet(node: Node, text: string, ops: SessionOp[]): void {

@@ -11,7 +11,7 @@ import { concatBytes } from "../wire/bytes.ts";
 import type { Pending } from "../pool/demux.ts";
 import type { ServerConn } from "../pool/server.ts";
 import { Lru } from "../router/cache.ts";
-import { sessionEffects, type SessionOp } from "../router/effects.ts";
+import { RESERVED_PREFIX, sessionEffects, type SessionOp } from "../router/effects.ts";
 import type { ErrorInfo } from "../wire/backend.ts";
 import { B, F } from "../wire/codes.ts";
 import { MessageWriter, errorResponse, putInt32 } from "../wire/encode.ts";
@@ -40,7 +40,7 @@ export class StatementRegistry {
     const key = types.length > 2 ? `${Buffer.from(types).toString("hex")}\0${query}` : query;
     let s = this.byKey.get(key);
     if (!s) {
-      const name = `pgroute_${this.next++}`;
+      const name = `${RESERVED_PREFIX}${this.next++}`;
       s = { name, query, nameBytes: new TextEncoder().encode(name), parse: withName(query, types, name), ops: sessionEffects(query) };
       this.byKey.set(key, s);
     }

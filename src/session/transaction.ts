@@ -13,7 +13,7 @@ import type { Entry, RetryGroup } from "../pool/demux.ts";
 import type { PoolGroup, Target } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { ServerConn, ServerOwner } from "../pool/server.ts";
-import { sessionEffects, type SessionOp } from "../router/effects.ts";
+import { RESERVED_PREFIX, sessionEffects, type SessionOp } from "../router/effects.ts";
 import { shape } from "../router/lexer.ts";
 import { describeRoute, type Route } from "../router/route.ts";
 import { virtualSetting, type Decision, type RouterState } from "../router/state.ts";
@@ -158,6 +158,15 @@ export class TransactionRelay implements ServerOwner {
       return this.local(new MessageWriter(64).bytes(reply).bytes(readyForQuery(this.status())).done());
     }
     const ops = sessionEffects(sql, sh.key);
+    const taken = ops.find((o) => o.op === "reserved");
+    if (taken) {
+      return this.local(
+        new MessageWriter(256)
+          .bytes(errorResponse({ severity: "ERROR", code: "42939", message: `prepared statement name "${(taken as { name: string }).name}" is reserved by pgroute`, hint: `Names starting with "${RESERVED_PREFIX}" belong to pgroute's shared server-side statements.` }))
+          .bytes(readyForQuery(this.status()))
+          .done(),
+      );
+    }
     this.router.pinned = this.pinnedTo();
     const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
     const route = this.pinsToPrimary(d.route, ops);
@@ -210,6 +219,15 @@ export class TransactionRelay implements ServerOwner {
         // One lexer pass for the effects and the decision (a prepared statement's text comes back every Execute).
         const sh = shape(sql);
         const ops = sessionEffects(sql, sh.key);
+    const taken = ops.find((o) => o.op === "reserved");
+    if (taken) {
+      return this.local(
+        new MessageWriter(256)
+          .bytes(errorResponse({ severity: "ERROR", code: "42939", message: `prepared statement name "${(taken as { name: string }).name}" is reserved by pgroute`, hint: `Names starting with "${RESERVED_PREFIX}" belong to pgroute's shared server-side statements.` }))
+          .bytes(readyForQuery(this.status()))
+          .done(),
+      );
+    }
         const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
         const r = this.pinsToPrimary(d.route, ops);
         this.trace(sql, r, d);
