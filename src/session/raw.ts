@@ -6,20 +6,21 @@
  */
 import type { PgError } from "../errors.ts";
 import type { Pool } from "../pool/pool.ts";
-import type { ServerConn, ServerOwner } from "../pool/server.ts";
+import type { ServerConn } from "../pool/server.ts";
+import { ClientRelay } from "./relay.ts";
 import { F } from "../wire/codes.ts";
-import type { ClientSide } from "./transaction.ts";
+import type { ClientSide } from "./relay.ts";
 
-export class SessionRelay implements ServerOwner {
+export class SessionRelay extends ClientRelay {
   /** An extended-protocol batch was sent without its Sync yet: the server may still owe replies. */
   private unsynced = false;
-  private closed = false;
 
   constructor(
-    private readonly client: ClientSide,
+    client: ClientSide,
     private readonly pool: Pool,
     private conn: ServerConn | null,
   ) {
+    super(client);
     conn?.attach(this, "raw");
   }
 
@@ -45,9 +46,6 @@ export class SessionRelay implements ServerOwner {
     return this.conn?.write(buf, start, end) ?? false;
   }
 
-  deliver(buf: Uint8Array, start: number, end: number): void {
-    this.client.send(buf, start, end);
-  }
 
   ready(): void {}
 
@@ -61,13 +59,7 @@ export class SessionRelay implements ServerOwner {
     else this.client.close();
   }
 
-  onServerBlocked(): void {
-    this.client.pauseClient();
-  }
 
-  onServerWritable(): void {
-    this.client.resumeClient();
-  }
 
   /** The client is gone: reset and pool its connection when that is safe, close it otherwise. */
   close(): void {

@@ -28,7 +28,8 @@ import { ClientAuth } from "./auth.ts";
 import { PreparedStatements, type StatementRegistry } from "./prepared.ts";
 import { SessionRelay } from "./raw.ts";
 import { SessionSettings } from "./settings.ts";
-import { TransactionRelay, type ClientSide } from "./transaction.ts";
+import type { ClientSide } from "./relay.ts";
+import { TransactionRelay } from "./transaction.ts";
 
 /** What a session needs from the proxy that owns it. */
 export interface SessionHost {

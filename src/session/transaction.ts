@@ -12,30 +12,19 @@ import type { Logger } from "../log.ts";
 import type { Entry, RetryGroup } from "../pool/demux.ts";
 import type { PoolGroup, Target } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
-import type { ServerConn, ServerOwner } from "../pool/server.ts";
+import type { ServerConn } from "../pool/server.ts";
+import { ClientRelay, type ClientSide } from "./relay.ts";
 import { RESERVED_PREFIX, sessionEffects, type SessionOp } from "../router/effects.ts";
 import { shape } from "../router/lexer.ts";
 import { describeRoute, type Route } from "../router/route.ts";
 import { virtualSetting, type Decision, type RouterState } from "../router/state.ts";
 import { F, TxStatus } from "../wire/codes.ts";
-import { MessageWriter, errorResponse, readyForQuery, writeError } from "../wire/encode.ts";
-import { copyBytes } from "../wire/bytes.ts";
+import { MessageWriter, errorResponse, readyForQuery, writeError, type ErrorFields } from "../wire/encode.ts";
+import { concatBytes, copyBytes } from "../wire/bytes.ts";
 import { decodeQuery } from "../wire/frontend.ts";
 import { PreparedStatements, namesStatements, type Message } from "./prepared.ts";
 import type { SessionSettings } from "./settings.ts";
 
-/** What the relay needs from its client connection. */
-export interface ClientSide {
-  /** Bytes for the client. */
-  send(buf: Uint8Array, start?: number, end?: number): void;
-  pauseClient(): void;
-  resumeClient(): void;
-  /** The relay cannot go on (the server connection broke mid-request): end the client with this error. */
-  fatal(error: PgError): void;
-  /** End the client connection without a word (the server already sent its FATAL). */
-  close(): void;
-  log(event: string, fields: Record<string, string | number>): void;
-}
 
 type Request = (
   | { kind: "simple"; frame: Uint8Array; end: "query" | "function"; ops: readonly SessionOp[]; prefix?: Uint8Array; retry?: boolean }
@@ -57,7 +46,7 @@ function showReply(name: string, value: string): Uint8Array {
   return w.bytes(commandComplete("SHOW")).done();
 }
 
-export class TransactionRelay implements ServerOwner {
+export class TransactionRelay extends ClientRelay {
   private conn: ServerConn | null = null;
   private pool: Pool | null = null;
   /** The kind of node `conn` is on. */
@@ -69,18 +58,18 @@ export class TransactionRelay implements ServerOwner {
   private acquiring = false;
   /** A checkout failed for a batch without Sync: drop messages until the client's Sync, as Postgres would. */
   private skippingToSync = false;
-  private closed = false;
   /** A BEGIN held back (`transactions = "first-statement"`), sent ahead of the next statement. */
   private deferredBegin: Uint8Array | null = null;
 
   constructor(
-    private readonly client: ClientSide,
+    client: ClientSide,
     private readonly group: PoolGroup,
     private readonly settings: SessionSettings,
     private readonly prepared: PreparedStatements,
     private readonly router: RouterState,
     private readonly log: Logger,
   ) {
+    super(client);
     prepared.onSettled = () => this.drainQueue();
   }
 
@@ -158,27 +147,15 @@ export class TransactionRelay implements ServerOwner {
       return this.local(new MessageWriter(64).bytes(reply).bytes(readyForQuery(this.status())).done());
     }
     const ops = sessionEffects(sql, sh.key);
-    const taken = ops.find((o) => o.op === "reserved");
-    if (taken) {
-      return this.local(
-        new MessageWriter(256)
-          .bytes(errorResponse({ severity: "ERROR", code: "42939", message: `prepared statement name "${(taken as { name: string }).name}" is reserved by pgroute`, hint: `Names starting with "${RESERVED_PREFIX}" belong to pgroute's shared server-side statements.` }))
-          .bytes(readyForQuery(this.status()))
-          .done(),
-      );
-    }
+    const taken = reservedName(ops);
+    if (taken) return this.refuse(reservedError(taken), true);
     this.router.pinned = this.pinnedTo();
     const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
     const route = this.pinsToPrimary(d.route, ops);
     this.trace(sql, route, d);
     switch (route.target) {
       case "refuse":
-        return this.local(
-          new MessageWriter(256)
-            .bytes(errorResponse({ severity: "ERROR", code: "25006", message: `pgroute: ${describeRoute(route.reason)}`, hint: "Remove the replica hint, or send the statement to the primary." }))
-            .bytes(readyForQuery(this.status()))
-            .done(),
-        );
+        return this.refuse({ code: "25006", message: `pgroute: ${describeRoute(route.reason)}`, hint: "Remove the replica hint, or send the statement to the primary." }, true);
       case "defer":
         // Answer the BEGIN now; it goes out ahead of the statement that decides where the transaction runs.
         this.deferredBegin = frame.slice();
@@ -219,24 +196,12 @@ export class TransactionRelay implements ServerOwner {
         // One lexer pass for the effects and the decision (a prepared statement's text comes back every Execute).
         const sh = shape(sql);
         const ops = sessionEffects(sql, sh.key);
-    const taken = ops.find((o) => o.op === "reserved");
-    if (taken) {
-      return this.local(
-        new MessageWriter(256)
-          .bytes(errorResponse({ severity: "ERROR", code: "42939", message: `prepared statement name "${(taken as { name: string }).name}" is reserved by pgroute`, hint: `Names starting with "${RESERVED_PREFIX}" belong to pgroute's shared server-side statements.` }))
-          .bytes(readyForQuery(this.status()))
-          .done(),
-      );
-    }
+        const taken = reservedName(ops);
+        if (taken) return this.refuse(reservedError(taken), sync);
         const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
         const r = this.pinsToPrimary(d.route, ops);
         this.trace(sql, r, d);
-        if (r.target === "refuse") {
-          const error = errorResponse({ severity: "ERROR", code: "25006", message: `pgroute: ${describeRoute(r.reason)}` });
-          this.local(sync ? new MessageWriter(256).bytes(error).bytes(readyForQuery(this.status())).done() : error);
-          if (!sync) this.skippingToSync = true;
-          return;
-        }
+        if (r.target === "refuse") return this.refuse({ code: "25006", message: `pgroute: ${describeRoute(r.reason)}` }, sync);
         if (r.target !== "replica") target = "primary";
       }
     }
@@ -244,6 +209,17 @@ export class TransactionRelay implements ServerOwner {
     // created are given up first, so its Parse can create them again).
     const retry = target === "replica" && !this.bound && sync;
     this.submit({ kind: "batch", messages, sync, target, retry, creates: named });
+  }
+
+  /**
+   * A request pgroute answers with its own error, in order with the replies still owed: then ReadyForQuery when
+   * the request ended with a Sync (or was a Query), else the messages up to the client's Sync are skipped, as
+   * Postgres does after an error.
+   */
+  private refuse(fields: Omit<ErrorFields, "severity">, sync: boolean): void {
+    const error = errorResponse({ severity: "ERROR", ...fields });
+    this.local(sync ? concatBytes([error, readyForQuery(this.status())]) : error);
+    if (!sync) this.skippingToSync = true;
   }
 
   private trace(sql: string, r: Route, d: Decision): void {
@@ -428,9 +404,6 @@ export class TransactionRelay implements ServerOwner {
 
   // --- ServerOwner -------------------------------------------------------------------------------------
 
-  deliver(buf: Uint8Array, start: number, end: number): void {
-    this.client.send(buf, start, end);
-  }
 
   ready(status: number, failed: boolean, entry: Entry): void {
     const conn = this.conn;
@@ -458,13 +431,7 @@ export class TransactionRelay implements ServerOwner {
     else if (conn) this.client.close();
   }
 
-  onServerBlocked(): void {
-    this.client.pauseClient();
-  }
 
-  onServerWritable(): void {
-    this.client.resumeClient();
-  }
 
   /** The client is gone: its connection goes back clean, or not at all when its state is in doubt. */
   close(): void {
@@ -478,6 +445,20 @@ export class TransactionRelay implements ServerOwner {
     // Session-scoped state (LISTEN, temp tables, advisory locks, cursors, SQL PREPARE) must not reach the next client.
     pool.recycle(conn, this.settings.pinned);
   }
+}
+
+/** The name of a reserved statement a statement uses, if any. */
+function reservedName(ops: readonly SessionOp[]): string | null {
+  for (const o of ops) if (o.op === "reserved") return o.name;
+  return null;
+}
+
+function reservedError(name: string): Omit<ErrorFields, "severity"> {
+  return {
+    code: "42939",
+    message: `prepared statement name "${name}" is reserved by pgroute`,
+    hint: `Names starting with "${RESERVED_PREFIX}" belong to pgroute's shared server-side statements.`,
+  };
 }
 
 function relayWarning(e: { message: string }): Uint8Array {

@@ -1,4 +1,4 @@
-// Invariant: in transaction mode the server-side names pgroute gives shared prepared statements ("pgroute_N")
+// Invariant: in transaction mode, over either protocol, the server-side names pgroute gives shared prepared statements ("pgroute_N")
 // are not the clients' to EXECUTE, DEALLOCATE or PREPARE: such a statement gets 42939 and never reaches a server,
 // so no client can run or remove a statement another client relies on.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -39,6 +39,12 @@ describe("pgroute's own statement names", () => {
         expect(err?.code).toBe("42939");
         expect(err?.message).toContain("is reserved by pgroute");
       }
+      // The same over the extended protocol (postgres.js with prepare: true sends Parse/Bind/Execute/Sync).
+      const viaParse = await owner.unsafe(`deallocate ${name}`).then(
+        () => null,
+        (e: { code: string }) => e,
+      );
+      expect(viaParse?.code).toBe("42939");
       // Nothing reached the server: the owner's statement is still there and still works.
       expect([...(await owner`select ${1}::int + 1 as n`)]).toEqual([{ n: 2 }]);
       const still = await other.unsafe<{ n: number }[]>(`select count(*)::int as n from pg_prepared_statements where name = '${name}'`);
