@@ -11,6 +11,7 @@ import type { Config, NodeConfig, UserConfig } from "./config/types.ts";
 import { errors } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { Topology } from "./cluster/topology.ts";
+import { Observers } from "./cluster/observe.ts";
 import { PoolGroup } from "./pool/group.ts";
 import { Pool } from "./pool/pool.ts";
 import type { ServerConn, ServerCredentials } from "./pool/server.ts";
@@ -59,6 +60,8 @@ export class Proxy implements SessionHost {
   private readonly pools = new Map<string, Pool>();
   private readonly groups = new Map<string, PoolGroup>();
   readonly topology: Topology;
+  /** Told about every request transaction-pooled sessions complete; see {@link RequestObserver}. */
+  readonly observers = new Observers();
   /** TLS offered to clients: the `[tls]` mode and the certificate new handshakes use. */
   readonly clientTls = new ClientTls();
 

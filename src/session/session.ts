@@ -30,6 +30,7 @@ import { SessionRelay } from "./raw.ts";
 import { SessionSettings } from "./settings.ts";
 import type { ClientSide } from "./relay.ts";
 import { TransactionRelay } from "./transaction.ts";
+import type { Observers } from "../cluster/observe.ts";
 
 /** What a session needs from the proxy that owns it. */
 export interface SessionHost {
@@ -50,6 +51,8 @@ export interface SessionHost {
   overLimit(): boolean;
   /** TLS offered to clients (`[tls]`); absent: SSLRequest is answered 'N'. */
   readonly clientTls?: ClientTls;
+  /** Told about every request a transaction-pooled session completes (node health, metrics). */
+  readonly observers?: Observers;
 }
 
 type Phase =
@@ -409,7 +412,8 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       if (conn) pool.release(conn);
       const prepared = new PreparedStatements(this.host.statements);
       const router = new RouterState({ functions: this.host.functions, transactions: cfg.routing.transactions, userTarget: user.target });
-      this.phase = { kind: "transaction", relay: new TransactionRelay(this, group, settings, prepared, router, this.host.log) };
+      const observer = this.host.observers && !this.host.observers.empty ? this.host.observers : null;
+      this.phase = { kind: "transaction", relay: new TransactionRelay(this, group, settings, prepared, router, this.host.log, observer) };
     }
     this.send(welcome);
     this.host.log.debug("session_start", { user: this.user, database: this.database, pool: pool.name, client: this.remote });

@@ -16,7 +16,9 @@ import type { ServerConn } from "../pool/server.ts";
 import { ClientRelay, type ClientSide } from "./relay.ts";
 import { RESERVED_PREFIX, sessionEffects, type SessionOp } from "../router/effects.ts";
 import { shape } from "../router/lexer.ts";
-import { describeRoute, type Route } from "../router/route.ts";
+import type { Classification } from "../router/classify.ts";
+import { describeRoute, type Route, type RouteReason } from "../router/route.ts";
+import type { RequestKind, RequestObserver, RequestSample } from "../cluster/observe.ts";
 import { virtualSetting, type Decision, type RouterState } from "../router/state.ts";
 import { F, TxStatus } from "../wire/codes.ts";
 import { MessageWriter, errorResponse, readyForQuery, writeError, type ErrorFields } from "../wire/encode.ts";
@@ -27,11 +29,24 @@ import type { SessionSettings } from "./settings.ts";
 
 
 type Request = (
-  | { kind: "simple"; frame: Uint8Array; end: "query" | "function"; ops: readonly SessionOp[]; prefix?: Uint8Array; retry?: boolean }
-  | { kind: "batch"; messages: Message[]; sync: boolean; retry?: boolean; creates?: string[] }
+  | ({ kind: "simple"; frame: Uint8Array; end: "query" | "function"; ops: readonly SessionOp[]; prefix?: Uint8Array; retry?: boolean } & About)
+  | ({ kind: "batch"; messages: Message[]; sync: boolean; retry?: boolean; creates?: string[] } & About)
   | { kind: "copy"; frame: Uint8Array }
   | { kind: "local"; bytes: Uint8Array }
 ) & { target: Target };
+
+/** What observers are told about a request (see {@link RequestSample}). */
+interface About {
+  fingerprint: string;
+  about: RequestKind;
+  reason: RouteReason["code"] | null;
+}
+
+const UNPLACED: About = { fingerprint: "", about: "other", reason: null };
+
+function kindOf(c: Classification): RequestKind {
+  return c.tx !== null ? "other" : c.readOnly ? "read" : "write";
+}
 
 const warning = (message: string) => writeError(new MessageWriter(), { severity: "WARNING", code: "01000", message }, true).done();
 
@@ -60,6 +75,10 @@ export class TransactionRelay extends ClientRelay {
   private skippingToSync = false;
   /** A BEGIN held back (`transactions = "first-statement"`), sent ahead of the next statement. */
   private deferredBegin: Uint8Array | null = null;
+  /** Requests sent and not yet answered, oldest first, while someone observes them. */
+  private inflight: RequestSample[] = [];
+  /** A batch ended by Flush: it is answered (and observed) with the Sync that follows. */
+  private flushed: { about: About; startedAt: number } | null = null;
 
   constructor(
     client: ClientSide,
@@ -68,6 +87,8 @@ export class TransactionRelay extends ClientRelay {
     private readonly prepared: PreparedStatements,
     private readonly router: RouterState,
     private readonly log: Logger,
+    /** Told about every completed request; null when nobody listens (nothing is recorded then). */
+    private readonly observer: RequestObserver | null = null,
   ) {
     super(client);
     prepared.onSettled = () => this.drainQueue();
@@ -86,9 +107,15 @@ export class TransactionRelay extends ClientRelay {
     return this.conn;
   }
 
+  /**
+   * A batch ended by Flush was sent and no Sync yet: the server is inside the implicit transaction that batch
+   * opened, so everything up to the next Sync runs on the same connection.
+   */
+  private unsynced = false;
+
   /** Whether the next request must stay on the current connection. */
   private get bound(): boolean {
-    return this.conn !== null && (this.conn.txStatus !== TxStatus.Idle || this.settings.pinned || this.router.transaction !== null);
+    return this.conn !== null && (this.unsynced || this.conn.txStatus !== TxStatus.Idle || this.settings.pinned || this.router.transaction !== null);
   }
 
   private status(): number {
@@ -107,7 +134,7 @@ export class TransactionRelay extends ClientRelay {
       case F.Query:
         return this.query(frame);
       case F.FunctionCall:
-        return this.submit({ kind: "simple", frame, end: "function", ops: [], target: "primary" });
+        return this.submit({ kind: "simple", frame, end: "function", ops: [], target: "primary", ...UNPLACED, about: "write" });
       case F.Parse:
       case F.Bind:
       case F.Describe:
@@ -169,7 +196,7 @@ export class TransactionRelay extends ClientRelay {
     this.router.noteSettings(sql, d.classification);
     // A read sent to a replica outside a transaction may be retried on the primary if the replica refuses it.
     const retry = route.target === "replica" && !this.bound && !prefix && d.classification.statements === 1;
-    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry });
+    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry, fingerprint: sh.key, about: kindOf(d.classification), reason: route.reason.code });
   }
 
   /** Where the session is pinned, for the router (which then says so): the node of the connection it keeps. */
@@ -187,6 +214,7 @@ export class TransactionRelay extends ClientRelay {
   private batchRequest(messages: Message[], sync: boolean): void {
     const { executed, named } = this.prepared.peek(messages);
     let target: Target = "primary";
+    const about: About = { ...UNPLACED };
     if (this.bound) target = this.target;
     else if (executed.length > 0) {
       // The batch runs on one node: a replica only when every statement it executes may run there.
@@ -203,12 +231,18 @@ export class TransactionRelay extends ClientRelay {
         this.trace(sql, r, d);
         if (r.target === "refuse") return this.refuse({ code: "25006", message: `pgroute: ${describeRoute(r.reason)}` }, sync);
         if (r.target !== "replica") target = "primary";
+        if (about.reason === null) {
+          about.fingerprint = sh.key;
+          about.reason = r.reason.code;
+        }
+        const kind = kindOf(d.classification);
+        if (about.about !== "write" && kind !== "other") about.about = kind;
       }
     }
     // A read a replica refuses is sent again to the primary, whole batches up to their Sync (names the batch
     // created are given up first, so its Parse can create them again).
     const retry = target === "replica" && !this.bound && sync;
-    this.submit({ kind: "batch", messages, sync, target, retry, creates: named });
+    this.submit({ kind: "batch", messages, sync, target, retry, creates: named, ...about });
   }
 
   /**
@@ -340,6 +374,7 @@ export class TransactionRelay extends ClientRelay {
     let ok = true;
     switch (req.kind) {
       case "simple": {
+        this.unsynced = false;
         if (req.prefix) ok = conn.send(req.prefix, [{ end: "query", mode: "swallow", onSwallowedError: relayWarning }]);
         const entry: Entry = { end: req.end, mode: "forward", tag: req.ops };
         if (req.retry) entry.retry = this.retryGroup(conn, req);
@@ -350,6 +385,7 @@ export class TransactionRelay extends ClientRelay {
         ok = conn.send(req.frame, []);
         break;
       case "batch": {
+        this.unsynced = !req.sync;
         const built = this.prepared.build(req.messages, conn);
         this.pinFor(built.ops);
         if (req.retry) {
@@ -360,7 +396,28 @@ export class TransactionRelay extends ClientRelay {
         break;
       }
     }
+    if (this.observer && req.kind !== "copy") this.track(req);
     if (!ok) this.client.fatal(errors.serverGone(conn.node.name, "the connection is closed"));
+  }
+
+  /** Remembers a request just sent, for its observers (answered in order, so a queue pairs them up). */
+  private track(req: Extract<Request, { kind: "simple" | "batch" }>): void {
+    let about: About = req;
+    let startedAt = performance.now();
+    if (req.kind === "batch") {
+      const flushed = this.flushed;
+      if (!req.sync) {
+        // Answered by the ReadyForQuery of a later Sync: observed then, timed from here.
+        if (!flushed || (flushed.about.reason === null && req.reason !== null)) this.flushed = { about: req, startedAt: flushed?.startedAt ?? startedAt };
+        return;
+      }
+      if (flushed) {
+        this.flushed = null;
+        startedAt = flushed.startedAt;
+        if (req.reason === null) about = flushed.about;
+      }
+    }
+    this.inflight.push({ target: req.target, kind: about.about, fingerprint: about.fingerprint, reason: about.reason, startedAt, ms: 0, failed: false });
   }
 
   /** How a read sent to a replica outside a transaction is retried on the primary when the replica refuses it. */
@@ -369,6 +426,7 @@ export class TransactionRelay extends ClientRelay {
       // 25006: the statement wanted to write. Only in autocommit: nothing else of the session ran there.
       retryOn: (e) => e.code === "25006" && conn.txStatus === TxStatus.Idle,
       retry: () => {
+        this.inflight.shift();
         this.log.info("retry_on_primary", { node: conn.node.name, reason: "replica answered 25006" });
         if (this.conn === conn && conn.idle && !this.settings.pinned) {
           this.conn = null;
@@ -408,6 +466,12 @@ export class TransactionRelay extends ClientRelay {
   ready(status: number, failed: boolean, entry: Entry): void {
     const conn = this.conn;
     if (!conn) return;
+    const sample = this.inflight.shift();
+    if (sample && this.observer) {
+      sample.ms = performance.now() - sample.startedAt;
+      sample.failed = failed;
+      this.observer.request(conn.node, sample);
+    }
     this.router.transaction = status === TxStatus.Idle ? null : this.target;
     const version = this.settings.version;
     if (this.settings.ready(status, failed, entry.tag as readonly SessionOp[] | undefined, conn)) {
@@ -425,6 +489,9 @@ export class TransactionRelay extends ClientRelay {
   onServerClose(error: PgError | null): void {
     const conn = this.conn;
     this.conn = null;
+    this.inflight = [];
+    this.flushed = null;
+    this.unsynced = false;
     if (conn) this.pool?.discard(conn);
     if (this.closed) return;
     if (error) this.client.fatal(error);
