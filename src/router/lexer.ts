@@ -14,6 +14,8 @@ export interface Shape {
   comments: string[];
 }
 
+import { HotCache } from "./cache.ts";
+
 const SPACE = 1;
 const IDENT_START = 2;
 const IDENT = 4;
@@ -103,10 +105,16 @@ function space(): void {
 function copy(s: string, from: number, to: number, lower: boolean): void {
   room(to - from + 1);
   space();
-  for (let i = from; i < to; i++) {
-    const c = s.charCodeAt(i);
-    out[len++] = lower && c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
-  }
+  // Locals, not the module's bindings, in the loop: this loop is most of a cache hit's cost.
+  const o = out;
+  let l = len;
+  if (lower) {
+    for (let i = from; i < to; i++) {
+      const c = s.charCodeAt(i);
+      o[l++] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
+    }
+  } else for (let i = from; i < to; i++) o[l++] = s.charCodeAt(i);
+  len = l;
 }
 
 function mark(c: number): void {
@@ -275,4 +283,29 @@ export function shape(sql: string): Shape {
   }
   // NUL cannot occur in a query's text (the protocol sends it as a C string), so no valid statement has this key.
   return { key: invalid ? `${text()}\0` : text(), comments };
+}
+
+/**
+ * Statements at least this long are remembered by their exact text: hashing a string costs about a tenth of
+ * lexing it, so a statement sent again verbatim (an ORM's parameterized query, a prepared statement's text at
+ * every Execute) skips the lexer. Shorter ones are cheap to lex, and remembering each distinct one (literals
+ * inlined) would only churn the cache.
+ */
+const REMEMBER_FROM = 200;
+/** Beyond this a statement is not remembered: the cache stays within a few MB whatever clients send. */
+const REMEMBER_UP_TO = 8192;
+const remembered = new HotCache<string, Shape>(512);
+
+/**
+ * {@link shape}, remembered for long statements by their exact text. The result is shared: callers must not
+ * change it.
+ */
+export function shapeOf(sql: string): Shape {
+  if (sql.length < REMEMBER_FROM || sql.length > REMEMBER_UP_TO) return shape(sql);
+  let s = remembered.get(sql);
+  if (s === undefined) {
+    s = shape(sql);
+    remembered.set(sql, s);
+  }
+  return s;
 }

@@ -15,7 +15,7 @@ import type { Pool } from "../pool/pool.ts";
 import type { ServerConn } from "../pool/server.ts";
 import { ClientRelay, type ClientSide } from "./relay.ts";
 import { RESERVED_PREFIX, sessionEffects, type SessionOp } from "../router/effects.ts";
-import { shape } from "../router/lexer.ts";
+import { shapeOf } from "../router/lexer.ts";
 import type { Classification } from "../router/classify.ts";
 import { describeRoute, type Route, type RouteReason } from "../router/route.ts";
 import type { RequestKind, RequestObserver, RequestSample } from "../cluster/observe.ts";
@@ -162,7 +162,7 @@ export class TransactionRelay extends ClientRelay {
   private query(frame: Uint8Array): void {
     const sql = decodeQuery(frame, 5, frame.length);
     // One lexer pass serves the virtual-setting check, the session effects, the classification and the hints.
-    const sh = shape(sql);
+    const sh = shapeOf(sql);
     const v = virtualSetting(sql, sh.key);
     if (v) {
       const err = v.op === "show" ? null : this.router.setVirtual(v);
@@ -222,7 +222,7 @@ export class TransactionRelay extends ClientRelay {
       for (const sql of executed) {
         this.router.pinned = this.pinnedTo();
         // One lexer pass for the effects and the decision (a prepared statement's text comes back every Execute).
-        const sh = shape(sql);
+        const sh = shapeOf(sql);
         const ops = sessionEffects(sql, sh.key);
         const taken = reservedName(ops);
         if (taken) return this.refuse(reservedError(taken), sync);
