@@ -3,7 +3,7 @@
 // surroundings) do not; comment texts are collected in order; the lexer never throws, whatever the input.
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { shape } from "../../src/router/lexer.ts";
+import { shape, shapeOf } from "../../src/router/lexer.ts";
 
 const key = (sql: string) => shape(sql).key;
 
@@ -147,5 +147,24 @@ describe("shape: properties", () => {
     const long = `select ${"a, ".repeat(5000)}b from t`;
     expect(key(long).length).toBeGreaterThan(15_000);
     expect(key("select 1")).toBe("select ?");
+  });
+});
+
+describe("shapeOf: long statements remembered by their exact text", () => {
+  const long = (n: number) => `select ${Array.from({ length: n }, (_, i) => `col_${i}`).join(", ")} from wide where id = 7 -- pgroute:replica`;
+
+  test("gives the same shape as the lexer, for short, long and very long statements", () => {
+    for (const sql of ["select 1", long(30), long(2000)]) expect(shapeOf(sql)).toEqual(shape(sql));
+  });
+
+  test("a long statement sent again verbatim (a fresh string of the same text) gets the remembered shape", () => {
+    const sql = long(30);
+    expect(sql.length).toBeGreaterThan(200);
+    const first = shapeOf(sql);
+    expect(shapeOf(Buffer.from(sql).toString())).toBe(first);
+  });
+
+  test("short and very long statements are lexed every time, not remembered", () => {
+    for (const sql of ["select 1 where x = 'a'", long(2000)]) expect(shapeOf(sql)).not.toBe(shapeOf(sql));
   });
 });
