@@ -2,7 +2,7 @@
  * What recording one completed request costs, in ns, for the ways pgroute could keep its metrics on the serving
  * path: prom-client's labelled `observe`/`inc` as documented (labels as an object on every call), the same through
  * a child bound once to its labels, plain counters with a bucket array, and hdr-histogram-js's `recordValue` (the
- * per-fingerprint quantiles). Also `FingerprintTable.record` and `Metrics.request` — what the proxy really runs per
+ * per-fingerprint quantiles). Also `FingerprintTable.record` and `Traffic.request` — what the proxy really runs per
  * request — and what one scrape of /metrics costs with 100 fingerprints.
  *
  *   bun bench/metrics.ts                 # about 20 s
@@ -18,6 +18,7 @@ import { FingerprintTable } from "../src/admin/fingerprints.ts";
 import type { RequestSample } from "../src/cluster/observe.ts";
 import type { NodeConfig } from "../src/config/types.ts";
 import { Metrics } from "../src/admin/metrics.ts";
+import { Traffic } from "../src/admin/traffic.ts";
 import { configFrom } from "../src/config/load.ts";
 import { createLogger } from "../src/log.ts";
 import { Proxy } from "../src/server.ts";
@@ -109,11 +110,11 @@ row("FingerprintTable.record (50 fingerprints)", measure(N, (i) => table.record(
 
 const config = configFrom({ nodes: nodes.map((n) => ({ name: n.name, port: n.port, role: n.role })), users: [] });
 const proxy = new Proxy({ config, log: createLogger({ level: "error", format: "text" }) });
+const traffic = new Traffic(100);
+row("Traffic.request (all a request records)", measure(N, (i) => traffic.request(nodes[i % 3]!, samples[i % 1000]!)));
 const metrics = new Metrics(proxy);
-row("Metrics.request (all a request records)", measure(N, (i) => metrics.request(nodes[i % 3]!, samples[i % 1000]!)));
 
-const wide = new FingerprintTable(100);
-for (let i = 0; i < 100; i++) wide.record({ ...samples[0]!, fingerprint: `select ${i} from wide` }, nodes[0]!);
+for (let i = 0; i < 100; i++) proxy.traffic.request(nodes[i % 3]!, { ...samples[0]!, fingerprint: `select ${i} from wide` });
 const t0 = Bun.nanoseconds();
 const SCRAPES = 50;
 let bytes = 0;
