@@ -219,8 +219,16 @@ export class TransactionRelay extends ClientRelay {
     const { executed, named } = this.prepared.peek(messages);
     let target: Target = "primary";
     const about: About = { ...UNPLACED };
-    if (this.bound) target = this.target;
-    else if (executed.length > 0) {
+    if (this.bound) {
+      target = this.target;
+      // Where it runs is settled (the transaction's connection); what it runs is still counted and reported.
+      for (const sql of executed) {
+        const sh = shape(sql);
+        const d = this.router.decide(sql, this.group.replicaAvailable, sh);
+        this.trace(sql, d.route, d);
+        describeInto(about, sh.key, d);
+      }
+    } else if (executed.length > 0) {
       // The batch runs on one node: a replica only when every statement it executes may run there.
       target = "replica";
       for (const sql of executed) {
@@ -235,12 +243,7 @@ export class TransactionRelay extends ClientRelay {
         this.trace(sql, r, d);
         if (r.target === "refuse") return this.refuse({ code: "25006", message: `pgroute: ${describeRoute(r.reason)}` }, sync);
         if (r.target !== "replica") target = "primary";
-        if (about.reason === null) {
-          about.fingerprint = sh.key;
-          about.reason = r.reason.code;
-        }
-        const kind = kindOf(d.classification);
-        if (about.about !== "write" && kind !== "other") about.about = kind;
+        describeInto(about, sh.key, { route: r, classification: d.classification });
       }
     }
     // A read a replica refuses is sent again to the primary, whole batches up to their Sync (names the batch
@@ -522,6 +525,16 @@ export class TransactionRelay extends ClientRelay {
     // Session-scoped state (LISTEN, temp tables, advisory locks, cursors, SQL PREPARE) must not reach the next client.
     pool.recycle(conn, this.settings.pinned);
   }
+}
+
+/** Adds one executed statement to what observers are told of its batch: the first one names it, any write makes it a write. */
+function describeInto(about: About, key: string, d: Pick<Decision, "route" | "classification">): void {
+  if (about.reason === null) {
+    about.fingerprint = key;
+    about.reason = d.route.reason.code;
+  }
+  const kind = kindOf(d.classification);
+  if (about.about !== "write" && kind !== "other") about.about = kind;
 }
 
 /** The name of a reserved statement a statement uses, if any. */
