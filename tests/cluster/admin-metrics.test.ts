@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import postgres from "postgres";
 import { adminPsql, startAdminProxy, type AdminProxy, type Metrics } from "../support/admin.ts";
+import { eventually } from "../support/wait.ts";
 
 /** What the workload's statements look like normalized (postgres.js prepares tagged templates with $n). */
 const READ = "select inet_server_port() as port, $1::int as i";
@@ -139,5 +140,62 @@ describe("a known workload, seen through /metrics, /queries and the console", ()
     expect(metrics.value("pgroute_classifier_cache_hits_total")).toBeGreaterThan(0);
     expect(metrics.value("pgroute_routing_decisions_total", { target: "replica", reason: "read_only" })).toBeGreaterThanOrEqual(300);
     expect(metrics.value("pgroute_routing_decisions_total", { target: "primary", reason: "not_read_only" })).toBeGreaterThanOrEqual(100);
+  });
+});
+
+describe("session pooling", () => {
+  test("requests and transactions are counted per node from message headers, as unclassified", async () => {
+    const sp = await startAdminProxy({ pool: { mode: "session", size: 2 } });
+    const c = postgres(sp.tp.url(), { max: 1, onnotice: () => {}, fetch_types: false });
+    try {
+      await c.unsafe("select 1").simple(); // the session's server connection is open from here on
+      const before = await sp.metrics();
+      const node = sp.tp.cluster.primary.name;
+      for (let i = 0; i < 7; i++) await c.unsafe("select inet_server_port()").simple();
+      await c.unsafe("begin; select 1; commit").simple(); // one request, one transaction
+      await c.unsafe("begin").simple();
+      await c.unsafe("select 2").simple();
+      await c.unsafe("commit").simple(); // three requests, one transaction
+      const after = await sp.metrics();
+      const delta = (name: string, labels: Record<string, string>) => after.value(name, labels) - before.value(name, labels);
+      expect(delta("pgroute_queries_total", { node, kind: "unclassified" })).toBe(11);
+      expect(delta("pgroute_transactions_total", { node })).toBe(9);
+      expect(delta("pgroute_queries_total", { node, kind: "read" })).toBe(0);
+      expect(after.value("pgroute_clients", { state: "active" })).toBe(1);
+      expect(after.value("pgroute_pool_server_connections", { node, state: "active" })).toBe(1);
+    } finally {
+      await c.end({ timeout: 1 });
+      await sp.stop();
+    }
+  });
+});
+
+describe("checkout waits and connection churn", () => {
+  test("a lease that waits for a busy pool is observed; server connections opened and closed are counted", async () => {
+    const sp = await startAdminProxy({ pool: { mode: "transaction", size: 1 } });
+    const primary = sp.tp.cluster.primary.name;
+    const a = postgres(sp.tp.url(), { max: 1, onnotice: () => {}, fetch_types: false });
+    const b = postgres(sp.tp.url(), { max: 1, onnotice: () => {}, fetch_types: false });
+    try {
+      await a.unsafe("select pg_advisory_xact_lock(1)").simple(); // a server connection on the primary exists now
+      const before = await sp.metrics();
+      let second: Promise<unknown> = Promise.resolve();
+      await a.begin(async (tx) => {
+        await tx.unsafe("select 1");
+        second = b.unsafe("select pg_advisory_xact_lock(2)").simple().then(() => {}); // needs the primary's only connection (then() sends it)
+        await eventually("the second client to wait", async () => (await sp.metrics()).value("pgroute_pool_waiting_clients", { node: primary }) === 1);
+      });
+      await second;
+      const after = await sp.metrics();
+      expect(after.value("pgroute_checkout_wait_seconds_count", { node: primary }) - before.value("pgroute_checkout_wait_seconds_count", { node: primary })).toBe(1);
+      expect(after.value("pgroute_checkouts_total", { node: primary })).toBeGreaterThan(before.value("pgroute_checkouts_total", { node: primary }));
+      expect(after.value("pgroute_server_connections_opened_total", { node: primary })).toBe(1);
+      expect(after.value("pgroute_pool_max_server_connections", { node: primary })).toBe(1);
+      sp.tp.proxy.allPools.filter((p) => p.node.name === primary).forEach((p) => p.drain(true)); // closes the idle one
+      expect((await sp.metrics()).value("pgroute_server_connections_closed_total", { node: primary })).toBe(1);
+    } finally {
+      await Promise.all([a.end({ timeout: 1 }), b.end({ timeout: 1 })]);
+      await sp.stop();
+    }
   });
 });
