@@ -16,6 +16,9 @@ Options:
       --log-level LEVEL   debug | info | warn | error (overrides log.level)
       --log-format FMT    text | json (overrides log.format)
 
+With [admin] listen set, an HTTP listener serves /metrics (Prometheus), the admin API and a live dashboard;
+its address is logged (admin_listening). The admin console needs no listener: psql … dbname=pgroute.
+
 Signals:
   SIGTERM  stop accepting, let running transactions finish (limits.shutdown_timeout), then FATAL 57P01
   SIGINT   the same without waiting for transactions (a second SIGTERM/SIGINT also stops at once)
