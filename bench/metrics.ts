@@ -22,28 +22,14 @@ import { Traffic } from "../src/admin/traffic.ts";
 import { configFrom } from "../src/config/load.ts";
 import { createLogger } from "../src/log.ts";
 import { Proxy } from "../src/server.ts";
+import { timeCalls, type Figure } from "./lib/stats.ts";
 
 const { values } = parseArgs({ options: { rounds: { type: "string", default: "15" } } });
 const ROUNDS = Math.max(1, Number(values.rounds) || 15);
 const N = 200_000;
 
-interface Figure {
-  best: number;
-  median: number;
-}
-
 /** ns per call of `body(i)`, over rounds, after one untimed pass. */
-function measure(n: number, body: (i: number) => void): Figure {
-  for (let i = 0; i < n; i++) body(i);
-  const perRound: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    const t0 = Bun.nanoseconds();
-    for (let i = 0; i < n; i++) body(i);
-    perRound.push((Bun.nanoseconds() - t0) / n);
-  }
-  perRound.sort((a, b) => a - b);
-  return { best: perRound[0]!, median: perRound[Math.floor(perRound.length / 2)]! };
-}
+const measure = (n: number, body: (i: number) => void): Figure => timeCalls(n, ROUNDS, body);
 
 const fmt = (f: Figure) => `${f.best.toFixed(0).padStart(8)} ${f.median.toFixed(0).padStart(8)}`;
 const NODES = ["primary", "replica1", "replica2"];

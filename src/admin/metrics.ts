@@ -27,10 +27,10 @@ class BucketsHistogram extends Histogram<string> {
   private readonly helpText: string;
 
   constructor(
-    config: { name: string; help: string; labelNames: readonly string[]; registers: Registry[] },
+    config: { name: string; help: string; labelNames: string[]; registers: Registry[] },
     private readonly read: () => Iterable<readonly [Labels, Buckets]>,
   ) {
-    super({ ...config, labelNames: [...config.labelNames] });
+    super(config);
     this.metricName = config.name;
     this.helpText = config.help;
   }
@@ -63,33 +63,22 @@ interface Defs {
 }
 
 function definer(registry: Registry): Defs {
+  const config = (name: string, help: string, labelNames: readonly string[]) => ({ name, help, labelNames: [...labelNames], registers: [registry] });
+  /** A `collect` that sets every series afresh from `read` (series that went away are gone). */
+  const refill = <M extends { reset(): void }>(read: () => Iterable<Sample>, put: (m: M, labels: Labels, v: number) => void) =>
+    function (this: M) {
+      this.reset();
+      for (const [labels, v] of read()) put(this, labels, v);
+    };
   return {
     counter(name, help, labelNames, read) {
-      new Counter({
-        name,
-        help,
-        labelNames: [...labelNames],
-        registers: [registry],
-        collect() {
-          this.reset();
-          for (const [labels, v] of read()) this.inc(labels, v);
-        },
-      });
+      new Counter({ ...config(name, help, labelNames), collect: refill<Counter<string>>(read, (m, l, v) => m.inc(l, v)) });
     },
     gauge(name, help, labelNames, read) {
-      new Gauge({
-        name,
-        help,
-        labelNames: [...labelNames],
-        registers: [registry],
-        collect() {
-          this.reset();
-          for (const [labels, v] of read()) this.set(labels, v);
-        },
-      });
+      new Gauge({ ...config(name, help, labelNames), collect: refill<Gauge<string>>(read, (m, l, v) => m.set(l, v)) });
     },
     histogram(name, help, labelNames, read) {
-      new BucketsHistogram({ name, help, labelNames, registers: [registry] }, read);
+      new BucketsHistogram(config(name, help, labelNames), read);
     },
   };
 }

@@ -415,21 +415,8 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       params = conn.params;
     }
 
-    const key = this.host.register(this);
-    this.pid = key.pid;
-    this.secret = key.secret;
-    if (this.loginTimer) clearTimeout(this.loginTimer);
-    this.loginTimer = null;
-
-    const w = new MessageWriter(512).bytes(authenticationOk());
-    for (const [k, v] of params) w.bytes(parameterStatus(k, v));
-    w.bytes(backendKeyData(this.pid, this.secret)).bytes(readyForQuery(conn?.txStatus ?? 0x49));
-    const welcome = w.done();
-
-    this.reader.want(F.Password, false);
+    const welcome = this.loggedIn(params, conn?.txStatus ?? 0x49);
     this.reader.wantAll = false;
-    this.reader.setMaxLength(cfg.limits.max_message_size);
-    this.reader.refuse(NOT_FRONTEND, (t) => `invalid frontend message type ${t}`);
     if (cfg.pool.mode === "session") {
       for (const t of SessionRelay.WATCHED) this.reader.want(t);
       this.phase = { kind: "session", relay: new SessionRelay(this, pool, conn) };
@@ -452,21 +439,31 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     if (early) this.receive(early);
   }
 
-  /** The admin console: logged in without a server connection; pgroute answers every query. */
-  private startConsole(handler: ConsoleHandler): void {
+  /**
+   * Login is over: the client gets its BackendKeyData, the login timer stops, and the reader takes messages of
+   * every frontend type up to `limits.max_message_size`. Returns the welcome (AuthenticationOk, the ParameterStatus
+   * values, BackendKeyData, ReadyForQuery) for the caller to send once its relay is in place.
+   */
+  private loggedIn(params: ReadonlyMap<string, string>, status: number): Uint8Array {
     const key = this.host.register(this);
     this.pid = key.pid;
     this.secret = key.secret;
     if (this.loginTimer) clearTimeout(this.loginTimer);
     this.loginTimer = null;
     const w = new MessageWriter(512).bytes(authenticationOk());
-    for (const [k, v] of handler.params) w.bytes(parameterStatus(k, v));
-    w.bytes(backendKeyData(this.pid, this.secret)).bytes(readyForQuery(0x49));
+    for (const [k, v] of params) w.bytes(parameterStatus(k, v));
+    w.bytes(backendKeyData(this.pid, this.secret)).bytes(readyForQuery(status));
     this.reader.want(F.Password, false);
     this.reader.setMaxLength(this.host.config.limits.max_message_size);
     this.reader.refuse(NOT_FRONTEND, (t) => `invalid frontend message type ${t}`);
+    return w.done();
+  }
+
+  /** The admin console: logged in without a server connection; pgroute answers every query. */
+  private startConsole(handler: ConsoleHandler): void {
+    const welcome = this.loggedIn(handler.params, 0x49);
     this.phase = { kind: "console", relay: new ConsoleRelay(this, handler) };
-    this.send(w.done());
+    this.send(welcome);
     this.host.log.info("admin_console_login", { user: this.user, client: this.remote });
     const early = this.pending;
     this.pending = null;
