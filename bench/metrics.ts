@@ -2,8 +2,9 @@
  * What recording one completed request costs, in ns, for the ways pgroute could keep its metrics on the serving
  * path: prom-client's labelled `observe`/`inc` as documented (labels as an object on every call), the same through
  * a child bound once to its labels, plain counters with a bucket array, and hdr-histogram-js's `recordValue` (the
- * per-fingerprint quantiles). Also `FingerprintTable.record` and `Traffic.request` — what the proxy really runs per
- * request — and what one scrape of /metrics costs with 100 fingerprints.
+ * per-fingerprint quantiles). Also what the proxy really runs per request — the relay's tracking of a request for
+ * its observers, and `Traffic.request` (which includes `FingerprintTable.record`) — and what one scrape of /metrics
+ * costs with 100 fingerprints.
  *
  *   bun bench/metrics.ts                 # about 20 s
  *   bun bench/metrics.ts --rounds 25
@@ -96,6 +97,13 @@ row("FingerprintTable.record (50 fingerprints)", measure(N, (i) => table.record(
 
 const config = configFrom({ nodes: nodes.map((n) => ({ name: n.name, port: n.port, role: n.role })), users: [] });
 const proxy = new Proxy({ config, log: createLogger({ level: "error", format: "text" }) });
+// What the relay adds per request once anyone observes (always, now that metrics do): a sample object and two clocks.
+const inflight: RequestSample[] = [];
+row("relay tracking (sample + 2 performance.now())", measure(N, (i) => {
+  inflight.push({ target: "replica", kind: "read", fingerprint: fingerprints[i % 50]!, reason: "read_only", startedAt: performance.now(), ms: 0, failed: false, txEnd: false });
+  const s = inflight.shift()!;
+  s.ms = performance.now() - s.startedAt;
+}));
 const traffic = new Traffic(100);
 row("Traffic.request (all a request records)", measure(N, (i) => traffic.request(nodes[i % 3]!, samples[i % 1000]!)));
 const metrics = new Metrics(proxy);
