@@ -15,7 +15,7 @@
  * With `admin.token` set, everything but / and /health needs `Authorization: Bearer <token>`. Without one (only
  * allowed on a loopback address), requests must name a loopback host in their Host header, so a web page cannot
  * reach the API through DNS rebinding; and a state-changing request a browser sends from another origin is
- * refused either way.
+ * refused either way. The token is read for every request, so a reload changes it at once.
  */
 import type { Server } from "bun";
 import { createHash, timingSafeEqual } from "node:crypto";
@@ -47,6 +47,8 @@ function tokenMatches(presented: string, expected: string): boolean {
 
 export class AdminServer {
   private server: Server<undefined> | null = null;
+  /** The address listened on (a reload cannot move it). */
+  private boundHost = "";
   readonly metrics: Metrics;
 
   constructor(private readonly proxy: Proxy) {
@@ -57,7 +59,16 @@ export class AdminServer {
   listen(): { host: string; port: number; url: string } {
     const at = this.proxy.config.admin.listen;
     if (!at) throw new Error("admin.listen is not set");
-    this.server = Bun.serve({ hostname: at.host, port: at.port, fetch: (req) => this.handle(req) });
+    this.server = Bun.serve({
+      hostname: at.host,
+      port: at.port,
+      fetch: (req) => this.handle(req),
+      error: (err) => {
+        this.proxy.log.error("admin_request_failed", { error: err.message });
+        return failure(500, `pgroute could not answer: ${err.message}`);
+      },
+    });
+    this.boundHost = at.host;
     const host = this.server.hostname ?? at.host;
     const port = this.server.port ?? at.port;
     const url = `http://${host.includes(":") ? `[${host}]` : host}:${port}/`;
@@ -74,9 +85,14 @@ export class AdminServer {
     const url = new URL(req.url);
     const path = url.pathname.replace(/\/+$/, "") || "/";
     const token = this.proxy.config.admin.token;
-    if (!token && !loopbackHost(req.headers.get("host"))) return failure(403, "the Host header must name a loopback address (admin.token is not set)");
-    if (path === "/" && req.method === "GET") return new Response(DASHBOARD_HTML, { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" } });
-    if (path === "/health" && req.method === "GET") return new Response("ok\n", { headers: { "content-type": "text/plain" } });
+    const read = req.method === "GET" || req.method === "HEAD";
+    if (path === "/health" && read) return new Response("ok\n", { headers: { "content-type": "text/plain" } });
+    if (!token) {
+      // A reload may have dropped the token; a listener others can reach then serves nothing but /health.
+      if (!isLoopback(this.boundHost)) return failure(403, "admin.token is required on a listener that is not on a loopback address");
+      if (!loopbackHost(req.headers.get("host"))) return failure(403, "the Host header must name a loopback address (admin.token is not set)");
+    }
+    if (path === "/" && read) return new Response(DASHBOARD_HTML, { headers: { "content-type": "text/html; charset=utf-8", "cache-control": "no-store" } });
     if (token) {
       const auth = req.headers.get("authorization") ?? "";
       const presented = /^Bearer\s+(.+)$/i.exec(auth)?.[1]?.trim();
@@ -87,7 +103,7 @@ export class AdminServer {
       if (origin && origin !== url.origin) return failure(403, `requests from ${origin} may not change pgroute`);
       return this.post(path, req, url);
     }
-    if (req.method !== "GET" && req.method !== "HEAD") return failure(405, `${req.method} is not supported`, { allow: "GET, POST" });
+    if (!read) return failure(405, `${req.method} is not supported`, { allow: "GET, POST" });
     return this.get(path, url);
   }
 

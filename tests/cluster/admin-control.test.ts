@@ -62,6 +62,24 @@ describe("admin API access", () => {
   });
 });
 
+describe("admin API without a token (loopback only)", () => {
+  test("open to requests naming a loopback host; a page on another host name (DNS rebinding) gets 403", async () => {
+    const open = await startAdminProxy({ admin: { listen: "127.0.0.1:0" } });
+    try {
+      expect((await open.get("/status", null)).status).toBe(200);
+      const port = new URL(open.base).port;
+      const rebound = await fetch(`${open.base}/status`, { headers: { host: `attacker.example:${port}` } });
+      expect(rebound.status).toBe(403);
+      const pause = await fetch(`${open.base}/pause`, { method: "POST", headers: { host: `attacker.example:${port}` } });
+      expect(pause.status).toBe(403);
+      expect(open.tp.proxy.gate.paused).toBe(false);
+      expect((await fetch(`${open.base}/health`, { headers: { host: "attacker.example" } })).status).toBe(200);
+    } finally {
+      await open.stop();
+    }
+  });
+});
+
 describe("drain and enable", () => {
   test("a drained replica gets no new reads, its idle server connections close, and enable brings it back", async () => {
     const [r1, r2] = ap.tp.cluster.replicas.map((r) => r.name) as [string, string];
