@@ -23,9 +23,12 @@ export function recordMs(h: Histogram, ms: number): void {
   h.recordValue(Math.min(MAX_MICROS, Math.max(1, Math.round(ms * 1000))));
 }
 
-/** The `p`th percentile of an HDR histogram of microseconds, in milliseconds; null when it is empty. */
+/**
+ * The `p`th percentile of an HDR histogram of microseconds, in milliseconds; null when it is empty. HDR reports the
+ * top of a value's bucket; capped at the largest value recorded, no quantile exceeds the maximum shown beside it.
+ */
 export function percentileMs(h: Histogram, p: number): number | null {
-  return h.totalCount === 0 ? null : h.getValueAtPercentile(p) / 1000;
+  return h.totalCount === 0 ? null : Math.min(h.getValueAtPercentile(p), h.maxValue) / 1000;
 }
 
 export interface FingerprintEntry {
