@@ -20,6 +20,7 @@ import { parseArgs } from "node:util";
 import { classify, classifyUncached, DEFAULT_FUNCTIONS, type FunctionLists } from "../src/router/classify.ts";
 import { shape, shapeOf } from "../src/router/lexer.ts";
 import { loadParser } from "../src/router/parser.ts";
+import { timeCalls, type Figure } from "./lib/stats.ts";
 
 const { values } = parseArgs({ options: { rounds: { type: "string", default: "15" } } });
 const ROUNDS = Math.max(1, Number(values.rounds) || 15);
@@ -48,10 +49,6 @@ where exists (select 1 from addresses a where a.customer_id = c.id and a.country
 order by spent desc, c.id
 limit 50 offset 0`;
 
-interface Figure {
-  best: number;
-  median: number;
-}
 
 function figure(perRound: number[]): Figure {
   perRound.sort((a, b) => a - b);
@@ -60,14 +57,8 @@ function figure(perRound: number[]): Figure {
 
 /** µs per call of `body(i)` for i in [0, n), over rounds, after one untimed pass. */
 function measure(n: number, body: (i: number) => void): Figure {
-  for (let i = 0; i < n; i++) body(i);
-  const perRound: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    const t0 = Bun.nanoseconds();
-    for (let i = 0; i < n; i++) body(i);
-    perRound.push((Bun.nanoseconds() - t0) / n / 1000);
-  }
-  return figure(perRound);
+  const ns = timeCalls(n, ROUNDS, body);
+  return { best: ns.best / 1000, median: ns.median / 1000 };
 }
 
 /** Cache misses: each round classifies statements never seen before (fresh function lists = an empty cache). */

@@ -1,7 +1,8 @@
 /**
  * The composition root: listens for clients, creates a {@link Session} per connection, owns the server
  * connection pools and the prepared-statement registry, keeps the BackendKeyData registry for cancellation and
- * enforces the client connection limit.
+ * enforces the client connection limit. It also holds what the admin side reads and changes: the cluster
+ * snapshot, operator overrides, the PAUSE gate, traffic statistics and counters (src/admin/ serves them).
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { randomInt } from "node:crypto";
@@ -9,9 +10,15 @@ import { serialize } from "pg-protocol";
 import { ConfigLoadError } from "./config/load.ts";
 import type { Config, NodeConfig, UserConfig } from "./config/types.ts";
 import { errors } from "./errors.ts";
-import type { Logger } from "./log.ts";
+import { createLogger, type Logger } from "./log.ts";
 import { Topology } from "./cluster/topology.ts";
 import { Observers } from "./cluster/observe.ts";
+import { Overrides } from "./cluster/overrides.ts";
+import { TopologyPublisher } from "./cluster/publisher.ts";
+import type { SnapshotHolder } from "./cluster/state.ts";
+import { AdminConsole } from "./admin/console.ts";
+import { Traffic } from "./admin/traffic.ts";
+import { PauseGate } from "./pool/gate.ts";
 import { PoolGroup } from "./pool/group.ts";
 import { Pool } from "./pool/pool.ts";
 import type { ServerConn, ServerCredentials } from "./pool/server.ts";
@@ -21,7 +28,10 @@ import { loadParser } from "./router/parser.ts";
 import { ClientTls, TlsLoadError, type ServedCert } from "./net/tls.ts";
 import { planReload, type ReloadPlan } from "./reload.ts";
 import { StatementRegistry } from "./session/prepared.ts";
+import { SessionCounters } from "./session/counters.ts";
+import type { ConsoleHandler } from "./session/console-relay.ts";
 import { Session, type SessionHost } from "./session/session.ts";
+import { NodeCounters } from "./stats.ts";
 
 export interface ProxyOptions {
   config: Config;
@@ -41,6 +51,9 @@ export interface ShutdownOptions {
   /** How long a graceful shutdown waits (default `limits.shutdown_timeout`). */
   timeoutMs?: number;
 }
+
+/** What a reload from the config source did: applied (with what changed), or refused with every error. */
+export type ReloadOutcome = { readonly ok: true; readonly plan: ReloadPlan } | { readonly ok: false; readonly errors: readonly string[] };
 
 export class Proxy implements SessionHost {
   config: Config;
@@ -64,11 +77,35 @@ export class Proxy implements SessionHost {
   readonly observers = new Observers();
   /** TLS offered to clients: the `[tls]` mode and the certificate new handshakes use. */
   readonly clientTls = new ClientTls();
+  /** The live picture of the cluster: read `cluster.current`, or subscribe. */
+  readonly cluster: SnapshotHolder;
+  /** Drained nodes and roles set by an operator (admin API and console). */
+  readonly overrides = new Overrides();
+  /** PAUSE/RESUME: no server connection is leased while it is closed. */
+  readonly gate = new PauseGate();
+  /** Per-node and per-fingerprint traffic of transaction-pooled sessions. */
+  readonly traffic: Traffic;
+  /** Clients, routing decisions and pins, counted by the sessions. */
+  readonly counters = new SessionCounters();
+  /** Per-node connection, checkout and session-pooling counters, shared by the pools of each node. */
+  private readonly perNode = new Map<string, NodeCounters>();
+  /** Where {@link Proxy.reloadFromSource} reads the next config (`pgroute serve`: the file, with command-line overrides). */
+  reloadSource: (() => Promise<Config>) | null = null;
+  /** 1 at start, +1 for every config reload applied. */
+  configVersion = 1;
+  /** Epoch ms when the running config was loaded, and when pgroute started. */
+  configLoadedAt = Date.now();
+  readonly startedAt = Date.now();
+  /** Reloads run one at a time, in the order asked (SIGHUP, admin API, console). */
+  private reloading: Promise<unknown> = Promise.resolve();
 
   constructor(opts: ProxyOptions) {
     this.config = opts.config;
     this.log = opts.log;
-    this.topology = new Topology(opts.config.nodes);
+    this.topology = new Topology(opts.config.nodes, Date.now, this.overrides);
+    this.cluster = new TopologyPublisher(this.topology, this.overrides, () => this.log).holder;
+    this.traffic = new Traffic(opts.config.admin.top_queries);
+    this.observers.add(this.traffic);
     this.functions = functionLists(opts.config.routing);
     // Every reload re-reads the certificate files, changed paths or not (certificates are renewed in place).
     this.reloadHooks.push((next) => this.prepareTls(next));
@@ -118,6 +155,7 @@ export class Proxy implements SessionHost {
           socket.setNoDelay(true);
           socket.data = new Session(socket, proxy);
           proxy.sessions.add(socket.data);
+          proxy.counters.clientsOpened++;
         },
         data(socket, chunk) {
           socket.data.onData(chunk);
@@ -143,6 +181,26 @@ export class Proxy implements SessionHost {
     return this.sessions.size;
   }
 
+  /** Every client connection, for inspection. */
+  get clients(): Iterable<Session> {
+    return this.sessions.values();
+  }
+
+  /** The counters of node `name` (shared by its pools; they outlive pools a reload retires). */
+  nodeCounters(name: string): NodeCounters {
+    let c = this.perNode.get(name);
+    if (!c) {
+      c = new NodeCounters();
+      this.perNode.set(name, c);
+    }
+    return c;
+  }
+
+  /** The admin console of a client that logged in to database `pgroute`. */
+  openConsole(session: Session, user: UserConfig): ConsoleHandler {
+    return new AdminConsole(this, session, user);
+  }
+
   /** Every pool, for inspection. */
   get allPools(): readonly Pool[] {
     return [...this.pools.values()];
@@ -158,7 +216,7 @@ export class Proxy implements SessionHost {
     const key = `${serverUser}\0${database}`;
     let group = this.groups.get(key);
     if (!group) {
-      group = new PoolGroup(this.topology, (node) => this.poolOn(node, serverUser, database, credentials));
+      group = new PoolGroup(this.topology, (node) => this.poolOn(node, serverUser, database, credentials), this.gate);
       this.groups.set(key, group);
     } else group.updateCredentials(credentials);
     return group;
@@ -182,7 +240,9 @@ export class Proxy implements SessionHost {
           this.topology.recovered(conn.node);
         },
         onLoginFailed: () => this.topology.failed(node),
+        counters: this.nodeCounters(node.name),
       });
+      if (this.overrides.isDrained(node.name)) pool.drain(true);
       this.pools.set(key, pool);
     }
     return pool;
@@ -197,7 +257,7 @@ export class Proxy implements SessionHost {
   }
 
   closed(session: Session): void {
-    this.sessions.delete(session);
+    if (this.sessions.delete(session)) this.counters.clientsClosed++;
     // JSC sizes its collection threshold by a heap that includes the SQL parser's WebAssembly memory, so after a
     // wave of short-lived clients a full collection can be far off while garbage piles up: ask for one.
     if (++this.closedSinceGc >= 2_000) {
@@ -256,6 +316,8 @@ export class Proxy implements SessionHost {
     for (const p of this.pools.values()) p.close();
     this.pools.clear();
     this.groups.clear();
+    // Clients held by PAUSE go on to find the pools closed.
+    this.gate.resume();
     this.log.info("shutdown_complete", { graceful, ended: left });
   }
 
@@ -307,9 +369,40 @@ export class Proxy implements SessionHost {
         this.log.info("pool_reconfigured", { pool: pool.name, changed: action.why.join(",") });
       }
     }
+    if (next.admin.top_queries !== prev.admin.top_queries) this.traffic.fingerprints.resize(next.admin.top_queries);
     for (const w of plan.warnings) this.log.warn("config_reload_warning", { warning: w });
-    this.log.info("config_reloaded", { changed: plan.changed.join(",") || "nothing" });
+    this.configVersion++;
+    this.configLoadedAt = Date.now();
+    this.log.info("config_reloaded", { changed: plan.changed.join(",") || "nothing", version: this.configVersion });
     return plan;
+  }
+
+  /**
+   * Loads a config with `load` and applies it ({@link Proxy.reload}); a config that does not load (every error
+   * with its key path) or that a reload hook refuses is logged line by line and the running one stays.
+   */
+  reloadFrom(load: () => Promise<Config>, log: Logger = this.log, file?: string): Promise<ReloadOutcome> {
+    const run = async (): Promise<ReloadOutcome> => {
+      try {
+        const next = await load();
+        return { ok: true, plan: this.reload(next, createLogger(next.log)) };
+      } catch (err) {
+        if (!(err instanceof ConfigLoadError)) throw err;
+        for (const error of err.errors) log.error("config_reload_failed", { file, error });
+        log.error("config_reload_kept_old", { file, errors: err.errors.length });
+        return { ok: false, errors: err.errors };
+      }
+    };
+    const result = this.reloading.then(run, run);
+    this.reloading = result.catch(() => {});
+    return result;
+  }
+
+  /** Reloads from {@link Proxy.reloadSource} (the admin API's and console's RELOAD). */
+  reloadFromSource(): Promise<ReloadOutcome> {
+    const source = this.reloadSource;
+    if (!source) return Promise.resolve({ ok: false, errors: ["this pgroute was not started from a configuration file: there is nothing to reload"] });
+    return this.reloadFrom(source);
   }
 }
 

@@ -27,6 +27,11 @@ export interface RequestSample {
   ms: number;
   /** Whether it ended in an error (or a rolled-back transaction). */
   failed: boolean;
+  /**
+   * Whether its ReadyForQuery left the session outside a transaction: one transaction completed (an autocommit
+   * request, or the one that ran COMMIT or ROLLBACK). Transactions per second are counted from this.
+   */
+  txEnd: boolean;
 }
 
 export interface RequestObserver {

@@ -2,9 +2,11 @@
  * Which node is the primary and which are replicas, as far as pgroute knows: configured roles, and for
  * `role = "auto"` what the node itself reports (`in_hot_standby`, a ParameterStatus every server connection sends
  * at login since PostgreSQL 14). Replicas are taken in turn, weighted; a node whose logins fail is left out of
- * reads for a while. (Continuous health monitoring and scored balancing build on this.)
+ * reads for a while. Operator overrides ({@link Overrides}: drained nodes, roles set by hand) win over both.
+ * (Continuous health monitoring and scored balancing build on this.)
  */
 import type { NodeConfig } from "../config/types.ts";
+import { Overrides } from "./overrides.ts";
 
 export type Role = "primary" | "replica" | "unknown";
 
@@ -16,9 +18,13 @@ export class Topology {
   /** Smooth weighted round-robin state (nginx's algorithm): deterministic and proportional to weights. */
   private readonly current = new Map<string, number>();
 
+  /** Called after what is known of a node changed (its role, or whether its logins fail). */
+  onChange: (() => void) | null = null;
+
   constructor(
     public nodes: readonly NodeConfig[],
     private readonly now: () => number = Date.now,
+    readonly overrides: Overrides = new Overrides(),
   ) {
     for (const n of nodes) this.roles.set(n.name, n.role === "auto" ? "unknown" : n.role);
   }
@@ -37,6 +43,8 @@ export class Topology {
       this.forget(n.name);
       this.roles.set(n.name, n.role === "auto" ? "unknown" : n.role);
     }
+    this.overrides.retain(new Set(nodes.map((n) => n.name)));
+    this.onChange?.();
   }
 
   private forget(name: string): void {
@@ -45,49 +53,83 @@ export class Topology {
     this.current.delete(name);
   }
 
+  /** The role routing uses: the operator's, else the configured or learned one. */
   roleOf(node: NodeConfig): Role {
+    return this.overrides.roleOf(node.name) ?? this.roles.get(node.name) ?? "unknown";
+  }
+
+  /** The role the config or the node itself says, ignoring overrides. */
+  knownRoleOf(node: NodeConfig): Role {
     return this.roles.get(node.name) ?? "unknown";
   }
 
   /** What a server connection to `node` reported at login. */
   learn(node: NodeConfig, inHotStandby: string | undefined): void {
     if (node.role !== "auto" || inHotStandby === undefined) return;
-    this.roles.set(node.name, inHotStandby === "on" ? "replica" : "primary");
+    const role = inHotStandby === "on" ? "replica" : "primary";
+    if (this.roles.get(node.name) === role) return;
+    this.roles.set(node.name, role);
+    this.onChange?.();
   }
 
   /** A login to `node` failed: no reads go there for a while. */
   failed(node: NodeConfig): void {
+    const wasUp = this.up(node);
     this.failedUntil.set(node.name, this.now() + FAILURE_HOLD_MS);
+    if (wasUp) this.onChange?.();
   }
 
   /** A login to `node` succeeded. */
   recovered(node: NodeConfig): void {
-    this.failedUntil.delete(node.name);
+    if (this.failedUntil.delete(node.name)) this.onChange?.();
   }
 
-  private up(node: NodeConfig): boolean {
+  /** Whether `node`'s logins succeed (as far as pgroute knows). */
+  up(node: NodeConfig): boolean {
     return (this.failedUntil.get(node.name) ?? 0) <= this.now();
   }
 
-  /** The known primary, if any. */
+  /** Whether an operator drained `node` (no new leases). */
+  drained(node: NodeConfig): boolean {
+    return this.overrides.isDrained(node.name);
+  }
+
+  /** The known primary, if any (not a drained one: it takes no new transactions). */
   primary(): NodeConfig | null {
-    for (const n of this.nodes) if (this.roles.get(n.name) === "primary") return n;
+    const chosen = this.overrides.primary;
+    if (chosen !== null) {
+      const n = this.nodes.find((x) => x.name === chosen);
+      if (n) return this.drained(n) ? null : n;
+    }
+    for (const n of this.nodes) if (this.roleOf(n) === "primary") return this.drained(n) ? null : n;
+    return null;
+  }
+
+  /** The primary an operator drained, if that is why there is none. */
+  drainedPrimary(): NodeConfig | null {
+    for (const n of this.nodes) if (this.roleOf(n) === "primary" && this.drained(n)) return n;
     return null;
   }
 
   /** Nodes that might be the primary, in config order (known primary first). */
   primaryCandidates(): NodeConfig[] {
     const p = this.primary();
-    return p ? [p] : this.nodes.filter((n) => this.roleOf(n) === "unknown");
+    if (p) return [p];
+    if (this.drainedPrimary()) return [];
+    return this.nodes.filter((n) => this.roleOf(n) === "unknown" && !this.drained(n));
   }
 
   private readyReplicas(): NodeConfig[] {
-    return this.nodes.filter((n) => this.roleOf(n) === "replica" && this.up(n));
+    return this.nodes.filter((n) => this.readable(n));
+  }
+
+  private readable(n: NodeConfig): boolean {
+    return this.roleOf(n) === "replica" && this.up(n) && !this.drained(n);
   }
 
   get replicaAvailable(): boolean {
     // Asked for every statement: no array built here.
-    for (const n of this.nodes) if (this.roles.get(n.name) === "replica" && this.up(n)) return true;
+    for (const n of this.nodes) if (this.readable(n)) return true;
     return false;
   }
 

@@ -6,7 +6,7 @@
  * Defaults are written in the table as raw TOML values ("5s", "64MiB") and go through the same conversion as
  * user input, so a default can never bypass validation, and `examples/pgroute.toml` is tested against this table.
  */
-import type { ClientAuthMethod, ClientTlsMode, Config, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode } from "./types.ts";
+import type { ClientAuthMethod, ClientTlsMode, Config, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode, UserRole } from "./types.ts";
 
 /** One validation problem. Rendered as `path: message` by `formatConfigError`. */
 export interface ConfigError {
@@ -32,7 +32,9 @@ export type ValueType =
   | { readonly kind: "duration" }
   /** A string like "64MiB" or an integer of bytes; stored in bytes. */
   | { readonly kind: "size"; readonly min: number; readonly max: number }
-  | { readonly kind: "strings" };
+  | { readonly kind: "strings" }
+  /** "HOST:PORT" (IPv6 in brackets), stored as `{ host, port }`; "" is stored as null (turned off). */
+  | { readonly kind: "address" };
 
 /** A default as it would be written in TOML. */
 export type RawDefault = string | number | readonly string[];
@@ -66,6 +68,7 @@ const LOG_LEVELS = ["debug", "info", "warn", "error"] as const satisfies readonl
 const LOG_FORMATS = ["text", "json"] as const satisfies readonly LogFormat[];
 const TLS_MODES = ["disable", "allow", "require"] as const satisfies readonly ClientTlsMode[];
 const SSL_MODES = ["disable", "prefer", "require", "verify-ca", "verify-full"] as const satisfies readonly ServerSslMode[];
+const USER_ROLES = ["read-write", "read-only", "admin"] as const satisfies readonly UserRole[];
 
 const KiB = 1024;
 const GiB = 1024 * 1024 * 1024;
@@ -133,6 +136,7 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("server_user", str()),
       key("server_password", { kind: "secret" }),
       key("target", oneOf(TARGETS), "auto"),
+      key("role", oneOf(USER_ROLES), "read-write"),
     ],
   },
   {
@@ -174,6 +178,11 @@ export const SCHEMA: readonly SectionSpec[] = [
     many: false,
     keys: [key("level", oneOf(LOG_LEVELS), "info"), key("format", oneOf(LOG_FORMATS), "text")],
   },
+  {
+    name: "admin",
+    many: false,
+    keys: [key("listen", { kind: "address" }, ""), key("token", { kind: "secret" }), key("top_queries", int(1, 10000), 100)],
+  },
 ];
 
 /** The raw (TOML) default of `section.key`, for prompts and docs; throws on a key the schema lacks. */
@@ -212,6 +221,19 @@ export function formatSize(bytes: number): string {
     if (bytes >= n && bytes % n === 0) return `${bytes / n}${unit}`;
   }
   return `${bytes}B`;
+}
+
+/** `HOST:PORT` (`[::1]:9930` for IPv6) → `{ host, port }`, or null when it is not one. */
+export function parseAddress(text: string): { host: string; port: number } | null {
+  const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65535) return null;
+  return { host: m[1] ?? m[2]!, port };
+}
+
+/** Whether `host` can only be reached from this machine (127.0.0.0/8, ::1, localhost). */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 // ---- describing values in messages ----
@@ -292,6 +314,13 @@ function convert(type: ValueType, v: unknown, path: string): Converted {
       if (!Array.isArray(v)) return fail(path, "an array of strings", describe(v));
       const errors = v.flatMap((item, i) => (typeof item === "string" ? [] : [mismatch(`${path}[${i}]`, "a string", describe(item))]));
       return errors.length ? { ok: false, errors } : { ok: true, value: Object.freeze([...v]) };
+    }
+    case "address": {
+      if (typeof v !== "string") return fail(path, `an address like "127.0.0.1:9930"`, describe(v));
+      if (v === "") return { ok: true, value: null };
+      const address = parseAddress(v);
+      if (!address) return fail(path, `an address like "127.0.0.1:9930" (HOST:PORT, port 0-65535)`, describe(v));
+      return { ok: true, value: address };
     }
     default: {
       // ValueType is a closed union: a new kind without a case here is a type error.
@@ -452,6 +481,13 @@ function checkUsers(users: readonly Table[], errors: ConfigError[]): void {
   });
 }
 
+/** An admin listener anyone on the network can reach must ask for a token. */
+function checkAdmin(admin: Table, errors: ConfigError[]): void {
+  const listen = admin.values.listen as { host: string; port: number } | null | undefined;
+  if (!listen || admin.bad.has("token") || admin.values.token !== undefined || isLoopback(listen.host)) return;
+  errors.push({ path: "admin.token", message: `required when admin.listen is not a loopback address (${listen.host})` });
+}
+
 // ---- validate ----
 
 function deepFreeze<T>(value: T): T {
@@ -489,6 +525,7 @@ export function validate(raw: unknown): ValidateResult {
     }
     if (section.name === "users" && Array.isArray(table)) checkUsers(table, found);
     if (section.name === "tls" && table !== undefined && !Array.isArray(table)) checkTls(table, found);
+    if (section.name === "admin" && table !== undefined && !Array.isArray(table)) checkAdmin(table, found);
     // Cross-field errors are found after a whole array is read; regroup them under their element.
     errors.push(...found.sort((a, b) => elementIndex(a.path) - elementIndex(b.path)));
   }

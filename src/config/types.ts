@@ -11,6 +11,8 @@ export type NodeRole = "primary" | "replica" | "auto";
 export type ClientAuthMethod = "scram-sha-256" | "md5" | "trust";
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type LogFormat = "text" | "json";
+/** What a user may do: `admin` also runs the admin console's commands that change pgroute (RELOAD, PAUSE, DRAIN…). */
+export type UserRole = "read-write" | "read-only" | "admin";
 /** TLS towards clients: never offered, offered, or demanded (a plaintext StartupMessage gets FATAL 28000). */
 export type ClientTlsMode = "disable" | "allow" | "require";
 /** TLS towards a server, with libpq's meaning of each `sslmode`. */
@@ -51,6 +53,8 @@ export interface UserConfig {
   readonly server_password?: string;
   /** Where this user's statements go by default: `auto` decides per statement. */
   readonly target: "primary" | "replica" | "auto";
+  /** What the user may do; only `admin` users may change pgroute from the admin console (database `pgroute`). */
+  readonly role: UserRole;
 }
 
 export interface PoolConfig {
@@ -98,6 +102,16 @@ export interface TlsConfig {
   readonly key?: string;
 }
 
+/** The admin HTTP listener (metrics, JSON API, dashboard). */
+export interface AdminConfig {
+  /** Where it listens; null: no admin listener. */
+  readonly listen: ListenConfig | null;
+  /** Bearer token the API and /metrics require; mandatory for a listener that is not on a loopback address. */
+  readonly token?: string;
+  /** Query fingerprints tracked for counts and latency (the busiest are kept). */
+  readonly top_queries: number;
+}
+
 export interface LogConfig {
   readonly level: LogLevel;
   readonly format: LogFormat;
@@ -112,4 +126,5 @@ export interface Config {
   readonly routing: RoutingConfig;
   readonly tls: TlsConfig;
   readonly log: LogConfig;
+  readonly admin: AdminConfig;
 }

@@ -1,11 +1,13 @@
 /**
  * The pools of one (user, database), one per node, and the choice of node for a lease: the primary for writes,
  * a replica (in turn, by weight) for reads. Nodes with `role = "auto"` are classified by their first server
- * connection; until a primary is known, candidates are tried in config order.
+ * connection; until a primary is known, candidates are tried in config order. Nothing is leased while the
+ * {@link PauseGate} is closed, and nothing on a node an operator drained.
  */
 import type { NodeConfig } from "../config/types.ts";
 import { PgError } from "../errors.ts";
 import type { Topology } from "../cluster/topology.ts";
+import type { PauseGate } from "./gate.ts";
 import type { Pool } from "./pool.ts";
 import type { ServerConn, ServerCredentials } from "./server.ts";
 
@@ -18,6 +20,8 @@ export class PoolGroup {
     private readonly topology: Topology,
     /** Creates the pool of this group on `node`. */
     private readonly createPool: (node: NodeConfig) => Pool,
+    /** PAUSE/RESUME: leases wait while it is closed. */
+    private readonly gate: PauseGate | null = null,
   ) {}
 
   private poolOn(node: NodeConfig): Pool {
@@ -44,6 +48,7 @@ export class PoolGroup {
 
   /** A connection leased at once when an idle one is ready on the right node, else null (then use `acquire`). */
   tryAcquire(target: Target): { conn: ServerConn; pool: Pool; target: Target } | null {
+    if (this.gate?.paused) return null;
     // Only a replica actually used takes its turn: otherwise `acquire`, which follows, would skip it, and a client
     // reading one statement at a time would always land on the same replica.
     const node = target === "replica" ? this.topology.peekReplica() : this.topology.primary();
@@ -56,6 +61,8 @@ export class PoolGroup {
 
   /** Leases a connection on a node of the wanted kind; reads fall back to the primary when no replica is up. */
   async acquire(target: Target): Promise<{ conn: ServerConn; pool: Pool; target: Target }> {
+    const paused = this.gate?.pass();
+    if (paused) await paused;
     if (target === "replica") {
       const node = this.topology.pickReplica();
       if (node) {
@@ -83,6 +90,9 @@ export class PoolGroup {
       // A node of unknown role turned out to be a standby: remember it, keep looking.
       pool.release(conn);
     }
-    throw last ?? new PgError("08001", "no primary node is known", "FATAL");
+    if (last) throw last;
+    const drained = this.topology.drainedPrimary();
+    if (drained) throw new PgError("57P03", `the primary node "${drained.name}" is drained: it takes no new transactions`, "FATAL", undefined, "An operator drained it (pgroute admin); ENABLE it, or set another node's role to primary.");
+    throw new PgError("08001", "no primary node is known", "FATAL");
   }
 }

@@ -35,6 +35,12 @@ export interface Statement {
 export class StatementRegistry {
   private readonly byKey = new Lru<string, Statement>(20_000);
   private next = 1;
+  /**
+   * The per-connection statement cache, counted over every session: a hit found a statement already prepared on
+   * the server connection a Parse, Bind or Describe ran on; a miss had to prepare it there first.
+   */
+  hits = 0;
+  misses = 0;
 
   get(query: string, types: Uint8Array): Statement {
     const key = types.length > 2 ? `${Buffer.from(types).toString("hex")}\0${query}` : query;
@@ -226,8 +232,10 @@ export class PreparedStatements {
       inUse.add(s.name);
       if (conn.prepared.has(s.name)) {
         conn.prepared.touch(s.name);
+        this.registry.hits++;
         return;
       }
+      this.registry.misses++;
       this.evictFor(conn, inUse, out, entries);
       out.push(s.parse);
       conn.prepared.set(s.name, true);
@@ -263,9 +271,11 @@ export class PreparedStatements {
           inUse.add(s.name);
           if (conn.prepared.has(s.name)) {
             conn.prepared.touch(s.name);
+            this.registry.hits++;
             // Skipped after an earlier error in the batch, the Parse creates no name, as in Postgres.
             entries.push(this.track({ local: parseComplete, fail: forget }));
           } else {
+            this.registry.misses++;
             this.evictFor(conn, inUse, out, entries);
             out.push(s.parse);
             conn.prepared.set(s.name, true);

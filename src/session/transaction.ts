@@ -14,15 +14,17 @@ import type { PoolGroup, Target } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { ServerConn } from "../pool/server.ts";
 import { ClientRelay, type ClientSide } from "./relay.ts";
-import { RESERVED_PREFIX, sessionEffects, type SessionOp } from "../router/effects.ts";
+import { RESERVED_PREFIX, sessionEffects, type PinReason, type SessionOp } from "../router/effects.ts";
 import { shapeOf } from "../router/lexer.ts";
 import type { Classification } from "../router/classify.ts";
 import { describeRoute, type Route, type RouteReason } from "../router/route.ts";
 import type { RequestKind, RequestObserver, RequestSample } from "../cluster/observe.ts";
+import type { SessionCounters } from "./counters.ts";
 import { virtualSetting, type Decision, type RouterState } from "../router/state.ts";
 import { F, TxStatus } from "../wire/codes.ts";
 import { MessageWriter, errorResponse, readyForQuery, writeError, type ErrorFields } from "../wire/encode.ts";
 import { concatBytes, copyBytes } from "../wire/bytes.ts";
+import { commandComplete, showReply } from "../wire/results.ts";
 import { decodeQuery } from "../wire/frontend.ts";
 import { PreparedStatements, namesStatements, type Message } from "./prepared.ts";
 import type { SessionSettings } from "./settings.ts";
@@ -50,16 +52,6 @@ function kindOf(c: Classification): RequestKind {
 
 const warning = (message: string) => writeError(new MessageWriter(), { severity: "WARNING", code: "01000", message }, true).done();
 
-const commandComplete = (tag: string) => new MessageWriter(32).begin(0x43).cstring(tag).end().done();
-
-/** The reply Postgres gives a SHOW of one text setting. */
-function showReply(name: string, value: string): Uint8Array {
-  const w = new MessageWriter(128);
-  w.begin(0x54).int16(1).cstring(name).int32(0).int16(0).int32(25).int16(-1).int32(-1).int16(0).end(); // RowDescription, text
-  const v = new TextEncoder().encode(value);
-  w.begin(0x44).int16(1).int32(v.length).bytes(v).end(); // DataRow
-  return w.bytes(commandComplete("SHOW")).done();
-}
 
 export class TransactionRelay extends ClientRelay {
   private conn: ServerConn | null = null;
@@ -89,6 +81,8 @@ export class TransactionRelay extends ClientRelay {
     private readonly log: Logger,
     /** Told about every completed request; null when nobody listens (nothing is recorded then). */
     private readonly observer: RequestObserver | null = null,
+    /** Where routing decisions and pins are counted. */
+    private readonly counters: SessionCounters | null = null,
   ) {
     super(client);
     prepared.onSettled = () => this.drainQueue();
@@ -105,6 +99,16 @@ export class TransactionRelay extends ClientRelay {
   /** The server connection a CancelRequest should reach now (none between transactions). */
   get cancelTarget(): ServerConn | null {
     return this.conn;
+  }
+
+  /** Why the session keeps its server connection between transactions, if it does. */
+  get pinnedBy(): PinReason | null {
+    return this.settings.pinned ? this.settings.pins.keys().next().value! : null;
+  }
+
+  /** A request waits for a server connection (a busy pool, or PAUSE). */
+  get waiting(): boolean {
+    return this.acquiring;
   }
 
   /**
@@ -215,8 +219,16 @@ export class TransactionRelay extends ClientRelay {
     const { executed, named } = this.prepared.peek(messages);
     let target: Target = "primary";
     const about: About = { ...UNPLACED };
-    if (this.bound) target = this.target;
-    else if (executed.length > 0) {
+    if (this.bound) {
+      target = this.target;
+      // Where it runs is settled (the transaction's connection); what it runs is still counted and reported.
+      for (const sql of executed) {
+        const sh = shapeOf(sql);
+        const d = this.router.decide(sql, this.group.replicaAvailable, sh);
+        this.trace(sql, d.route, d);
+        describeInto(about, sh.key, d);
+      }
+    } else if (executed.length > 0) {
       // The batch runs on one node: a replica only when every statement it executes may run there.
       target = "replica";
       for (const sql of executed) {
@@ -231,12 +243,7 @@ export class TransactionRelay extends ClientRelay {
         this.trace(sql, r, d);
         if (r.target === "refuse") return this.refuse({ code: "25006", message: `pgroute: ${describeRoute(r.reason)}` }, sync);
         if (r.target !== "replica") target = "primary";
-        if (about.reason === null) {
-          about.fingerprint = sh.key;
-          about.reason = r.reason.code;
-        }
-        const kind = kindOf(d.classification);
-        if (about.about !== "write" && kind !== "other") about.about = kind;
+        describeInto(about, sh.key, { route: r, classification: d.classification });
       }
     }
     // A read a replica refuses is sent again to the primary, whole batches up to their Sync (names the batch
@@ -256,7 +263,9 @@ export class TransactionRelay extends ClientRelay {
     if (!sync) this.skippingToSync = true;
   }
 
+  /** Counts a routing decision, and logs it at debug. */
   private trace(sql: string, r: Route, d: Decision): void {
+    this.counters?.route(r);
     if (!this.log.enabled("debug")) return;
     this.log.debug("route", { target: r.target, reason: describeRoute(r.reason), statement: sql.length > 80 ? `${sql.slice(0, 79)}…` : sql, cached: d.classification.reason.code });
   }
@@ -264,7 +273,10 @@ export class TransactionRelay extends ClientRelay {
   private pinFor(ops: readonly SessionOp[]): void {
     for (const op of ops) {
       if (op.op === "pin") {
-        if (!this.settings.pins.has(op.reason)) this.client.log("pinned", { reason: op.reason });
+        if (!this.settings.pins.has(op.reason)) {
+          this.client.log("pinned", { reason: op.reason });
+          if (this.counters) this.counters.pins[op.reason]++;
+        }
         this.settings.pin(op.reason);
       }
     }
@@ -417,7 +429,7 @@ export class TransactionRelay extends ClientRelay {
         if (req.reason === null) about = flushed.about;
       }
     }
-    this.inflight.push({ target: req.target, kind: about.about, fingerprint: about.fingerprint, reason: about.reason, startedAt, ms: 0, failed: false });
+    this.inflight.push({ target: req.target, kind: about.about, fingerprint: about.fingerprint, reason: about.reason, startedAt, ms: 0, failed: false, txEnd: false });
   }
 
   /** How a read sent to a replica outside a transaction is retried on the primary when the replica refuses it. */
@@ -470,6 +482,7 @@ export class TransactionRelay extends ClientRelay {
     if (sample && this.observer) {
       sample.ms = performance.now() - sample.startedAt;
       sample.failed = failed;
+      sample.txEnd = status === TxStatus.Idle;
       this.observer.request(conn.node, sample);
     }
     this.router.transaction = status === TxStatus.Idle ? null : this.target;
@@ -512,6 +525,16 @@ export class TransactionRelay extends ClientRelay {
     // Session-scoped state (LISTEN, temp tables, advisory locks, cursors, SQL PREPARE) must not reach the next client.
     pool.recycle(conn, this.settings.pinned);
   }
+}
+
+/** Adds one executed statement to what observers are told of its batch: the first one names it, any write makes it a write. */
+function describeInto(about: About, key: string, d: Pick<Decision, "route" | "classification">): void {
+  if (about.reason === null) {
+    about.fingerprint = key;
+    about.reason = d.route.reason.code;
+  }
+  const kind = kindOf(d.classification);
+  if (about.about !== "write" && kind !== "other") about.about = kind;
 }
 
 /** The name of a reserved statement a statement uses, if any. */

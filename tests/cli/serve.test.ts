@@ -169,6 +169,37 @@ describe("pgroute serve", () => {
     expect(stdout.text()).toBe("");
   });
 
+  test("the admin listener: started with the proxy, its address logged, RELOAD re-reads the file", async () => {
+    const port = await freePort();
+    const admin = await freePort();
+    const base = configToml(port).replace(`name = ${s(cluster.superuser)}`, `name = ${s(cluster.superuser)}\nrole = "admin"`);
+    const path = await writeConfig("admin.toml", `${base}\n[admin]\nlisten = "127.0.0.1:${admin}"\n`);
+    const { proc, stderr } = serve(["-c", path]);
+    try {
+      await stderr.until(new RegExp(`INFO  admin_listening host=127\\.0\\.0\\.1 port=${admin} dashboard=http://127\\.0\\.0\\.1:${admin}/ token="none \\(loopback only\\)"`));
+      await waitAccepting(port, proc);
+      const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      expect(metrics).toContain(`pgroute_node_role{node="${cluster.primary.name}",role="primary"} 1`);
+      await writeFile(path, `${base}\n[admin]\nlisten = "127.0.0.1:${admin}"\ntop_queries = 7\n`);
+      const reload = await fetch(`http://127.0.0.1:${admin}/reload`, { method: "POST" });
+      expect(await reload.json()).toEqual({ ok: true, message: "configuration reloaded (version 2; changed: admin)" });
+      const r = await psql(port, "/* pgroute: primary */ select 1");
+      expect(r.code).toBe(0);
+      proc.kill("SIGTERM");
+      expect(await exitCode(proc)).toBe(0);
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+
+  test("an admin listener on a non-loopback address without a token: exit 2, naming the key", async () => {
+    const path = await writeConfig("open-admin.toml", `${configToml(await freePort())}\n[admin]\nlisten = "0.0.0.0:0"\n`);
+    const { proc, stderr } = serve(["-c", path]);
+    expect(await exitCode(proc)).toBe(2);
+    await stderr.done;
+    expect(stderr.text()).toBe(`${path}: admin.token: required when admin.listen is not a loopback address (0.0.0.0)\n`);
+  });
+
   test("a missing configuration file: exit 2, saying which file", async () => {
     const path = join(dir, "does-not-exist.toml");
     const { proc, stderr } = serve(["-c", path]);

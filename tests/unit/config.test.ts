@@ -111,6 +111,23 @@ describe("validate: exact messages", () => {
     ]);
   });
 
+  test("admin.listen is HOST:PORT; off when empty; a non-loopback listener needs a token", () => {
+    expect(configFrom({ ...minimal, admin: { listen: "127.0.0.1:0" } }).admin.listen).toEqual({ host: "127.0.0.1", port: 0 });
+    expect(configFrom({ ...minimal, admin: { listen: "[::1]:9930" } }).admin.listen).toEqual({ host: "::1", port: 9930 });
+    expect(configFrom({ ...minimal, admin: { listen: "localhost:9930" } }).admin.token).toBeUndefined();
+    expect(configFrom({ ...minimal, admin: { listen: "0.0.0.0:9930", token: "s3cret-token" } }).admin.listen).toEqual({ host: "0.0.0.0", port: 9930 });
+    expect(errorsOf({ ...minimal, admin: { listen: "0.0.0.0:9930" } })).toEqual([`admin.token: required when admin.listen is not a loopback address (0.0.0.0)`]);
+    expect(errorsOf({ ...minimal, admin: { listen: "10.1.2.3:9930" } })).toEqual([`admin.token: required when admin.listen is not a loopback address (10.1.2.3)`]);
+    expect(errorsOf({ ...minimal, admin: { listen: "9930" } })).toEqual([`admin.listen: expected an address like "127.0.0.1:9930" (HOST:PORT, port 0-65535), got "9930"`]);
+    expect(errorsOf({ ...minimal, admin: { listen: "127.0.0.1:70000" } })).toEqual([
+      `admin.listen: expected an address like "127.0.0.1:9930" (HOST:PORT, port 0-65535), got "127.0.0.1:70000"`,
+    ]);
+    expect(errorsOf({ ...minimal, admin: { listen: 9930 } })).toEqual([`admin.listen: expected an address like "127.0.0.1:9930", got 9930`]);
+    expect(errorsOf({ ...minimal, users: [{ name: "u", password: "pw", role: "root" }] })).toEqual([
+      `users[0].role: expected one of "read-write", "read-only", "admin", got "root"`,
+    ]);
+  });
+
   test("values are described by kind", () => {
     expect(errorsOf({ nodes: [{ name: "a", port: [1], host: {}, weight: 0, zone: true }] })).toEqual([
       "nodes[0].port: expected an integer 1-65535, got an array",
@@ -160,7 +177,7 @@ describe("validate: values", () => {
     const expected: Config = {
       listen: { host: "127.0.0.1", port: 6432 },
       nodes: [{ name: "p", host: "127.0.0.1", port: 5432, role: "auto", weight: 1, zone: "", sslmode: "prefer" }],
-      users: [{ name: "u", password: "pw", auth: "scram-sha-256", databases: [], target: "auto" }],
+      users: [{ name: "u", password: "pw", auth: "scram-sha-256", databases: [], target: "auto", role: "read-write" }],
       pool: {
         mode: "transaction",
         size: 20,
@@ -181,6 +198,7 @@ describe("validate: values", () => {
       routing: { transactions: "primary", write_functions: [], read_functions: [] },
       tls: { mode: "disable" },
       log: { level: "info", format: "text" },
+      admin: { listen: null, top_queries: 100 },
     };
     expect(configFrom(minimal)).toStrictEqual(expected);
   });
@@ -215,7 +233,7 @@ describe("validate: values", () => {
 
   test("optional credentials are absent, not undefined, when not given", () => {
     const user = configFrom(minimal).users[0]!;
-    expect(Object.keys(user).sort()).toEqual(["auth", "databases", "name", "password", "target"]);
+    expect(Object.keys(user).sort()).toEqual(["auth", "databases", "name", "password", "role", "target"]);
   });
 });
 
