@@ -88,6 +88,12 @@ export function namesStatements(batch: readonly Message[]): boolean {
 export interface Message {
   type: number;
   frame: Uint8Array;
+  /**
+   * Set on a Parse pgroute refuses (a policy): the ErrorResponse the client gets at its position. The server is sent
+   * a Parse it is sure to reject instead, so what came before runs and what follows is skipped to Sync, as after any
+   * failed Parse; the statement is never created.
+   */
+  refusal?: Uint8Array;
 }
 
 export interface Built {
@@ -204,6 +210,18 @@ export class PreparedStatements {
     return { executed, prepared, named: namedParses };
   }
 
+  /** The query of a client statement ("" for the unnamed one), if it exists. */
+  statementText(name: string): string | undefined {
+    return name === "" ? this.unnamedText : this.statements.get(name)?.query;
+  }
+
+  /** Creates a client statement without a server (prepared on a connection when first used); false if the name is taken. */
+  declare(name: string, query: string, types: Uint8Array): boolean {
+    if (this.statements.has(name)) return false;
+    this.statements.set(name, this.registry.get(query, types));
+    return true;
+  }
+
   /** Forgets client statement names (a batch that created them is being replayed elsewhere). */
   forget(names: readonly string[]): void {
     for (const n of names) this.statements.delete(n);
@@ -241,6 +259,13 @@ export class PreparedStatements {
     for (const m of batch) {
       const type = m.type;
       const msg = m.frame; // decoders take offsets: the body starts at 5, after type and length
+      if (m.refusal) {
+        // A refused Parse: as after a failed one, the unnamed statement is gone and no name is created.
+        this.unnamedOps = [];
+        this.unnamedText = "";
+        poison(m.refusal);
+        continue;
+      }
       switch (type) {
         case F.Parse: {
           const p = decodeParse(msg, 5, msg.length);
@@ -366,7 +391,7 @@ export class PreparedStatements {
   private referenced(batch: readonly Message[]): Set<string> {
     const names = new Set<string>();
     for (const m of batch) {
-      if (m.type !== F.Parse && m.type !== F.Bind && m.type !== F.Describe) continue;
+      if ((m.type !== F.Parse && m.type !== F.Bind && m.type !== F.Describe) || m.refusal) continue;
       const msg = m.frame; // decoders take offsets: the body starts at 5, after type and length
       try {
         if (m.type === F.Parse) {

@@ -21,17 +21,43 @@ import { virtualSetting, type Decision, type RouterState } from "../router/state
 import { F, TxStatus } from "../wire/codes.ts";
 import { MessageWriter, errorResponse, readyForQuery, writeError, type ErrorFields } from "../wire/encode.ts";
 import { concatBytes, copyBytes } from "../wire/bytes.ts";
-import { decodeQuery } from "../wire/frontend.ts";
+import { decodeParse, decodeQuery } from "../wire/frontend.ts";
 import { PreparedStatements, namesStatements, type Message } from "./prepared.ts";
 import type { SessionSettings } from "./settings.ts";
+import type { SessionPolicy } from "../policy/check.ts";
+import { refusals, type Refusal } from "../policy/refusal.ts";
+import { AbortedTransaction } from "./aborted.ts";
 
 
 type Request = (
-  | { kind: "simple"; frame: Uint8Array; end: "query" | "function"; ops: readonly SessionOp[]; prefix?: Uint8Array; retry?: boolean }
-  | { kind: "batch"; messages: Message[]; sync: boolean; retry?: boolean; creates?: string[] }
+  | {
+      kind: "simple";
+      frame: Uint8Array;
+      end: "query" | "function";
+      ops: readonly SessionOp[];
+      prefix?: Uint8Array;
+      retry?: boolean;
+      /** Sent to the client instead of the server's error (a refusal sent as a poisoned Query, see refusePolicy). */
+      replaceError?: Uint8Array;
+      /** The request may leave statement_timeout above the policy's cap: restore it before the next one. */
+      capAfter?: boolean;
+    }
+  | { kind: "batch"; messages: Message[]; sync: boolean; retry?: boolean; creates?: string[]; capAfter?: boolean }
   | { kind: "copy"; frame: Uint8Array }
   | { kind: "local"; bytes: Uint8Array }
 ) & { target: Target };
+
+/** A Query the server is sure to reject (a syntax error), carrying a refusal into a transaction: see refusePolicy. */
+const POISON_QUERY = new Uint8Array(serialize.query("pgroute"));
+/** The same as a Parse, for a refusal that replaces a whole extended-protocol batch. */
+const POISON_PARSE = new Uint8Array(serialize.parse({ name: "", text: "pgroute" }));
+
+/** What a relay enforces beyond routing (src/policy), and whether it keeps one server connection (session pooling). */
+export interface RelayOptions {
+  policy?: SessionPolicy | null;
+  /** Session pooling with policies: the client keeps this connection from login to disconnect. */
+  hold?: { conn: ServerConn; pool: Pool; target: Target } | null;
+}
 
 const warning = (message: string) => writeError(new MessageWriter(), { severity: "WARNING", code: "01000", message }, true).done();
 
@@ -60,6 +86,17 @@ export class TransactionRelay extends ClientRelay {
   private skippingToSync = false;
   /** A BEGIN held back (`transactions = "first-statement"`), sent ahead of the next statement. */
   private deferredBegin: Uint8Array | null = null;
+  private readonly policy: SessionPolicy | null;
+  /** Session pooling: the connection is the client's until it leaves. */
+  private readonly hold: boolean;
+  /** A transaction pgroute rolled back after the idle-in-transaction timeout, answered locally until it ends. */
+  private aborted: AbortedTransaction | null = null;
+  /** Client messages seen, and their count when the client last went idle inside a transaction. */
+  private touched = 0;
+  private idleMark = 0;
+  /** When the client last went idle inside a transaction. */
+  private idleAt = 0;
+  private idleTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     client: ClientSide,
@@ -68,9 +105,13 @@ export class TransactionRelay extends ClientRelay {
     private readonly prepared: PreparedStatements,
     private readonly router: RouterState,
     private readonly log: Logger,
+    opts: RelayOptions = {},
   ) {
     super(client);
     prepared.onSettled = () => this.drainQueue();
+    this.policy = opts.policy ?? null;
+    this.hold = !!opts.hold;
+    if (opts.hold) this.adopt(opts.hold.conn, opts.hold.pool, opts.hold.target);
   }
 
   /**
@@ -88,26 +129,31 @@ export class TransactionRelay extends ClientRelay {
 
   /** Whether the next request must stay on the current connection. */
   private get bound(): boolean {
-    return this.conn !== null && (this.conn.txStatus !== TxStatus.Idle || this.settings.pinned || this.router.transaction !== null);
+    return this.conn !== null && (this.hold || this.conn.txStatus !== TxStatus.Idle || this.settings.pinned || this.router.transaction !== null);
   }
 
   private status(): number {
+    if (this.aborted) return TxStatus.Failed;
     return this.router.transaction || this.deferredBegin ? TxStatus.InTransaction : TxStatus.Idle;
   }
 
   /** One complete frontend message; `frame` may be a view into the client's chunk. */
   onMessage(type: number, frame: Uint8Array): void {
+    this.touched++;
     if (this.skippingToSync) {
       if (type !== F.Sync) return;
       this.skippingToSync = false;
-      this.client.send(readyForQuery(TxStatus.Idle));
+      this.client.send(readyForQuery(this.status()));
       return;
     }
+    if (this.aborted) return this.aborted.onMessage(type, frame);
     switch (type) {
       case F.Query:
         return this.query(frame);
       case F.FunctionCall:
-        return this.submit({ kind: "simple", frame, end: "function", ops: [], target: "primary" });
+        // A function by OID cannot be judged: refused for users whose statements are checked (fail closed).
+        if (this.policy?.failsClosed) return this.refusePolicy(refusals.functionCall(this.policy.user));
+        return this.submit({ kind: "simple", frame, end: "function", ops: [], target: this.hold ? this.target : "primary" });
       case F.Parse:
       case F.Bind:
       case F.Describe:
@@ -146,9 +192,19 @@ export class TransactionRelay extends ClientRelay {
       else reply = v.op === "show" ? showReply(v.name, value!) : commandComplete(v.op === "set" ? "SET" : "RESET");
       return this.local(new MessageWriter(64).bytes(reply).bytes(readyForQuery(this.status())).done());
     }
+    let capAfter = false;
+    if (this.policy?.checks) {
+      const verdict = this.policy.check(sql, sh.key);
+      if (verdict.refusal) return this.refusePolicy(verdict.refusal);
+      const change = this.policy.timeoutChange(sql, verdict);
+      if (change === "refuse") return this.refusePolicy(refusals.timeoutNotLast(this.policy.user, this.policy.capMs));
+      capAfter = change === "cap";
+    }
     const ops = sessionEffects(sql, sh.key);
     const taken = reservedName(ops);
     if (taken) return this.refuse(reservedError(taken), true);
+    // Session pooling: everything runs on the client's own connection; nothing to route.
+    if (this.hold) return this.submit({ kind: "simple", frame, end: "query", ops, target: this.target, capAfter });
     this.router.pinned = this.pinnedTo();
     const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
     const route = this.pinsToPrimary(d.route, ops);
@@ -169,7 +225,7 @@ export class TransactionRelay extends ClientRelay {
     this.router.noteSettings(sql, d.classification);
     // A read sent to a replica outside a transaction may be retried on the primary if the replica refuses it.
     const retry = route.target === "replica" && !this.bound && !prefix && d.classification.statements === 1;
-    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry });
+    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry, capAfter });
   }
 
   /** Where the session is pinned, for the router (which then says so): the node of the connection it keeps. */
@@ -185,6 +241,12 @@ export class TransactionRelay extends ClientRelay {
   }
 
   private batchRequest(messages: Message[], sync: boolean): void {
+    let capAfter = false;
+    if (this.policy?.checks) {
+      const checked = this.checkBatch(messages, sync);
+      if (checked === null) return;
+      capAfter = checked;
+    }
     const { executed, named } = this.prepared.peek(messages);
     let target: Target = "primary";
     if (this.bound) target = this.target;
@@ -208,7 +270,44 @@ export class TransactionRelay extends ClientRelay {
     // A read a replica refuses is sent again to the primary, whole batches up to their Sync (names the batch
     // created are given up first, so its Parse can create them again).
     const retry = target === "replica" && !this.bound && sync;
-    this.submit({ kind: "batch", messages, sync, target, retry, creates: named });
+    this.submit({ kind: "batch", messages, sync, target, retry, creates: named, capAfter });
+  }
+
+  /**
+   * The policies, at Parse time: each Parse of the batch is judged, and a refused one is marked (the server gets a
+   * Parse it rejects in its place, so the client sees the refusal exactly where its statement would have failed).
+   * A statement prepared before and executed again was judged when it was parsed. Also decides whether the batch
+   * may leave statement_timeout above the cap (from the statements it executes). Null when the whole batch was
+   * answered; else whether the cap must be restored after it.
+   */
+  private checkBatch(messages: Message[], sync: boolean): boolean | null {
+    const policy = this.policy!;
+    for (let i = 0; i < messages.length; i++) {
+      const m = messages[i]!;
+      if (m.type !== F.Parse) continue;
+      let query: string;
+      try {
+        query = decodeParse(m.frame, 5, m.frame.length).query;
+      } catch {
+        continue; // malformed: the server rejects it
+      }
+      const verdict = policy.check(query, shape(query).key);
+      if (!verdict.refusal) continue;
+      if (i === 0) return this.refuseBatch(messages, verdict.refusal, sync);
+      m.refusal = errorResponse({ severity: "ERROR", ...verdict.refusal });
+    }
+    if (policy.capMs === 0) return false;
+    const { executed } = this.prepared.peek(messages);
+    let cap = false;
+    for (let i = 0; i < executed.length; i++) {
+      const sql = executed[i]!;
+      const change = policy.timeoutChange(sql, policy.check(sql, shape(sql).key));
+      if (change === "none") continue;
+      // Statements executed after it in this batch would run before the cap is restored.
+      if (change === "refuse" || i < executed.length - 1) return this.refuseBatch(messages, refusals.timeoutNotLast(policy.user, policy.capMs), sync);
+      cap = true;
+    }
+    return cap;
   }
 
   /**
@@ -220,6 +319,37 @@ export class TransactionRelay extends ClientRelay {
     const error = errorResponse({ severity: "ERROR", ...fields });
     this.local(sync ? concatBytes([error, readyForQuery(this.status())]) : error);
     if (!sync) this.skippingToSync = true;
+  }
+
+  /**
+   * A policy's refusal of a simple Query (or FunctionCall). With nothing in flight and no transaction open it is
+   * answered locally. Otherwise it goes to the server as a Query that fails, its error replaced by the refusal:
+   * the replies stay in order, and an open transaction fails as it would in Postgres, so a later COMMIT rolls back
+   * rather than committing what ran before the refused statement.
+   */
+  private refusePolicy(fields: Refusal): void {
+    if (this.quiet()) return this.refuse(fields, true);
+    const prefix = this.deferredBegin ?? undefined;
+    this.deferredBegin = null;
+    this.router.deferredBegin = null;
+    const replaceError = errorResponse({ severity: "ERROR", ...fields });
+    this.submit({ kind: "simple", frame: POISON_QUERY, end: "query", ops: [], target: this.conn ? this.target : "primary", prefix, replaceError });
+  }
+
+  /** A whole batch refused: as {@link refusePolicy}, the refusal standing where the batch's first message failed. */
+  private refuseBatch(messages: Message[], fields: Refusal, sync: boolean): null {
+    if (this.quiet()) {
+      this.refuse(fields, sync);
+      return null;
+    }
+    const refused: Message[] = [{ type: F.Parse, frame: POISON_PARSE, refusal: errorResponse({ severity: "ERROR", ...fields }) }, messages[messages.length - 1]!];
+    this.submit({ kind: "batch", messages: refused, sync, target: this.conn ? this.target : "primary" });
+    return null;
+  }
+
+  /** Nothing in flight, no transaction: a reply of pgroute's own can answer the next request. */
+  private quiet(): boolean {
+    return this.queue.length === 0 && !this.acquiring && (this.conn === null || this.conn.pending === 0) && this.status() === TxStatus.Idle;
   }
 
   private trace(sql: string, r: Route, d: Decision): void {
@@ -343,6 +473,7 @@ export class TransactionRelay extends ClientRelay {
         if (req.prefix) ok = conn.send(req.prefix, [{ end: "query", mode: "swallow", onSwallowedError: relayWarning }]);
         const entry: Entry = { end: req.end, mode: "forward", tag: req.ops };
         if (req.retry) entry.retry = this.retryGroup(conn, req);
+        if (req.replaceError) entry.replaceError = req.replaceError;
         ok = ok && conn.send(req.frame, [entry]);
         break;
       }
@@ -360,7 +491,12 @@ export class TransactionRelay extends ClientRelay {
         break;
       }
     }
-    if (!ok) this.client.fatal(errors.serverGone(conn.node.name, "the connection is closed"));
+    if (!ok) return this.client.fatal(errors.serverGone(conn.node.name, "the connection is closed"));
+    if (req.kind !== "copy" && req.capAfter) {
+      // The connection may now run with a statement_timeout above the cap: the next request brings it back.
+      conn.applied.delete("statement_timeout");
+      conn.appliedSignature = null;
+    }
   }
 
   /** How a read sent to a replica outside a transaction is retried on the primary when the replica refuses it. */
@@ -384,7 +520,8 @@ export class TransactionRelay extends ClientRelay {
 
   /** Brings the client's session settings to `conn`, pipelined before its request. */
   private syncSettings(conn: ServerConn): void {
-    if (conn.appliedSignature === this.settings.signature) return;
+    // In a failed transaction nothing runs but its end; the settings follow with the next request.
+    if (conn.appliedSignature === this.settings.signature || conn.txStatus === TxStatus.Failed) return;
     const sql = this.settings.diff(conn);
     const before = conn.applied;
     this.settings.markApplied(conn);
@@ -415,11 +552,66 @@ export class TransactionRelay extends ClientRelay {
       this.prepared.clear();
     }
     if (this.settings.version !== version) conn.appliedSignature = null;
-    if (conn.idle && !this.settings.pinned) {
+    if (conn.idle && !this.settings.pinned && !this.hold) {
       this.conn = null;
       this.pool?.release(conn);
       if (this.queue.length > 0) this.acquire();
     } else this.drainQueue();
+    if (status !== TxStatus.Idle && this.policy && this.policy.idleTimeoutMs > 0 && this.queue.length === 0 && conn.pending === 0) this.wentIdle();
+  }
+
+  // --- idle in transaction --------------------------------------------------------------------------------
+
+  /** The client was answered and sits in a transaction: it has `idle_in_transaction_timeout` to say something. */
+  private wentIdle(): void {
+    this.idleMark = this.touched;
+    this.idleAt = Date.now();
+    // One timer per idle stretch, not per statement: it checks when it fires and waits again if need be.
+    this.idleTimer ??= setTimeout(this.idleCheck, this.policy!.idleTimeoutMs);
+  }
+
+  private readonly idleCheck = (): void => {
+    this.idleTimer = null;
+    const conn = this.conn;
+    const limit = this.policy!.idleTimeoutMs;
+    if (this.closed || this.aborted || !conn || conn.txStatus === TxStatus.Idle) return;
+    const busy = this.touched !== this.idleMark || this.queue.length > 0 || this.batch.length > 0 || conn.pending > 0;
+    const left = busy ? limit : limit - (Date.now() - this.idleAt);
+    if (left > 0) {
+      this.idleTimer = setTimeout(this.idleCheck, left);
+      return;
+    }
+    this.rollBackIdle(conn, limit);
+  };
+
+  /**
+   * Past the idle-in-transaction timeout: the transaction is rolled back on the server and its connection goes
+   * back to the pool (a pinned or session-pooled one stays with the client, rolled back); the client's session is
+   * left in a failed transaction that pgroute answers until the client ends it (src/session/aborted.ts).
+   */
+  private rollBackIdle(conn: ServerConn, limit: number): void {
+    this.log.warn("idle_in_transaction_timeout", { node: conn.node.name, timeout_ms: limit, user: this.policy!.user });
+    this.settings.ready(TxStatus.Idle, true, undefined, conn); // what the transaction did to the session is undone
+    this.router.transaction = null;
+    if (this.settings.pinned || this.hold) {
+      conn.query("ROLLBACK").catch(() => {}); // a failure closes the connection, and the client learns it then
+    } else {
+      this.conn = null;
+      this.pool?.recycle(conn, false);
+    }
+    this.aborted = new AbortedTransaction(
+      {
+        local: (bytes) => this.local(bytes),
+        statementText: (name) => this.prepared.statementText(name),
+        declare: (name, query, types) => this.prepared.declare(name, query, types),
+        forget: (name) => this.prepared.forget([name]),
+        ended: (rest) => {
+          this.aborted = null;
+          for (const m of rest) this.onMessage(m.type, m.frame);
+        },
+      },
+      refusals.idleInTransaction(limit),
+    );
   }
 
   onServerClose(error: PgError | null): void {
@@ -438,12 +630,14 @@ export class TransactionRelay extends ClientRelay {
     this.closed = true;
     this.queue = [];
     this.batch = [];
+    if (this.idleTimer) clearTimeout(this.idleTimer);
+    this.idleTimer = null;
     const conn = this.conn;
     const pool = this.pool;
     this.conn = null;
     if (!conn || !pool) return;
     // Session-scoped state (LISTEN, temp tables, advisory locks, cursors, SQL PREPARE) must not reach the next client.
-    pool.recycle(conn, this.settings.pinned);
+    pool.recycle(conn, this.settings.pinned || this.hold);
   }
 }
 
