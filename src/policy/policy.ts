@@ -105,14 +105,18 @@ export function judge(policy: UserPolicy, sql: string, key: string, sizes: Table
     return ALLOW;
   }
   const stmts = parsed.tree.stmts ?? [];
-  let refusal: Refusal | null = policy.readOnly ? readOnlyViolation(stmts, policy.functions, policy.user) : null;
+  let refusal: Refusal | null = null;
+  // A verdict that read a literal (the value set_config gives a setting) holds for this string only.
+  let literal = false;
+  if (policy.readOnly) ({ refusal, literal } = readOnlyViolation(stmts, policy.functions, policy.user));
   let logged: readonly Match[] = [];
   if (!refusal && policy.rules) {
     const r = policy.rules.evaluate(factsOf(stmts), sizes);
     if (r.deny) refusal = refusals.firewall(r.deny.rule.name, r.deny.rule.message, r.deny.detail);
     logged = r.logged;
   }
-  const verdict: Verdict = refusal === null && logged.length === 0 && !mayChangeTimeout(stmts) ? ALLOW : { refusal, logged, timeout: mayChangeTimeout(stmts) };
-  cache.set(key, verdict);
+  const timeout = mayChangeTimeout(stmts);
+  const verdict: Verdict = refusal === null && logged.length === 0 && !timeout ? ALLOW : { refusal, logged, timeout };
+  if (!literal) cache.set(key, verdict);
   return verdict;
 }

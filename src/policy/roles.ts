@@ -69,22 +69,22 @@ function isTrue(value: string): boolean {
 }
 
 /**
- * Why the statements of a request may not run for a read-only user, or null when they may. `stmts` is the parse
- * tree's statement list; each statement is judged on its own, so a multi-statement string cannot hide a write
- * behind a transaction statement.
+ * Why the statements of a request may not run for a read-only user (null when they may), and whether that answer
+ * depended on a literal — the value given to a read-only setting — so it must not be cached by statement shape.
+ * `stmts` is the parse tree's statement list; each statement is judged on its own, so a multi-statement string
+ * cannot hide a write behind a transaction statement.
  */
-export function readOnlyViolation(stmts: readonly { stmt?: unknown }[], lists: FunctionLists, user: string): Refusal | null {
+export function readOnlyViolation(stmts: readonly { stmt?: unknown }[], lists: FunctionLists, user: string): { refusal: Refusal | null; literal: boolean } {
+  const seen = { literal: false };
   for (const s of stmts) {
-    const why = violation(s.stmt as Node, lists);
+    const why = violation(s.stmt as Node, lists, seen);
     if (why) {
-      return {
-        code: "25006",
-        message: `pgroute: user "${user}" is read-only: ${why.text}`,
-        hint: why.unknownFunction ? "List the function in [routing] read_functions if it only reads." : undefined,
-      };
+      const refusal: Refusal = { code: "25006", message: `pgroute: user "${user}" is read-only: ${why.text}` };
+      if (why.unknownFunction) refusal.hint = "List the function in [routing] read_functions if it only reads.";
+      return { refusal, literal: seen.literal };
     }
   }
-  return null;
+  return { refusal: null, literal: seen.literal };
 }
 
 interface Why {
@@ -92,16 +92,21 @@ interface Why {
   unknownFunction?: boolean;
 }
 
-function violation(stmt: Node, lists: FunctionLists): Why | null {
+/** Set when a judgement read a literal. */
+interface Seen {
+  literal: boolean;
+}
+
+function violation(stmt: Node, lists: FunctionLists, seen: Seen): Why | null {
   const c = classifyStatement(stmt, lists);
-  if (c.readOnly) return setConfigViolation(stmt);
+  if (c.readOnly) return setConfigViolation(stmt, seen);
   switch (c.reason.code) {
     case "transaction_control":
       if (c.tx?.kind === "begin" && c.tx.readOnly === false) return { text: "a read-write transaction (BEGIN READ WRITE)" };
       if (c.tx?.kind === "set_transaction" && c.tx.readOnly === false) return { text: "SET TRANSACTION READ WRITE" };
       return null;
     case "session_command":
-      return sessionViolation(stmt, lists);
+      return sessionViolation(stmt, lists, seen);
     case "unknown_function":
       return { text: describeReason(c.reason), unknownFunction: true };
     default:
@@ -110,11 +115,14 @@ function violation(stmt: Node, lists: FunctionLists): Why | null {
 }
 
 /** Session commands are allowed, except those that make transactions read-write, and PREPARE of a write. */
-function sessionViolation(stmt: Node, lists: FunctionLists): Why | null {
+function sessionViolation(stmt: Node, lists: FunctionLists, seen: Seen): Why | null {
   const set = stmt.VariableSetStmt as Node | undefined;
   if (set && set.kind === "VAR_SET_VALUE") {
     const name = String(set.name ?? "").toLowerCase();
-    if (READ_ONLY_SETTINGS.has(name) && !isTrue(constString((set.args as Node[] | undefined)?.[0]) ?? "")) return { text: `SET ${name} = off` };
+    if (READ_ONLY_SETTINGS.has(name)) {
+      seen.literal = true;
+      if (!isTrue(constString((set.args as Node[] | undefined)?.[0]) ?? "")) return { text: `SET ${name} = off` };
+    }
   }
   if (set && set.kind === "VAR_SET_MULTI") {
     for (const o of (set.args ?? []) as Node[]) {
@@ -124,12 +132,12 @@ function sessionViolation(stmt: Node, lists: FunctionLists): Why | null {
   }
   // The body of a SQL PREPARE is checked now: its EXECUTE, later, then runs only what was allowed.
   const prepare = stmt.PrepareStmt as Node | undefined;
-  if (prepare?.query) return violation(prepare.query as Node, lists);
+  if (prepare?.query) return violation(prepare.query as Node, lists, seen);
   return null;
 }
 
 /** `set_config()` of a read-only setting to false, or of a setting whose name is computed. */
-function setConfigViolation(root: Node): Why | null {
+function setConfigViolation(root: Node, seen: Seen): Why | null {
   let found: Why | null = null;
   const visit = (n: unknown): void => {
     if (found || n === null || typeof n !== "object") return;
@@ -141,6 +149,7 @@ function setConfigViolation(root: Node): Why | null {
     if (fc) {
       const parts = (fc.funcname as Node[]).map((p) => String(p.String?.sval ?? "").toLowerCase());
       if (parts[parts.length - 1] === "set_config" && (parts.length === 1 || parts[0] === "pg_catalog")) {
+        seen.literal = true;
         const args = (fc.args ?? []) as Node[];
         const name = constString(args[0]);
         if (name === null) found = { text: "set_config() with a computed setting name" };
