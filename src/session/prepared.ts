@@ -165,18 +165,19 @@ export class PreparedStatements {
   }
 
   /**
-   * The query texts a batch will execute (its Execute messages), and those it only parses or describes, without
-   * changing any state: where the batch runs is decided from them before it is built.
+   * The query texts a batch will execute (its Execute messages), with the index of the message that binds each
+   * (the Execute itself for a portal bound in an earlier batch), and the statement names it parses, without
+   * changing any state: where the batch runs, and whether policies let it, is decided from them before it is built.
    */
-  peek(batch: readonly Message[]): { executed: string[]; prepared: string[]; named: string[] } {
+  peek(batch: readonly Message[]): { executed: string[]; executedAt: number[]; named: string[] } {
     const executed: string[] = [];
-    const prepared: string[] = [];
+    const executedAt: number[] = [];
     const namedParses: string[] = [];
     let unnamed = this.unnamedText;
     const named = new Map<string, string>();
-    const portals = new Map<string, string>();
+    const portals = new Map<string, { text: string; at: number }>();
     const textOf = (name: string) => (name === "" ? unnamed : (named.get(name) ?? this.statements.get(name)?.query));
-    for (const m of batch) {
+    batch.forEach((m, i) => {
       const msg = m.frame; // decoders take offsets: the body starts at 5, after type and length
       try {
         switch (m.type) {
@@ -187,27 +188,30 @@ export class PreparedStatements {
               named.set(p.name, p.query);
               namedParses.push(p.name);
             }
-            prepared.push(p.query);
             break;
           }
           case F.Bind: {
             const b = decodeBind(msg, 5, msg.length);
             const t = textOf(b.statement);
-            if (t !== undefined) portals.set(b.portal, t);
+            if (t !== undefined) portals.set(b.portal, { text: t, at: i });
             break;
           }
           case F.Execute: {
             const portal = decodeExecute(msg, 5, msg.length);
-            const t = portals.get(portal) ?? this.portalText.get(portal);
-            if (t !== undefined) executed.push(t);
+            const bound = portals.get(portal);
+            const t = bound?.text ?? this.portalText.get(portal);
+            if (t !== undefined) {
+              executed.push(t);
+              executedAt.push(bound?.at ?? i);
+            }
             break;
           }
         }
       } catch {
         // A malformed message is the server's to reject; it does not change where the batch goes.
       }
-    }
-    return { executed, prepared, named: namedParses };
+    });
+    return { executed, executedAt, named: namedParses };
   }
 
   /** The query of a client statement ("" for the unnamed one), if it exists. */

@@ -15,7 +15,7 @@ import type { Pool } from "../pool/pool.ts";
 import type { ServerConn } from "../pool/server.ts";
 import { ClientRelay, type ClientSide } from "./relay.ts";
 import { RESERVED_PREFIX, sessionEffects, type SessionOp } from "../router/effects.ts";
-import { shape } from "../router/lexer.ts";
+import { shape, type Shape } from "../router/lexer.ts";
 import { describeRoute, type Route } from "../router/route.ts";
 import { virtualSetting, type Decision, type RouterState } from "../router/state.ts";
 import { F, TxStatus } from "../wire/codes.ts";
@@ -97,6 +97,9 @@ export class TransactionRelay extends ClientRelay {
   /** When the client last went idle inside a transaction. */
   private idleAt = 0;
   private idleTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The last statement text whose shape was taken, and that shape. */
+  private lastText: string | null = null;
+  private lastShape: Shape | null = null;
 
   constructor(
     client: ClientSide,
@@ -241,13 +244,13 @@ export class TransactionRelay extends ClientRelay {
   }
 
   private batchRequest(messages: Message[], sync: boolean): void {
+    const { executed, executedAt, named } = this.prepared.peek(messages);
     let capAfter = false;
     if (this.policy?.checks) {
-      const checked = this.checkBatch(messages, sync);
+      const checked = this.checkBatch(messages, sync, executed, executedAt);
       if (checked === null) return;
       capAfter = checked;
     }
-    const { executed, named } = this.prepared.peek(messages);
     let target: Target = "primary";
     if (this.bound) target = this.target;
     else if (executed.length > 0) {
@@ -256,7 +259,7 @@ export class TransactionRelay extends ClientRelay {
       for (const sql of executed) {
         this.router.pinned = this.pinnedTo();
         // One lexer pass for the effects and the decision (a prepared statement's text comes back every Execute).
-        const sh = shape(sql);
+        const sh = this.shapeOf(sql);
         const ops = sessionEffects(sql, sh.key);
         const taken = reservedName(ops);
         if (taken) return this.refuse(reservedError(taken), sync);
@@ -273,15 +276,31 @@ export class TransactionRelay extends ClientRelay {
     this.submit({ kind: "batch", messages, sync, target, retry, creates: named, capAfter });
   }
 
+  /** A statement's shape; the last one is kept, as a batch's statement is looked at by policy and router alike. */
+  private shapeOf(sql: string): Shape {
+    if (sql !== this.lastText) {
+      this.lastText = sql;
+      this.lastShape = shape(sql);
+    }
+    return this.lastShape!;
+  }
+
   /**
-   * The policies, at Parse time: each Parse of the batch is judged, and a refused one is marked (the server gets a
-   * Parse it rejects in its place, so the client sees the refusal exactly where its statement would have failed).
-   * A statement prepared before and executed again was judged when it was parsed. Also decides whether the batch
-   * may leave statement_timeout above the cap (from the statements it executes). Null when the whole batch was
+   * The policies for a batch: each Parse is judged, and each statement the batch executes is judged again (a cache
+   * hit) — a statement prepared earlier meets rules added by a reload and table sizes reloaded since. A refused
+   * message is marked: the server gets a Parse it rejects in its place, so what precedes it runs, what follows is
+   * skipped to Sync, and the client sees the refusal where its statement failed (at the Bind of a refused Execute).
+   * Also decides whether the batch may leave statement_timeout above the cap. Null when the whole batch was
    * answered; else whether the cap must be restored after it.
    */
-  private checkBatch(messages: Message[], sync: boolean): boolean | null {
+  private checkBatch(messages: Message[], sync: boolean, executed: readonly string[], executedAt: readonly number[]): boolean | null {
     const policy = this.policy!;
+    let first = messages.length;
+    const mark = (at: number, refusal: Refusal) => {
+      if (messages[at]!.refusal) return;
+      messages[at]!.refusal = errorResponse({ severity: "ERROR", ...refusal });
+      if (at < first) first = at;
+    };
     for (let i = 0; i < messages.length; i++) {
       const m = messages[i]!;
       if (m.type !== F.Parse) continue;
@@ -291,21 +310,27 @@ export class TransactionRelay extends ClientRelay {
       } catch {
         continue; // malformed: the server rejects it
       }
-      const verdict = policy.check(query, shape(query).key);
-      if (!verdict.refusal) continue;
-      if (i === 0) return this.refuseBatch(messages, verdict.refusal, sync);
-      m.refusal = errorResponse({ severity: "ERROR", ...verdict.refusal });
+      const verdict = policy.check(query, this.shapeOf(query).key);
+      if (verdict.refusal) mark(i, verdict.refusal);
     }
-    if (policy.capMs === 0) return false;
-    const { executed } = this.prepared.peek(messages);
     let cap = false;
     for (let i = 0; i < executed.length; i++) {
       const sql = executed[i]!;
-      const change = policy.timeoutChange(sql, policy.check(sql, shape(sql).key));
+      const verdict = policy.check(sql, this.shapeOf(sql).key);
+      if (verdict.refusal) {
+        mark(executedAt[i]!, verdict.refusal);
+        continue;
+      }
+      const change = policy.timeoutChange(sql, verdict);
       if (change === "none") continue;
       // Statements executed after it in this batch would run before the cap is restored.
       if (change === "refuse" || i < executed.length - 1) return this.refuseBatch(messages, refusals.timeoutNotLast(policy.user, policy.capMs), sync);
       cap = true;
+    }
+    if (first === 0) {
+      const refusal = messages[0]!.refusal!;
+      messages[0]!.refusal = undefined;
+      return this.refuseBatch(messages, refusal, sync);
     }
     return cap;
   }
@@ -336,13 +361,18 @@ export class TransactionRelay extends ClientRelay {
     this.submit({ kind: "simple", frame: POISON_QUERY, end: "query", ops: [], target: this.conn ? this.target : "primary", prefix, replaceError });
   }
 
-  /** A whole batch refused: as {@link refusePolicy}, the refusal standing where the batch's first message failed. */
-  private refuseBatch(messages: Message[], fields: Refusal, sync: boolean): null {
+  /**
+   * A whole batch refused: as {@link refusePolicy}, the refusal standing where the batch's first message failed.
+   * `refusal` is a Refusal, or the ErrorResponse already made of one.
+   */
+  private refuseBatch(messages: Message[], refusal: Refusal | Uint8Array, sync: boolean): null {
+    const error = refusal instanceof Uint8Array ? refusal : errorResponse({ severity: "ERROR", ...refusal });
     if (this.quiet()) {
-      this.refuse(fields, sync);
+      this.local(sync ? concatBytes([error, readyForQuery(this.status())]) : error);
+      if (!sync) this.skippingToSync = true;
       return null;
     }
-    const refused: Message[] = [{ type: F.Parse, frame: POISON_PARSE, refusal: errorResponse({ severity: "ERROR", ...fields }) }, messages[messages.length - 1]!];
+    const refused: Message[] = [{ type: F.Parse, frame: POISON_PARSE, refusal: error }, messages[messages.length - 1]!];
     this.submit({ kind: "batch", messages: refused, sync, target: this.conn ? this.target : "primary" });
     return null;
   }
