@@ -332,6 +332,10 @@ export class Proxy implements SessionHost {
     if (plan.routingChanged) this.functions = functionLists(next.routing);
     // Firewall rules and role checks hold for open sessions at once; timeouts and routing from their next login.
     this.policies = new Policies(next, this.functions);
+    if (!this.policies.needsSizes && this.tables) {
+      void this.tables.stop();
+      this.tables = null;
+    }
     if (plan.nodesChanged) this.topology.update(next.nodes);
     for (const [key, pool] of this.pools) {
       const action = plan.pool(pool.node.name, pool.user, pool.database);
