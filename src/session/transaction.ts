@@ -21,12 +21,14 @@ import { virtualSetting, type Decision, type RouterState } from "../router/state
 import { F, TxStatus } from "../wire/codes.ts";
 import { MessageWriter, errorResponse, readyForQuery, writeError, type ErrorFields } from "../wire/encode.ts";
 import { concatBytes, copyBytes } from "../wire/bytes.ts";
-import { decodeParse, decodeQuery } from "../wire/frontend.ts";
+import { decodeQuery } from "../wire/frontend.ts";
 import { PreparedStatements, namesStatements, type Message } from "./prepared.ts";
 import type { SessionSettings } from "./settings.ts";
 import type { SessionPolicy } from "../policy/check.ts";
 import { refusals, type Refusal } from "../policy/refusal.ts";
 import { AbortedTransaction } from "./aborted.ts";
+import { IdleClock, type IdleState } from "./idle.ts";
+import { judgeBatch } from "./policed.ts";
 
 
 type Request = (
@@ -91,12 +93,8 @@ export class TransactionRelay extends ClientRelay {
   private readonly hold: boolean;
   /** A transaction pgroute rolled back after the idle-in-transaction timeout, answered locally until it ends. */
   private aborted: AbortedTransaction | null = null;
-  /** Client messages seen, and their count when the client last went idle inside a transaction. */
-  private touched = 0;
-  private idleMark = 0;
-  /** When the client last went idle inside a transaction. */
-  private idleAt = 0;
-  private idleTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The idle-in-transaction timeout's clock, when the user has one. */
+  private readonly idle: IdleClock | null;
   /** The last statement text whose shape was taken, and that shape. */
   private lastText: string | null = null;
   private lastShape: Shape | null = null;
@@ -114,6 +112,8 @@ export class TransactionRelay extends ClientRelay {
     prepared.onSettled = () => this.drainQueue();
     this.policy = opts.policy ?? null;
     this.hold = !!opts.hold;
+    const limit = this.policy?.idleTimeoutMs ?? 0;
+    this.idle = limit > 0 ? new IdleClock(limit, () => this.idleState(), () => this.rollBackIdle(limit)) : null;
     if (opts.hold) this.adopt(opts.hold.conn, opts.hold.pool, opts.hold.target);
   }
 
@@ -142,7 +142,7 @@ export class TransactionRelay extends ClientRelay {
 
   /** One complete frontend message; `frame` may be a view into the client's chunk. */
   onMessage(type: number, frame: Uint8Array): void {
-    this.touched++;
+    this.idle?.touch();
     if (this.skippingToSync) {
       if (type !== F.Sync) return;
       this.skippingToSync = false;
@@ -247,9 +247,9 @@ export class TransactionRelay extends ClientRelay {
     const { executed, executedAt, named } = this.prepared.peek(messages);
     let capAfter = false;
     if (this.policy?.checks) {
-      const checked = this.checkBatch(messages, sync, executed, executedAt);
-      if (checked === null) return;
-      capAfter = checked;
+      const v = judgeBatch(this.policy, messages, executed, executedAt, this.shapeOf);
+      if (v.kind === "refuse") return this.refuseBatch(messages, v.error, sync);
+      capAfter = v.capAfter;
     }
     let target: Target = "primary";
     if (this.bound) target = this.target;
@@ -277,63 +277,13 @@ export class TransactionRelay extends ClientRelay {
   }
 
   /** A statement's shape; the last one is kept, as a batch's statement is looked at by policy and router alike. */
-  private shapeOf(sql: string): Shape {
+  private readonly shapeOf = (sql: string): Shape => {
     if (sql !== this.lastText) {
       this.lastText = sql;
       this.lastShape = shape(sql);
     }
     return this.lastShape!;
-  }
-
-  /**
-   * The policies for a batch: each Parse is judged, and each statement the batch executes is judged again (a cache
-   * hit) — a statement prepared earlier meets rules added by a reload and table sizes reloaded since. A refused
-   * message is marked: the server gets a Parse it rejects in its place, so what precedes it runs, what follows is
-   * skipped to Sync, and the client sees the refusal where its statement failed (at the Bind of a refused Execute).
-   * Also decides whether the batch may leave statement_timeout above the cap. Null when the whole batch was
-   * answered; else whether the cap must be restored after it.
-   */
-  private checkBatch(messages: Message[], sync: boolean, executed: readonly string[], executedAt: readonly number[]): boolean | null {
-    const policy = this.policy!;
-    let first = messages.length;
-    const mark = (at: number, refusal: Refusal) => {
-      if (messages[at]!.refusal) return;
-      messages[at]!.refusal = errorResponse({ severity: "ERROR", ...refusal });
-      if (at < first) first = at;
-    };
-    for (let i = 0; i < messages.length; i++) {
-      const m = messages[i]!;
-      if (m.type !== F.Parse) continue;
-      let query: string;
-      try {
-        query = decodeParse(m.frame, 5, m.frame.length).query;
-      } catch {
-        continue; // malformed: the server rejects it
-      }
-      const verdict = policy.check(query, this.shapeOf(query).key);
-      if (verdict.refusal) mark(i, verdict.refusal);
-    }
-    let cap = false;
-    for (let i = 0; i < executed.length; i++) {
-      const sql = executed[i]!;
-      const verdict = policy.check(sql, this.shapeOf(sql).key);
-      if (verdict.refusal) {
-        mark(executedAt[i]!, verdict.refusal);
-        continue;
-      }
-      const change = policy.timeoutChange(sql, verdict);
-      if (change === "none") continue;
-      // Statements executed after it in this batch would run before the cap is restored.
-      if (change === "refuse" || i < executed.length - 1) return this.refuseBatch(messages, refusals.timeoutNotLast(policy.user, policy.capMs), sync);
-      cap = true;
-    }
-    if (first === 0) {
-      const refusal = messages[0]!.refusal!;
-      messages[0]!.refusal = undefined;
-      return this.refuseBatch(messages, refusal, sync);
-    }
-    return cap;
-  }
+  };
 
   /**
    * A request pgroute answers with its own error, in order with the replies still owed: then ReadyForQuery when
@@ -361,20 +311,15 @@ export class TransactionRelay extends ClientRelay {
     this.submit({ kind: "simple", frame: POISON_QUERY, end: "query", ops: [], target: this.conn ? this.target : "primary", prefix, replaceError });
   }
 
-  /**
-   * A whole batch refused: as {@link refusePolicy}, the refusal standing where the batch's first message failed.
-   * `refusal` is a Refusal, or the ErrorResponse already made of one.
-   */
-  private refuseBatch(messages: Message[], refusal: Refusal | Uint8Array, sync: boolean): null {
-    const error = refusal instanceof Uint8Array ? refusal : errorResponse({ severity: "ERROR", ...refusal });
+  /** A whole batch refused (`error`: an ErrorResponse): as {@link refusePolicy}, where its first message failed. */
+  private refuseBatch(messages: Message[], error: Uint8Array, sync: boolean): void {
     if (this.quiet()) {
       this.local(sync ? concatBytes([error, readyForQuery(this.status())]) : error);
       if (!sync) this.skippingToSync = true;
-      return null;
+      return;
     }
     const refused: Message[] = [{ type: F.Parse, frame: POISON_PARSE, refusal: error }, messages[messages.length - 1]!];
     this.submit({ kind: "batch", messages: refused, sync, target: this.conn ? this.target : "primary" });
-    return null;
   }
 
   /** Nothing in flight, no transaction: a reply of pgroute's own can answer the next request. */
@@ -587,39 +532,24 @@ export class TransactionRelay extends ClientRelay {
       this.pool?.release(conn);
       if (this.queue.length > 0) this.acquire();
     } else this.drainQueue();
-    if (status !== TxStatus.Idle && this.policy && this.policy.idleTimeoutMs > 0 && this.queue.length === 0 && conn.pending === 0) this.wentIdle();
+    if (status !== TxStatus.Idle && this.idle && this.queue.length === 0 && conn.pending === 0) this.idle.idle();
   }
 
   // --- idle in transaction --------------------------------------------------------------------------------
 
-  /** The client was answered and sits in a transaction: it has `idle_in_transaction_timeout` to say something. */
-  private wentIdle(): void {
-    this.idleMark = this.touched;
-    this.idleAt = Date.now();
-    // One timer per idle stretch, not per statement: it checks when it fires and waits again if need be.
-    this.idleTimer ??= setTimeout(this.idleCheck, this.policy!.idleTimeoutMs);
-  }
-
-  private readonly idleCheck = (): void => {
-    this.idleTimer = null;
+  private idleState(): IdleState {
     const conn = this.conn;
-    const limit = this.policy!.idleTimeoutMs;
-    if (this.closed || this.aborted || !conn || conn.txStatus === TxStatus.Idle) return;
-    const busy = this.touched !== this.idleMark || this.queue.length > 0 || this.batch.length > 0 || conn.pending > 0;
-    const left = busy ? limit : limit - (Date.now() - this.idleAt);
-    if (left > 0) {
-      this.idleTimer = setTimeout(this.idleCheck, left);
-      return;
-    }
-    this.rollBackIdle(conn, limit);
-  };
+    if (this.closed || this.aborted || !conn || conn.txStatus === TxStatus.Idle) return "done";
+    return this.queue.length > 0 || this.batch.length > 0 || conn.pending > 0 ? "busy" : "idle";
+  }
 
   /**
    * Past the idle-in-transaction timeout: the transaction is rolled back on the server and its connection goes
    * back to the pool (a pinned or session-pooled one stays with the client, rolled back); the client's session is
    * left in a failed transaction that pgroute answers until the client ends it (src/session/aborted.ts).
    */
-  private rollBackIdle(conn: ServerConn, limit: number): void {
+  private rollBackIdle(limit: number): void {
+    const conn = this.conn!;
     this.log.warn("idle_in_transaction_timeout", { node: conn.node.name, timeout_ms: limit, user: this.policy!.user });
     this.settings.ready(TxStatus.Idle, true, undefined, conn); // what the transaction did to the session is undone
     this.router.transaction = null;
@@ -660,8 +590,7 @@ export class TransactionRelay extends ClientRelay {
     this.closed = true;
     this.queue = [];
     this.batch = [];
-    if (this.idleTimer) clearTimeout(this.idleTimer);
-    this.idleTimer = null;
+    this.idle?.stop();
     const conn = this.conn;
     const pool = this.pool;
     this.conn = null;
