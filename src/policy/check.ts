@@ -79,15 +79,25 @@ export class SessionPolicy {
     return p.readOnly || (p.rules?.denies ?? false);
   }
 
-  /** Judges a request (`key`: its shape key) and logs the log rules it matched. */
+  /** Judges a request (`key`: its shape key) and {@link report}s the verdict. */
   check(sql: string, key: string): Verdict {
-    const policy = this.current();
-    const v = judge(policy, sql, key, this.host.tableSizes(this.database));
-    for (const m of v.logged) {
-      this.host.log.warn("firewall_match", { rule: m.rule.name, user: policy.user, database: this.database, match: m.detail, statement: sql.length > 200 ? `${sql.slice(0, 199)}…` : sql });
-    }
-    if (v.refusal) this.host.log.info("policy_refused", { user: policy.user, database: this.database, code: v.refusal.code, reason: v.refusal.detail ?? v.refusal.message });
+    const v = this.judge(sql, key);
+    this.report(sql, v);
     return v;
+  }
+
+  /** Judges a request without a word in the log. */
+  judge(sql: string, key: string): Verdict {
+    return judge(this.current(), sql, key, this.host.tableSizes(this.database));
+  }
+
+  /** Logs a verdict: the log rules it matched (each execution is a line), and a refusal. */
+  report(sql: string, v: Verdict): void {
+    const user = this.policy.user;
+    for (const m of v.logged) {
+      this.host.log.warn("firewall_match", { rule: m.rule.name, user, database: this.database, match: m.detail, statement: sql.length > 200 ? `${sql.slice(0, 199)}…` : sql });
+    }
+    if (v.refusal) this.host.log.info("policy_refused", { user, database: this.database, code: v.refusal.code, reason: v.refusal.detail ?? v.refusal.message });
   }
 
   /** What a request the verdict flagged does to statement_timeout, under this session's cap. */

@@ -27,6 +27,7 @@ const errorOf = (r: Refusal) => errorResponse({ severity: "ERROR", ...r });
  */
 export function judgeBatch(policy: SessionPolicy, messages: Message[], executed: readonly string[], executedAt: readonly number[], shapeOf: (sql: string) => Shape): BatchVerdict {
   let first = messages.length;
+  let refusedParses: Set<string> | null = null;
   const mark = (at: number, refusal: Refusal) => {
     if (messages[at]!.refusal) return;
     messages[at]!.refusal = errorOf(refusal);
@@ -41,12 +42,18 @@ export function judgeBatch(policy: SessionPolicy, messages: Message[], executed:
     } catch {
       continue; // malformed: the server rejects it
     }
-    const verdict = policy.check(query, shapeOf(query).key);
-    if (verdict.refusal) mark(i, verdict.refusal);
+    // Logged when it runs (below), so a statement parsed and executed in one batch is one log line.
+    const verdict = policy.judge(query, shapeOf(query).key);
+    if (verdict.refusal) {
+      policy.report(query, verdict);
+      mark(i, verdict.refusal);
+      (refusedParses ??= new Set()).add(query);
+    }
   }
   let capAfter = false;
   for (let i = 0; i < executed.length; i++) {
     const sql = executed[i]!;
+    if (refusedParses?.has(sql)) continue; // refused at its Parse already
     const verdict = policy.check(sql, shapeOf(sql).key);
     if (verdict.refusal) {
       mark(executedAt[i]!, verdict.refusal);

@@ -10,19 +10,13 @@ import type { Subprocess } from "bun";
 import type { DevCluster } from "../../src/devcluster/index.ts";
 import { testCluster } from "../support/cluster.ts";
 import { freePort } from "../support/net.ts";
-import { watch } from "../support/proc.ts";
+import { CLI_ENV, SERVE, watch } from "../support/proc.ts";
 import { eventually } from "../support/wait.ts";
 
 // Bun 1.4.5 applies the preload's setDefaultTimeout to the first test file only; this file sets its own.
 setDefaultTimeout(60_000);
 
 const ROOT = join(import.meta.dir, "../..");
-const ENV = (() => {
-  const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: "1" };
-  delete env.FORCE_COLOR;
-  delete env.PGROUTE_CONFIG;
-  return env;
-})();
 
 let cluster: DevCluster;
 let dir: string;
@@ -74,7 +68,7 @@ beforeAll(async () => {
   port = await freePort();
   path = join(dir, "pgroute.toml");
   await writeFile(path, configToml(""));
-  proc = Bun.spawn([process.execPath, join(ROOT, "src/cli/main.ts"), "serve", "-c", path], { cwd: ROOT, stdin: "ignore", stdout: "ignore", stderr: "pipe", env: ENV });
+  proc = Bun.spawn([...SERVE, "-c", path], { cwd: ROOT, stdin: "ignore", stdout: "ignore", stderr: "pipe", env: CLI_ENV });
   stderr = watch(proc.stderr as ReadableStream<Uint8Array>);
   await stderr.until(/INFO  listening /);
 });

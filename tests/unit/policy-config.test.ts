@@ -33,22 +33,22 @@ describe("policy keys", () => {
   });
 
   test("firewall rules: every mistake, with its key path", () => {
+    // Rules whose values all convert; the cross-field checks report every mistake in them at once.
+    const converting: unknown[] = [
+      { name: "a", kind: "statement" },
+      { name: "a", kind: "statement", statements: ["DROPP", "alter system"], users: ["nobody"] },
+      { name: "b", kind: "unbounded_select", tables: ["t"] },
+      { name: "c", kind: "tables", tables: ["ok.name", "bad name", '"unterminated'] },
+      { name: "d", kind: "missing_where", statements: ["INSERT"] },
+      { name: "e", kind: "select_star", max_columns: 10, min_rows: 5 },
+      { name: "f", kind: "functions", functions: [] },
+    ];
+    // Values that do not convert are reported first, and the rules are not cross-checked until they do.
     const errors = errorsOf({
       ...base,
       firewall: {
         stats_user: "rep",
-        rules: [
-          { name: "a", kind: "statement" },
-          { name: "a", kind: "statement", statements: ["DROPP", "alter system"], users: ["nobody"] },
-          { name: "b", kind: "unbounded_select", tables: ["t"] },
-          { name: "c", kind: "tables", tables: ["ok.name", "bad name", '"unterminated'] },
-          { name: "d", kind: "missing_where", statements: ["INSERT"], action: "block" },
-          { name: "e", kind: "select_star", max_columns: 10, min_rows: 5 },
-          { name: "f", kind: "functions", functions: [] },
-          { name: "g", kind: "sometimes" },
-          { kind: "tables", tables: ["t"], colour: "red" },
-          "not a table",
-        ],
+        rules: [...converting.slice(0, 4), { ...(converting[4] as object), action: "block" }, ...converting.slice(5), { name: "g", kind: "sometimes" }, { kind: "tables", tables: ["t"], colour: "red" }, "not a table"],
       },
     });
     expect(errors).toEqual([
@@ -59,22 +59,7 @@ describe("policy keys", () => {
       `firewall.rules[9]: expected a table, got "not a table"`,
       `firewall.stats_user: user "rep" has no password or server_password to log in with`,
     ]);
-    // Conversion errors come first; once every value converts, the cross-field checks report the rest at once.
-    const crossField = errorsOf({
-      ...base,
-      firewall: {
-        stats_user: "rep",
-        rules: [
-          { name: "a", kind: "statement" },
-          { name: "a", kind: "statement", statements: ["DROPP", "alter system"], users: ["nobody"] },
-          { name: "b", kind: "unbounded_select", tables: ["t"] },
-          { name: "c", kind: "tables", tables: ["ok.name", "bad name", '"unterminated'] },
-          { name: "d", kind: "missing_where", statements: ["INSERT"] },
-          { name: "e", kind: "select_star", max_columns: 10, min_rows: 5 },
-          { name: "f", kind: "functions", functions: [] },
-        ],
-      },
-    });
+    const crossField = errorsOf({ ...base, firewall: { stats_user: "rep", rules: converting } });
     expect(crossField).toEqual([
       `firewall.stats_user: user "rep" has no password or server_password to log in with`,
       `firewall.rules[0].statements: required for kind "statement"`,
