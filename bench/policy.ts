@@ -68,7 +68,7 @@ async function main(): Promise<void> {
     const key = shape(sql).key;
     const hit = measure(ROUNDS, 100_000, () => judge(policy, sql, key, sizes));
     const miss = misses(user, 1_000);
-    console.log(`${user === "app" ? "6 firewall rules" : "read-only role "}`);
+    console.log(user === "app" ? "6 firewall rules" : "read-only role");
     console.log(`  verdict hit (key at hand)     ${fmt(hit)}   target < 2 µs: ${hit.best < 2 ? "met" : "missed"}`);
     console.log(`  verdict miss (parse + judge)  ${fmt(miss)}   target < 100 µs: ${miss.best < 100 ? "met" : "missed"}`);
   }
