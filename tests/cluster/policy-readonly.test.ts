@@ -119,6 +119,8 @@ describe("read-only role, transaction pooling", () => {
         const o = await outcome(run);
         expect({ label, ...o, message: READ_ONLY.test(o.message) ? "pgroute's" : o.message }).toEqual({ label, code: "25006", message: "pgroute's" });
       }
+      // The refused PREPARE created nothing: its EXECUTE gets the server's own error.
+      expect(await outcome(() => reader.unsafe("execute w").simple())).toEqual({ code: "26000", message: 'prepared statement "w" does not exist' });
     } finally {
       await node.end();
     }

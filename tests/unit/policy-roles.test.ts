@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { DEFAULT_FUNCTIONS, functionLists } from "../../src/router/classify.ts";
 import { sessionEffects } from "../../src/router/effects.ts";
 import { loadParser, parseSql } from "../../src/router/parser.ts";
-import { readOnlyFunctions, readOnlyViolation, sessionTarget } from "../../src/policy/roles.ts";
+import { isAdmin, isReadOnly, readOnlyFunctions, readOnlyViolation, roleOf, sessionTarget } from "../../src/policy/roles.ts";
 import { timeoutChange, timeoutMs, withinCap, type TimeoutChange } from "../../src/policy/timeout.ts";
 import { SessionSettings, type SettingsCarrier } from "../../src/session/settings.ts";
 import type { UserConfig } from "../../src/config/types.ts";
@@ -92,6 +92,7 @@ describe("read-only role", () => {
     expect(readOnlyFunctions(DEFAULT_FUNCTIONS)).toBe(readOnlyFunctions(DEFAULT_FUNCTIONS));
     expect(readOnlyFunctions(DEFAULT_FUNCTIONS).read.has("set_config")).toBe(true);
     const user = (u: Partial<UserConfig>): UserConfig => ({ name: "u", auth: "trust", databases: [], target: "auto", ...u });
+    expect([roleOf(user({})), isAdmin(user({ role: "admin" })), isAdmin(user({})), isReadOnly(user({ role: "admin" }))]).toEqual(["read-write", true, false, false]);
     expect([sessionTarget(user({ role: "read-only" })), sessionTarget(user({ role: "read-only", target: "primary" })), sessionTarget(user({})), sessionTarget(user({ target: "replica" }))]).toEqual([
       "replica",
       "primary",
