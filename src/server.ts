@@ -24,6 +24,8 @@ import { Pool } from "./pool/pool.ts";
 import type { ServerConn, ServerCredentials } from "./pool/server.ts";
 import { openServerSocket } from "./pool/tls.ts";
 import { functionLists, type FunctionLists } from "./router/classify.ts";
+import { NO_SIZES, TableStatsMonitor, type TableSizes } from "./monitor/tables.ts";
+import { Policies } from "./policy/policy.ts";
 import { loadParser } from "./router/parser.ts";
 import { ClientTls, TlsLoadError, type ServedCert } from "./net/tls.ts";
 import { planReload, type ReloadPlan } from "./reload.ts";
@@ -60,6 +62,10 @@ export class Proxy implements SessionHost {
   log: Logger;
   readonly statements = new StatementRegistry();
   functions: FunctionLists;
+  /** Roles, timeouts and firewall rules of the running config (src/policy). */
+  policies: Policies;
+  /** Table sizes for the firewall's size rules; started when a rule needs them. */
+  private tables: TableStatsMonitor | null = null;
   /** Steps {@link Proxy.reload} runs before it applies a new config; see {@link ReloadHook}. */
   readonly reloadHooks: ReloadHook[] = [];
   private stopping: Promise<void> | null = null;
@@ -107,6 +113,7 @@ export class Proxy implements SessionHost {
     this.traffic = new Traffic(opts.config.admin.top_queries);
     this.observers.add(this.traffic);
     this.functions = functionLists(opts.config.routing);
+    this.policies = new Policies(opts.config, this.functions);
     // Every reload re-reads the certificate files, changed paths or not (certificates are renewed in place).
     this.reloadHooks.push((next) => this.prepareTls(next));
   }
@@ -175,6 +182,35 @@ export class Proxy implements SessionHost {
     const bound = { host: this.listener.hostname, port: this.listener.port };
     this.log.info("listening", { host: bound.host, port: bound.port, mode: this.config.pool.mode });
     return bound;
+  }
+
+  /** The table-size monitor, started on first need. */
+  private tableStats(): TableStatsMonitor {
+    this.tables ??= new TableStatsMonitor({
+      config: () => this.config,
+      node: () => this.topology.primary() ?? this.topology.primaryCandidates()[0] ?? null,
+      log: () => this.log,
+    });
+    return this.tables;
+  }
+
+  /** The current table sizes of `database` (none while no rule needs them). */
+  tableSizes(database: string): TableSizes {
+    if (!this.policies.needsSizes) return NO_SIZES;
+    const t = this.tableStats();
+    t.track(database);
+    return t.sizes(database);
+  }
+
+  /** Resolves once `database`'s table sizes are loaded, or after `pool.connect_timeout` (logins wait for this). */
+  tablesReady(database: string): Promise<void> {
+    if (!this.policies.needsSizes) return Promise.resolve();
+    return this.tableStats().ready(database, this.config.pool.connect_timeout_ms);
+  }
+
+  /** Reloads the table sizes of every database in use now (the monitor does it every `firewall.stats_interval`). */
+  refreshTableSizes(): Promise<void> {
+    return this.tables?.refresh() ?? Promise.resolve();
   }
 
   get clientCount(): number {
@@ -318,6 +354,8 @@ export class Proxy implements SessionHost {
     this.groups.clear();
     // Clients held by PAUSE go on to find the pools closed.
     this.gate.resume();
+    await this.tables?.stop();
+    this.tables = null;
     this.log.info("shutdown_complete", { graceful, ended: left });
   }
 
@@ -357,6 +395,12 @@ export class Proxy implements SessionHost {
     if (log) this.log = log;
     for (const commit of commits) commit?.();
     if (plan.routingChanged) this.functions = functionLists(next.routing);
+    // Firewall rules and role checks hold for open sessions at once; timeouts and routing from their next login.
+    this.policies = new Policies(next, this.functions);
+    if (!this.policies.needsSizes && this.tables) {
+      void this.tables.stop();
+      this.tables = null;
+    }
     if (plan.nodesChanged) this.topology.update(next.nodes);
     for (const [key, pool] of this.pools) {
       const action = plan.pool(pool.node.name, pool.user, pool.database);

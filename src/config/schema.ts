@@ -6,7 +6,8 @@
  * Defaults are written in the table as raw TOML values ("5s", "64MiB") and go through the same conversion as
  * user input, so a default can never bypass validation, and `examples/pgroute.toml` is tested against this table.
  */
-import type { ClientAuthMethod, ClientTlsMode, Config, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode, UserRole } from "./types.ts";
+import { checkFirewall } from "./firewall.ts";
+import type { ClientAuthMethod, ClientTlsMode, Config, FirewallAction, FirewallRuleKind, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode, UserRole } from "./types.ts";
 
 /** One validation problem. Rendered as `path: message` by `formatConfigError`. */
 export interface ConfigError {
@@ -28,13 +29,15 @@ export type ValueType =
   | { readonly kind: "enum"; readonly values: readonly string[] }
   | { readonly kind: "int"; readonly min: number; readonly max?: number }
   | { readonly kind: "positive" }
-  /** A string like "1h30m" or an integer of milliseconds; stored in milliseconds. */
-  | { readonly kind: "duration" }
+  /** A string like "1h30m" or an integer of milliseconds; stored in milliseconds. `orZero`: 0 means "none". */
+  | { readonly kind: "duration"; readonly orZero?: boolean }
   /** A string like "64MiB" or an integer of bytes; stored in bytes. */
   | { readonly kind: "size"; readonly min: number; readonly max: number }
   | { readonly kind: "strings" }
   /** "HOST:PORT" (IPv6 in brackets), stored as `{ host, port }`; "" is stored as null (turned off). */
-  | { readonly kind: "address" };
+  | { readonly kind: "address" }
+  /** An array of tables (`[[firewall.rules]]`), each read with these keys. */
+  | { readonly kind: "tables"; readonly keys: readonly KeySpec[] };
 
 /** A default as it would be written in TOML. */
 export type RawDefault = string | number | readonly string[];
@@ -69,6 +72,8 @@ const LOG_FORMATS = ["text", "json"] as const satisfies readonly LogFormat[];
 const TLS_MODES = ["disable", "allow", "require"] as const satisfies readonly ClientTlsMode[];
 const SSL_MODES = ["disable", "prefer", "require", "verify-ca", "verify-full"] as const satisfies readonly ServerSslMode[];
 const USER_ROLES = ["read-write", "read-only", "admin"] as const satisfies readonly UserRole[];
+const RULE_KINDS = ["statement", "missing_where", "unbounded_select", "select_star", "tables", "functions"] as const satisfies readonly FirewallRuleKind[];
+const RULE_ACTIONS = ["deny", "log"] as const satisfies readonly FirewallAction[];
 
 const KiB = 1024;
 const GiB = 1024 * 1024 * 1024;
@@ -77,6 +82,9 @@ const str = (nonEmpty = true): ValueType => ({ kind: "string", nonEmpty });
 const oneOf = (values: readonly string[]): ValueType => ({ kind: "enum", values });
 const int = (min: number, max?: number): ValueType => (max === undefined ? { kind: "int", min } : { kind: "int", min, max });
 const duration: ValueType = { kind: "duration" };
+/** A duration where 0 switches the feature off. */
+const durationOrZero: ValueType = { kind: "duration", orZero: true };
+const strings: ValueType = { kind: "strings" };
 
 function key(name: string, type: ValueType, dflt?: RawDefault): KeySpec {
   const field = type.kind === "duration" ? `${name}_ms` : name;
@@ -137,6 +145,9 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("server_password", { kind: "secret" }),
       key("target", oneOf(TARGETS), "auto"),
       key("role", oneOf(USER_ROLES), "read-write"),
+      key("zone", str()),
+      key("statement_timeout", durationOrZero),
+      key("idle_in_transaction_timeout", durationOrZero),
     ],
   },
   {
@@ -171,6 +182,34 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("transactions", oneOf(TRANSACTIONS), "primary"),
       key("write_functions", { kind: "strings" }, []),
       key("read_functions", { kind: "strings" }, []),
+    ],
+  },
+  {
+    name: "policy",
+    many: false,
+    keys: [key("statement_timeout", durationOrZero, 0), key("idle_in_transaction_timeout", durationOrZero, 0)],
+  },
+  {
+    name: "firewall",
+    many: false,
+    keys: [
+      key("stats_interval", duration, "1m"),
+      key("stats_user", str()),
+      key("rules", {
+        kind: "tables",
+        keys: [
+          required("name", str()),
+          required("kind", oneOf(RULE_KINDS)),
+          key("action", oneOf(RULE_ACTIONS), "deny"),
+          key("message", str(false), ""),
+          key("users", strings, []),
+          key("statements", strings),
+          key("min_rows", int(0)),
+          key("max_columns", int(0)),
+          key("tables", strings),
+          key("functions", strings),
+        ],
+      }, []),
     ],
   },
   {
@@ -298,8 +337,9 @@ function convert(type: ValueType, v: unknown, path: string): Converted {
       return { ok: true, value: v };
     case "duration": {
       const ms = typeof v === "string" ? parseDuration(v) : typeof v === "number" && Number.isInteger(v) ? v : undefined;
-      if (ms === undefined) return fail(path, `a duration like "5s" or "250ms"`, describe(v));
-      if (ms < 1 || ms > MAX_DURATION_MS) return fail(path, "a duration from 1ms to 596h", describe(v));
+      if (ms === undefined) return fail(path, type.orZero ? `a duration like "5s" or "250ms", or 0 for none` : `a duration like "5s" or "250ms"`, describe(v));
+      if (type.orZero && ms === 0) return { ok: true, value: 0 };
+      if (ms < 1 || ms > MAX_DURATION_MS) return fail(path, type.orZero ? "a duration from 1ms to 596h, or 0 for none" : "a duration from 1ms to 596h", describe(v));
       return { ok: true, value: ms };
     }
     case "size": {
@@ -321,6 +361,16 @@ function convert(type: ValueType, v: unknown, path: string): Converted {
       const address = parseAddress(v);
       if (!address) return fail(path, `an address like "127.0.0.1:9930" (HOST:PORT, port 0-65535)`, describe(v));
       return { ok: true, value: address };
+    }
+    case "tables": {
+      if (!Array.isArray(v)) return fail(path, "an array of tables", describe(v));
+      const errors: ConfigError[] = [];
+      const tables = v.flatMap((item, i) => {
+        if (isTable(item)) return [readTable(type.keys, item, `${path}[${i}]`, errors).values];
+        errors.push(mismatch(`${path}[${i}]`, "a table", describe(item)));
+        return [];
+      });
+      return errors.length ? { ok: false, errors } : { ok: true, value: tables };
     }
     default: {
       // ValueType is a closed union: a new kind without a case here is a type error.
@@ -369,22 +419,24 @@ interface Table {
 
 /** Converted defaults, computed once; a default that fails its own type is a bug caught at import. */
 const DEFAULTS = new Map<KeySpec, unknown>();
-for (const section of SCHEMA) {
-  for (const spec of section.keys) {
+function fillDefaults(keys: readonly KeySpec[], path: string): void {
+  for (const spec of keys) {
+    if (spec.type.kind === "tables") fillDefaults(spec.type.keys, `${path}.${spec.key}[]`);
     if (spec.default === undefined) continue;
-    const result = convert(spec.type, spec.default, `${section.name}.${spec.key}`);
+    const result = convert(spec.type, spec.default, `${path}.${spec.key}`);
     if (!result.ok) throw new Error(`bad default: ${result.errors.map(formatConfigError).join("; ")}`);
     DEFAULTS.set(spec, result.value);
   }
 }
+for (const section of SCHEMA) fillDefaults(section.keys, section.name);
 
-function readTable(section: SectionSpec, raw: Record<string, unknown>, path: string, errors: ConfigError[]): Table {
+function readTable(keys: readonly KeySpec[], raw: Record<string, unknown>, path: string, errors: ConfigError[]): Table {
   const values: Record<string, unknown> = {};
   const bad = new Set<string>();
-  const names = section.keys.map((k) => k.key);
+  const names = keys.map((k) => k.key);
   // Raw key order is document order, so errors come out in the order a reader meets them in the file.
   for (const [name, v] of Object.entries(raw)) {
-    const spec = section.keys.find((k) => k.key === name);
+    const spec = keys.find((k) => k.key === name);
     if (!spec) {
       errors.push(unknownKey(`${path}.${name}`, name, names));
       continue;
@@ -396,7 +448,7 @@ function readTable(section: SectionSpec, raw: Record<string, unknown>, path: str
       bad.add(name);
     }
   }
-  for (const spec of section.keys) {
+  for (const spec of keys) {
     if (spec.key in raw) continue;
     if (spec.required) {
       errors.push({ path: `${path}.${spec.key}`, message: "required" });
@@ -409,8 +461,8 @@ function readTable(section: SectionSpec, raw: Record<string, unknown>, path: str
 function readSection(section: SectionSpec, raw: unknown, errors: ConfigError[]): Table | Table[] | undefined {
   const path = section.name;
   if (!section.many) {
-    if (raw === undefined) return readTable(section, {}, path, errors);
-    if (isTable(raw)) return readTable(section, raw, path, errors);
+    if (raw === undefined) return readTable(section.keys, {}, path, errors);
+    if (isTable(raw)) return readTable(section.keys, raw, path, errors);
     errors.push({ path, message: `expected a table, got ${describe(raw)}` });
     return undefined;
   }
@@ -421,7 +473,7 @@ function readSection(section: SectionSpec, raw: unknown, errors: ConfigError[]):
   }
   const tables: Table[] = [];
   raw.forEach((item, i) => {
-    if (isTable(item)) tables.push(readTable(section, item, `${path}[${i}]`, errors));
+    if (isTable(item)) tables.push(readTable(section.keys, item, `${path}[${i}]`, errors));
     else errors.push({ path: `${path}[${i}]`, message: `expected a table, got ${describe(item)}` });
   });
   return tables;
@@ -529,6 +581,14 @@ export function validate(raw: unknown): ValidateResult {
     // Cross-field errors are found after a whole array is read; regroup them under their element.
     errors.push(...found.sort((a, b) => elementIndex(a.path) - elementIndex(b.path)));
   }
+  // Rules name users, so they are checked once every section is read.
+  const firewall = read.get("firewall");
+  const users = read.get("users");
+  if (firewall !== undefined && !Array.isArray(firewall)) {
+    const found: ConfigError[] = [];
+    checkFirewall(firewall, Array.isArray(users) ? users : [], found);
+    errors.push(...found.sort((a, b) => ruleIndex(a.path) - ruleIndex(b.path)));
+  }
   if (errors.length > 0) return { errors };
   const config: Record<string, unknown> = {};
   for (const section of SCHEMA) {
@@ -541,6 +601,12 @@ export function validate(raw: unknown): ValidateResult {
 function rank(raw: Record<string, unknown>, name: string): number {
   const i = Object.keys(raw).indexOf(name);
   return i === -1 ? Number.MAX_SAFE_INTEGER : i;
+}
+
+/** `n` in `firewall.rules[n]...`; -1 for other paths, which sort first. */
+function ruleIndex(path: string): number {
+  const m = /^firewall\.rules\[(\d+)\]/.exec(path);
+  return m ? Number(m[1]) : -1;
 }
 
 /** `n` in `users[n]...`; -1 for a path about the whole section, which sorts first. */

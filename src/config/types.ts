@@ -11,12 +11,19 @@ export type NodeRole = "primary" | "replica" | "auto";
 export type ClientAuthMethod = "scram-sha-256" | "md5" | "trust";
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type LogFormat = "text" | "json";
-/** What a user may do: `admin` also runs the admin console's commands that change pgroute (RELOAD, PAUSE, DRAIN…). */
-export type UserRole = "read-write" | "read-only" | "admin";
 /** TLS towards clients: never offered, offered, or demanded (a plaintext StartupMessage gets FATAL 28000). */
 export type ClientTlsMode = "disable" | "allow" | "require";
 /** TLS towards a server, with libpq's meaning of each `sslmode`. */
 export type ServerSslMode = "disable" | "prefer" | "require" | "verify-ca" | "verify-full";
+/**
+ * What a user may do: `read-write` (the default), `read-only` (every statement must be read-only; writes get 25006
+ * from pgroute and reach no server) or `admin` (read-write, and may use the admin console).
+ */
+export type UserRole = "read-write" | "read-only" | "admin";
+/** What a firewall rule looks at (see src/policy/firewall.ts). */
+export type FirewallRuleKind = "statement" | "missing_where" | "unbounded_select" | "select_star" | "tables" | "functions";
+/** `deny`: ERROR 42501 and the statement never reaches a server; `log`: a log line, and the statement runs. */
+export type FirewallAction = "deny" | "log";
 
 export interface ListenConfig {
   readonly host: string;
@@ -54,7 +61,14 @@ export interface UserConfig {
   /** Where this user's statements go by default: `auto` decides per statement. */
   readonly target: "primary" | "replica" | "auto";
   /** What the user may do; only `admin` users may change pgroute from the admin console (database `pgroute`). */
-  readonly role: UserRole;
+  /** What the user may do (default `read-write`); only `admin` users may change pgroute from the admin console. */
+  readonly role?: UserRole;
+  /** The availability zone this user's clients run in (for zone-aware balancing). */
+  readonly zone?: string;
+  /** Longest a statement may run (ms, 0: no limit); absent: `[policy] statement_timeout`. */
+  readonly statement_timeout_ms?: number;
+  /** Longest a client may sit idle inside a transaction (ms, 0: no limit); absent: the `[policy]` default. */
+  readonly idle_in_transaction_timeout_ms?: number;
 }
 
 export interface PoolConfig {
@@ -112,6 +126,42 @@ export interface AdminConfig {
   readonly top_queries: number;
 }
 
+/** Defaults of the per-user policies. */
+export interface PolicyConfig {
+  /** The longest any statement may run on a server (ms); a client may lower it, not raise it. 0: no limit. */
+  readonly statement_timeout_ms: number;
+  /** A client idle inside a transaction longer than this has it rolled back (ms). 0: no limit. */
+  readonly idle_in_transaction_timeout_ms: number;
+}
+
+export interface FirewallRuleConfig {
+  readonly name: string;
+  readonly kind: FirewallRuleKind;
+  readonly action: FirewallAction;
+  /** Told to the client with the rule's name. */
+  readonly message: string;
+  /** Users the rule applies to; empty: every user. */
+  readonly users: readonly string[];
+  /** `statement`: command tags or their leading words ("DROP", "ALTER SYSTEM"); `missing_where`: DELETE and/or UPDATE. */
+  readonly statements?: readonly string[];
+  /** `unbounded_select`: tables with more rows than this. */
+  readonly min_rows?: number;
+  /** `select_star`: tables with more columns than this. */
+  readonly max_columns?: number;
+  /** `tables`: names as in SQL (`accounts`, `billing.invoices`, `"Mixed"`). */
+  readonly tables?: readonly string[];
+  /** `functions`: names as in SQL (`pg_sleep`, `app.purge`). */
+  readonly functions?: readonly string[];
+}
+
+export interface FirewallConfig {
+  /** How often table sizes (pg_class.reltuples, column counts) are reloaded for the size rules. */
+  readonly stats_interval_ms: number;
+  /** The user whose password logs the table-size monitor in (default: the first user with a password). */
+  readonly stats_user?: string;
+  readonly rules: readonly FirewallRuleConfig[];
+}
+
 export interface LogConfig {
   readonly level: LogLevel;
   readonly format: LogFormat;
@@ -125,6 +175,8 @@ export interface Config {
   readonly limits: LimitsConfig;
   readonly routing: RoutingConfig;
   readonly tls: TlsConfig;
+  readonly policy: PolicyConfig;
+  readonly firewall: FirewallConfig;
   readonly log: LogConfig;
   readonly admin: AdminConfig;
 }

@@ -22,6 +22,8 @@ import type { PoolGroup } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { FunctionLists } from "../router/classify.ts";
 import { RouterState } from "../router/state.ts";
+import { SessionPolicy, type PolicyHost } from "../policy/check.ts";
+import { isReadOnly, sessionTarget } from "../policy/roles.ts";
 import type { ServerConn, ServerCredentials } from "../pool/server.ts";
 import { F } from "../wire/codes.ts";
 import { MessageWriter, authenticationOk, backendKeyData, negotiateProtocolVersion, parameterStatus, readyForQuery } from "../wire/encode.ts";
@@ -48,9 +50,11 @@ export const ADMIN_DATABASE = "pgroute";
 export type ClientState = "login" | "waiting" | "active" | "idle" | "console";
 
 /** What a session needs from the proxy that owns it. */
-export interface SessionHost {
+export interface SessionHost extends PolicyHost {
   readonly config: Config;
   readonly log: Logger;
+  /** Resolves once the table sizes of `database` are loaded (or could not be, within a bounded wait). */
+  tablesReady(database: string): Promise<void>;
   readonly statements: StatementRegistry;
   /** Function lists for the classifier (built-ins plus the config's). */
   readonly functions: FunctionLists;
@@ -381,9 +385,17 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   private async login(user: UserConfig, credentials: ServerCredentials): Promise<void> {
     const cfg = this.host.config;
     const group = this.host.group(user, this.database, credentials);
-    const settings = new SessionSettings(this.params);
+    const policy = new SessionPolicy(this.host, user, this.database);
+    if (policy.needsSizes) {
+      // The first login to a database waits (boundedly) for its table sizes, so size rules hold from the start.
+      await this.host.tablesReady(this.database);
+      if (this.phase.kind !== "login") return;
+    }
+    const readOnly = isReadOnly(user);
+    const settings = new SessionSettings(this.params, { statementTimeoutMs: policy.capMs, readOnly });
+    const sessionPooling = cfg.pool.mode === "session";
     // Session pooling keeps this connection: it goes where the user's statements go by default.
-    const target = cfg.pool.mode === "session" && user.target === "replica" ? "replica" : "primary";
+    let target: "primary" | "replica" = sessionPooling ? sessionTarget(user) : "primary";
     let conn: ServerConn | null = null;
     let pool: Pool;
     let params: Map<string, string>;
@@ -396,7 +408,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       params = settings.reported(known);
     } else {
       try {
-        ({ conn, pool } = idle ?? (await group.acquire(target)));
+        ({ conn, pool, target } = idle ?? (await group.acquire(target)));
       } catch (err) {
         return this.loginFailed(err, group.primaryPool());
       }
@@ -417,19 +429,25 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
 
     const welcome = this.loggedIn(params, conn?.txStatus ?? 0x49);
     this.reader.wantAll = false;
-    if (cfg.pool.mode === "session") {
+    this.reader.setMaxLength(cfg.limits.max_message_size);
+    this.reader.refuse(NOT_FRONTEND, (t) => `invalid frontend message type ${t}`);
+    if (sessionPooling && !policy.enforces) {
       for (const t of SessionRelay.WATCHED) this.reader.want(t);
       this.phase = { kind: "session", relay: new SessionRelay(this, pool, conn) };
     } else {
+      // Transaction pooling; or session pooling with policies, which must see every message: the same relay,
+      // holding the client's one connection.
       this.reader.wantAll = true;
-      if (conn) pool.release(conn);
+      const hold = sessionPooling && conn ? { conn, pool, target } : null;
+      if (conn && !hold) pool.release(conn);
       const prepared = new PreparedStatements(this.host.statements);
-      const router = new RouterState({ functions: this.host.functions, transactions: cfg.routing.transactions, userTarget: user.target });
+      const router = new RouterState({ functions: policy.functions, transactions: cfg.routing.transactions, userTarget: user.target, defaultReadOnly: readOnly });
       const observer = this.host.observers && !this.host.observers.empty ? this.host.observers : null;
-      this.phase = {
-        kind: "transaction",
-        relay: new TransactionRelay(this, group, settings, prepared, router, this.host.log, observer, this.host.counters ?? null),
-      };
+      const relay = new TransactionRelay(this, group, settings, prepared, router, this.host.log, observer, this.host.counters ?? null, {
+        policy: policy.enforces ? policy : null,
+        hold,
+      });
+      this.phase = { kind: "transaction", relay };
     }
     this.send(welcome);
     this.host.log.debug("session_start", { user: this.user, database: this.database, pool: pool.name, client: this.remote });

@@ -11,21 +11,14 @@ import postgres from "postgres";
 import type { DevCluster } from "../../src/devcluster/index.ts";
 import { testCluster } from "../support/cluster.ts";
 import { freePort } from "../support/net.ts";
-import { watch } from "../support/proc.ts";
+import { CLI_ENV, SERVE, watch } from "../support/proc.ts";
 import { RawClient } from "../support/raw-client.ts";
 
 // Bun 1.4.5 applies the preload's setDefaultTimeout to the first test file only; this file sets its own.
 setDefaultTimeout(60_000);
 
 const ROOT = join(import.meta.dir, "../..");
-const SERVE = [process.execPath, join(ROOT, "src/cli/main.ts"), "serve"];
-/** No colours, whatever the environment running the tests asks for. */
-const ENV = (() => {
-  const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: "1" };
-  delete env.FORCE_COLOR;
-  delete env.PGROUTE_CONFIG;
-  return env;
-})();
+const ENV = CLI_ENV;
 
 let cluster: DevCluster;
 let dir: string;

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "smol-toml";
 import { ConfigLoadError, configFrom, loadConfig, parseConfig } from "../../src/config/load.ts";
-import { formatConfigError, parseDuration, parseSize, SCHEMA, validate } from "../../src/config/schema.ts";
+import { formatConfigError, parseDuration, parseSize, SCHEMA, validate, type KeySpec } from "../../src/config/schema.ts";
 import type { Config } from "../../src/config/types.ts";
 
 const EXAMPLE = join(import.meta.dir, "../../examples/pgroute.toml");
@@ -197,6 +197,8 @@ describe("validate: values", () => {
       },
       routing: { transactions: "primary", write_functions: [], read_functions: [] },
       tls: { mode: "disable" },
+      policy: { statement_timeout_ms: 0, idle_in_transaction_timeout_ms: 0 },
+      firewall: { stats_interval_ms: 60_000, rules: [] },
       log: { level: "info", format: "text" },
       admin: { listen: null, top_queries: 100 },
     };
@@ -291,7 +293,7 @@ describe("examples/pgroute.toml", () => {
     const text = await Bun.file(EXAMPLE).text();
     return text
       .split("\n")
-      .map((line) => line.replace(/^# (?=\[\[?[a-z_]+\]\]?\s*$|[a-z0-9_]+ = )/, ""))
+      .map((line) => line.replace(/^# (?=\[\[?[a-z_.]+\]\]?\s*$|[a-z0-9_]+ = )/, ""))
       .join("\n");
   }
 
@@ -305,28 +307,42 @@ describe("examples/pgroute.toml", () => {
     const text = await exampleUncommented();
     const raw = parse(text) as Record<string, unknown>;
     const lines = text.split("\n");
-    for (const section of SCHEMA) {
-      const value = raw[section.name];
-      const tables = (section.many ? value : [value]) as Record<string, unknown>[];
-      for (const spec of section.keys) {
+    const documents = (name: string, tables: Record<string, unknown>[], keys: readonly KeySpec[]) => {
+      for (const spec of keys) {
         // The first occurrence documents a key; later ones (other users) show alternatives.
         const first = tables.find((t) => spec.key in t);
-        expect(first, `${section.name}.${spec.key} is not in the example`).toBeDefined();
-        if (spec.default !== undefined) expect(first![spec.key], `${section.name}.${spec.key}`).toEqual(spec.default);
-        const line = lines.find((l) => l.startsWith(`${spec.key} = `) && sectionOf(lines, l) === section.name);
-        expect(line, `${section.name}.${spec.key} has no comment`).toMatch(/ # \S/);
+        expect(first, `${name}.${spec.key} is not in the example`).toBeDefined();
+        if (spec.type.kind === "tables") {
+          // An array of tables ([[firewall.rules]]): its keys are documented under its own header.
+          documents(`${name}.${spec.key}`, first![spec.key] as Record<string, unknown>[], spec.type.keys);
+          continue;
+        }
+        if (spec.default !== undefined) expect(first![spec.key], `${name}.${spec.key}`).toEqual(spec.default);
+        const line = lines.find((l) => l.startsWith(`${spec.key} = `) && sectionOf(lines, l) === name);
+        expect(line, `${name}.${spec.key} has no comment`).toMatch(/ # \S/);
       }
+    };
+    for (const section of SCHEMA) {
+      const value = raw[section.name];
+      documents(section.name, (section.many ? value : [value]) as Record<string, unknown>[], section.keys);
     }
   });
 
   test("every key in the example is in the table", async () => {
     const raw = parse(await exampleUncommented()) as Record<string, unknown>;
     expect(Object.keys(raw).sort()).toEqual(SCHEMA.map((s) => s.name).sort());
+    const known = (tables: Record<string, unknown>[], keys: readonly KeySpec[]) => {
+      for (const table of tables) {
+        for (const k of Object.keys(table)) {
+          const spec = keys.find((s) => s.key === k);
+          expect(spec, k).toBeDefined();
+          if (spec!.type.kind === "tables") known(table[k] as Record<string, unknown>[], spec!.type.keys);
+        }
+      }
+    };
     for (const section of SCHEMA) {
       const value = raw[section.name];
-      for (const table of (section.many ? value : [value]) as Record<string, unknown>[]) {
-        for (const k of Object.keys(table)) expect(section.keys.map((s) => s.key)).toContain(k);
-      }
+      known((section.many ? value : [value]) as Record<string, unknown>[], section.keys);
     }
   });
 });
@@ -336,6 +352,6 @@ function sectionOf(lines: string[], line: string): string | undefined {
   const header = lines
     .slice(0, lines.indexOf(line))
     .reverse()
-    .find((l) => /^\[\[?[a-z_]+\]\]?/.test(l));
+    .find((l) => /^\[\[?[a-z_.]+\]\]?/.test(l));
   return header?.replace(/[[\]]/g, "").trim();
 }
