@@ -6,7 +6,17 @@
  * Defaults are written in the table as raw TOML values ("5s", "64MiB") and go through the same conversion as
  * user input, so a default can never bypass validation, and `examples/pgroute.toml` is tested against this table.
  */
-import type { ClientAuthMethod, ClientTlsMode, Config, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode } from "./types.ts";
+import type {
+  BalanceStrategy,
+  ClientAuthMethod,
+  ClientTlsMode,
+  Config,
+  LogFormat,
+  LogLevel,
+  NodeRole,
+  PoolMode,
+  ServerSslMode,
+} from "./types.ts";
 
 /** One validation problem. Rendered as `path: message` by `formatConfigError`. */
 export interface ConfigError {
@@ -28,6 +38,9 @@ export type ValueType =
   | { readonly kind: "enum"; readonly values: readonly string[] }
   | { readonly kind: "int"; readonly min: number; readonly max?: number }
   | { readonly kind: "positive" }
+  /** A number (not necessarily an integer) within [min, max]. */
+  | { readonly kind: "number"; readonly min: number; readonly max: number }
+  | { readonly kind: "bool" }
   /** A string like "1h30m" or an integer of milliseconds; stored in milliseconds. */
   | { readonly kind: "duration" }
   /** A string like "64MiB" or an integer of bytes; stored in bytes. */
@@ -35,7 +48,7 @@ export type ValueType =
   | { readonly kind: "strings" };
 
 /** A default as it would be written in TOML. */
-export type RawDefault = string | number | readonly string[];
+export type RawDefault = string | number | boolean | readonly string[];
 
 /** One key of a section. */
 export interface KeySpec {
@@ -67,6 +80,8 @@ const LOG_FORMATS = ["text", "json"] as const satisfies readonly LogFormat[];
 const TLS_MODES = ["disable", "allow", "require"] as const satisfies readonly ClientTlsMode[];
 const SSL_MODES = ["disable", "prefer", "require", "verify-ca", "verify-full"] as const satisfies readonly ServerSslMode[];
 
+const STRATEGIES = ["weighted", "least_connections", "latency", "round_robin", "random"] as const satisfies readonly BalanceStrategy[];
+
 const KiB = 1024;
 const GiB = 1024 * 1024 * 1024;
 
@@ -74,6 +89,8 @@ const str = (nonEmpty = true): ValueType => ({ kind: "string", nonEmpty });
 const oneOf = (values: readonly string[]): ValueType => ({ kind: "enum", values });
 const int = (min: number, max?: number): ValueType => (max === undefined ? { kind: "int", min } : { kind: "int", min, max });
 const duration: ValueType = { kind: "duration" };
+const fraction: ValueType = { kind: "number", min: 0, max: 1 };
+const weight: ValueType = { kind: "number", min: 0, max: 1000 };
 
 function key(name: string, type: ValueType, dflt?: RawDefault): KeySpec {
   const field = type.kind === "duration" ? `${name}_ms` : name;
@@ -167,6 +184,72 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("transactions", oneOf(TRANSACTIONS), "primary"),
       key("write_functions", { kind: "strings" }, []),
       key("read_functions", { kind: "strings" }, []),
+    ],
+  },
+  {
+    name: "balance",
+    many: false,
+    keys: [
+      key("strategy", oneOf(STRATEGIES), "weighted"),
+      key("prefer_zone", str(false), ""),
+      key("max_lag", duration, "1s"),
+      key("max_lag_bytes", { kind: "size", min: 1, max: 2 ** 52 }),
+      key("max_lag_local", duration),
+      key("max_lag_remote", duration),
+      key("latency_decay", duration, "5s"),
+    ],
+  },
+  {
+    name: "monitor",
+    many: false,
+    keys: [
+      key("enabled", { kind: "bool" }, true),
+      key("user", str()),
+      key("password", { kind: "secret" }),
+      key("database", str(), "postgres"),
+      key("ping_interval", duration, "1s"),
+      key("ping_timeout", duration, "1s"),
+      key("probe_interval", duration, "5s"),
+      key("probe_timeout", duration, "3s"),
+      key("reconnect_max", duration, "10s"),
+      key("heartbeat_table", str()),
+      key("heartbeat_interval", duration, "250ms"),
+      key("cpu_query", str()),
+    ],
+  },
+  {
+    name: "health",
+    many: false,
+    keys: [
+      key("window", duration, "10s"),
+      key("min_score", { kind: "number", min: 0, max: 100 }, 0),
+      key("weight_lag", weight, 30),
+      key("weight_latency", weight, 20),
+      key("weight_errors", weight, 20),
+      key("weight_load", weight, 15),
+      key("weight_queue", weight, 10),
+      key("weight_breaker", weight, 5),
+      key("lag_good", duration, "5ms"),
+      key("lag_bad", duration, "250ms"),
+      key("latency_good", duration, "20ms"),
+      key("latency_bad", duration, "1s"),
+      key("error_rate_bad", fraction, 0.05),
+      key("load_good", fraction, 0.3),
+      key("load_bad", fraction, 0.9),
+      key("queue_good", int(0), 10),
+      key("queue_bad", int(1), 100),
+    ],
+  },
+  {
+    name: "breaker",
+    many: false,
+    keys: [
+      key("failures", int(1), 3),
+      key("error_rate", fraction, 0.02),
+      key("min_requests", int(1), 20),
+      key("cooldown", duration, "5s"),
+      key("max_cooldown", duration, "1m"),
+      key("half_open_trials", int(1, 1000), 3),
     ],
   },
   {
@@ -273,6 +356,14 @@ function convert(type: ValueType, v: unknown, path: string): Converted {
     }
     case "positive":
       if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) return fail(path, "a number > 0", describe(v));
+      return { ok: true, value: v };
+    case "number":
+      if (typeof v !== "number" || !Number.isFinite(v) || v < type.min || v > type.max) {
+        return fail(path, `a number from ${type.min} to ${type.max}`, describe(v));
+      }
+      return { ok: true, value: v };
+    case "bool":
+      if (typeof v !== "boolean") return fail(path, "true or false", describe(v));
       return { ok: true, value: v };
     case "duration": {
       const ms = typeof v === "string" ? parseDuration(v) : typeof v === "number" && Number.isInteger(v) ? v : undefined;
@@ -452,6 +543,39 @@ function checkUsers(users: readonly Table[], errors: ConfigError[]): void {
   });
 }
 
+/** Each score signal's good threshold must be below its bad one, and the weights may not all be 0. */
+function checkHealth(health: Table, errors: ConfigError[]): void {
+  const v = health.values;
+  for (const [good, bad] of [
+    ["lag_good", "lag_bad"],
+    ["latency_good", "latency_bad"],
+    ["load_good", "load_bad"],
+    ["queue_good", "queue_bad"],
+  ] as const) {
+    if (health.bad.has(good) || health.bad.has(bad)) continue;
+    // Durations are stored under `<key>_ms`.
+    const value = (k: string) => (v[k] ?? v[`${k}_ms`]) as number;
+    if (value(good) >= value(bad)) errors.push({ path: `health.${good}`, message: `must be below health.${bad}` });
+  }
+  const weights = Object.entries(v).filter(([k]) => k.startsWith("weight_"));
+  if (weights.every(([, w]) => w === 0) && !weights.some(([k]) => health.bad.has(k))) {
+    errors.push({ path: "health.weight_lag", message: "at least one health weight must be above 0" });
+  }
+}
+
+/** The breaker's cooldown cap cannot be below the cooldown it doubles from. */
+function checkBreaker(breaker: Table, errors: ConfigError[]): void {
+  const v = breaker.values;
+  if (breaker.bad.has("cooldown") || breaker.bad.has("max_cooldown")) return;
+  if ((v.max_cooldown_ms as number) < (v.cooldown_ms as number)) errors.push({ path: "breaker.max_cooldown", message: "must be at least breaker.cooldown" });
+}
+
+/** A monitor user needs no password only when the servers trust it; a password without a user means nothing. */
+function checkMonitor(monitor: Table, errors: ConfigError[]): void {
+  const v = monitor.values;
+  if (v.password !== undefined && v.user === undefined && !monitor.bad.has("user")) errors.push({ path: "monitor.user", message: "required when monitor.password is given" });
+}
+
 // ---- validate ----
 
 function deepFreeze<T>(value: T): T {
@@ -489,6 +613,9 @@ export function validate(raw: unknown): ValidateResult {
     }
     if (section.name === "users" && Array.isArray(table)) checkUsers(table, found);
     if (section.name === "tls" && table !== undefined && !Array.isArray(table)) checkTls(table, found);
+    if (section.name === "health" && table !== undefined && !Array.isArray(table)) checkHealth(table, found);
+    if (section.name === "breaker" && table !== undefined && !Array.isArray(table)) checkBreaker(table, found);
+    if (section.name === "monitor" && table !== undefined && !Array.isArray(table)) checkMonitor(table, found);
     // Cross-field errors are found after a whole array is read; regroup them under their element.
     errors.push(...found.sort((a, b) => elementIndex(a.path) - elementIndex(b.path)));
   }
