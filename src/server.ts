@@ -12,6 +12,9 @@ import { errors } from "./errors.ts";
 import type { Logger } from "./log.ts";
 import { Topology } from "./cluster/topology.ts";
 import { Observers } from "./cluster/observe.ts";
+import { LiveNodes } from "./cluster/live.ts";
+import { SnapshotHolder } from "./cluster/state.ts";
+import { Monitor } from "./monitor/monitor.ts";
 import { PoolGroup } from "./pool/group.ts";
 import { Pool } from "./pool/pool.ts";
 import type { ServerConn, ServerCredentials } from "./pool/server.ts";
@@ -59,6 +62,13 @@ export class Proxy implements SessionHost {
   private closedSinceGc = 0;
   private readonly pools = new Map<string, Pool>();
   private readonly groups = new Map<string, PoolGroup>();
+  /** The live picture of the cluster, published by {@link monitor}: read `cluster.current` (admin, metrics). */
+  readonly cluster = new SnapshotHolder({ at: 0, version: 0, nodes: [], primary: null });
+  /** Per-node live figures (observed latency, breakers, pool load) behind the snapshot. */
+  readonly lives: LiveNodes;
+  /** Probes every node and is the only writer of {@link cluster}. */
+  readonly monitor: Monitor;
+  /** Roles and the replica for each read, from the latest snapshot. */
   readonly topology: Topology;
   /** Told about every request transaction-pooled sessions complete; see {@link RequestObserver}. */
   readonly observers = new Observers();
@@ -68,7 +78,16 @@ export class Proxy implements SessionHost {
   constructor(opts: ProxyOptions) {
     this.config = opts.config;
     this.log = opts.log;
-    this.topology = new Topology(opts.config.nodes);
+    this.lives = new LiveNodes(opts.config);
+    this.monitor = new Monitor({ config: opts.config, holder: this.cluster, lives: this.lives, log: opts.log });
+    this.topology = new Topology({
+      holder: this.cluster,
+      lives: this.lives,
+      balance: opts.config.balance,
+      onTrial: (node) => this.monitor.trial(node),
+    });
+    // Health learns from live traffic: observed latency and the nodes' own failures (transaction pooling only).
+    this.observers.add(this.monitor);
     this.functions = functionLists(opts.config.routing);
     // Every reload re-reads the certificate files, changed paths or not (certificates are renewed in place).
     this.reloadHooks.push((next) => this.prepareTls(next));
@@ -108,6 +127,8 @@ export class Proxy implements SessionHost {
   async listen(): Promise<{ host: string; port: number }> {
     await loadParser();
     this.reloadTls();
+    // The first check of every node (bounded by the monitor's time limits) before the first client.
+    await this.monitor.start();
     const { host, port } = this.config.listen;
     const proxy = this;
     this.listener = Bun.listen<Session>({
@@ -176,14 +197,12 @@ export class Proxy implements SessionHost {
         config: this.config.pool,
         maxMessageSize: Math.max(this.config.limits.max_message_size, 1 << 30),
         log: this.log,
-        onLogin: (conn) => {
-          // conn.node: the node's settings when it was opened (a reload may have changed them since).
-          this.topology.learn(conn.node, conn.params.get("in_hot_standby"));
-          this.topology.recovered(conn.node);
-        },
-        onLoginFailed: () => this.topology.failed(node),
+        // conn.node: the node's settings when it was opened (a reload may have changed them since).
+        onLogin: (conn) => this.monitor.loginSucceeded(conn.node, conn.params.get("in_hot_standby")),
+        onLoginFailed: (error) => this.monitor.loginFailed(node, error),
       });
       this.pools.set(key, pool);
+      this.lives.get(node.name).attach(pool);
     }
     return pool;
   }
@@ -255,6 +274,7 @@ export class Proxy implements SessionHost {
     for (const s of [...this.sessions]) s.fatal(errors.shuttingDown());
     for (const p of this.pools.values()) p.close();
     this.pools.clear();
+    await this.monitor.stop();
     this.groups.clear();
     this.log.info("shutdown_complete", { graceful, ended: left });
   }
@@ -295,7 +315,9 @@ export class Proxy implements SessionHost {
     if (log) this.log = log;
     for (const commit of commits) commit?.();
     if (plan.routingChanged) this.functions = functionLists(next.routing);
-    if (plan.nodesChanged) this.topology.update(next.nodes);
+    // The monitor applies new nodes, credentials and health settings and publishes; the topology follows it.
+    this.monitor.reconfigure(next);
+    this.topology.configure(next.balance);
     for (const [key, pool] of this.pools) {
       const action = plan.pool(pool.node.name, pool.user, pool.database);
       if (action.kind === "retire") {

@@ -27,6 +27,12 @@ export interface RequestSample {
   ms: number;
   /** Whether it ended in an error (or a rolled-back transaction). */
   failed: boolean;
+  /**
+   * The SQLSTATE of its first error, null when none; `08006` when the server connection was lost while it ran
+   * (reported then, with `failed` set). Health tracking counts only the node's own failures (see
+   * src/cluster/faults.ts), not errors of the SQL.
+   */
+  errorCode: string | null;
 }
 
 export interface RequestObserver {

@@ -103,6 +103,8 @@ function required(name: string, type: ValueType): KeySpec {
 /** `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, keys being base64 of 32 bytes, as Postgres stores it. */
 const SCRAM_VERIFIER = /^SCRAM-SHA-256\$[1-9]\d*:(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\$[A-Za-z0-9+/]{43}=:[A-Za-z0-9+/]{43}=$/;
 const MD5_HASH = /^md5[0-9a-f]{32}$/;
+/** A plain table name, optionally schema-qualified (the heartbeat table), safe to quote as identifiers. */
+export const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)?$/;
 
 /**
  * Every configuration key, its type and its default — the only place defaults are written.
@@ -573,6 +575,8 @@ function checkBreaker(breaker: Table, errors: ConfigError[]): void {
 /** A monitor user needs no password only when the servers trust it; a password without a user means nothing. */
 function checkMonitor(monitor: Table, errors: ConfigError[]): void {
   const v = monitor.values;
+  const table = v.heartbeat_table as string | undefined;
+  if (table !== undefined && !TABLE_NAME.test(table)) errors.push({ path: "monitor.heartbeat_table", message: `expected a table name like "pgroute_heartbeat" or "schema.table", got ${describe(table)}` });
   if (v.password !== undefined && v.user === undefined && !monitor.bad.has("user")) errors.push({ path: "monitor.user", message: "required when monitor.password is given" });
 }
 

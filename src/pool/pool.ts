@@ -119,8 +119,14 @@ export class Pool {
     return this.idle.length;
   }
 
+  /** Clients waiting for a connection (the FIFO queue's depth). */
   get waiting(): number {
     return this.waiters.length;
+  }
+
+  /** Connections leased to clients, being validated or being reset: open and not idle. */
+  get busy(): number {
+    return this.all.size - this.idle.length;
   }
 
   /** Newer credentials (e.g. a SCRAM key recovered from a client's login) for future server logins. */
