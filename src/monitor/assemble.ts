@@ -152,7 +152,7 @@ export function assemble(i: AssembleInput): ClusterSnapshot {
   const withPrimary = nodes.map((n) => {
     if (n.role !== "primary") return n;
     const down = i.states.find((s) => s.node.name === n.name)!.reachable === false && !i.passive;
-    const excludedBecause = down ? `unreachable: ${n.error ?? "no answer"}` : anyReplica ? "primary: reads go to the replicas while one can take them" : null;
+    const excludedBecause = down ? `unreachable: ${n.error ?? "no answer"}` : anyReplica ? "reads go to the replicas while one can take them" : null;
     return { ...n, readable: excludedBecause === null, excludedBecause };
   });
   return { at: i.now, version: i.version, nodes: withPrimary, primary: primary && roleOf(primary) === "primary" ? primary.node.name : null };

@@ -54,7 +54,7 @@ describe("which replicas take reads", () => {
     const w = world(["", ""]);
     expect(new Set(picks(w.topology, 4))).toEqual(new Set(["r1", "r2"]));
     const s = w.holder.current;
-    expect(byName(s, "p")).toMatchObject({ role: "primary", readable: false, excludedBecause: "primary: reads go to the replicas while one can take them" });
+    expect(byName(s, "p")).toMatchObject({ role: "primary", readable: false, excludedBecause: "reads go to the replicas while one can take them" });
     expect(byName(s, "r1")).toMatchObject({ role: "replica", readable: true, healthy: true, excludedBecause: null, lagLimitMs: 1_000 });
   });
 
