@@ -79,12 +79,21 @@ export class Proxy implements SessionHost {
     this.config = opts.config;
     this.log = opts.log;
     this.lives = new LiveNodes(opts.config);
-    this.monitor = new Monitor({ config: opts.config, holder: this.cluster, lives: this.lives, log: opts.log });
+    this.monitor = new Monitor({
+      config: opts.config,
+      holder: this.cluster,
+      lives: this.lives,
+      log: opts.log,
+      onReachable: (node) => {
+        for (const p of this.pools.values()) if (p.node.name === node.name) p.resetBackoff();
+      },
+    });
     this.topology = new Topology({
       holder: this.cluster,
       lives: this.lives,
       balance: opts.config.balance,
       onTrial: (node) => this.monitor.trial(node),
+      onAcquireFailed: (node, error) => this.monitor.acquireFailed(node, error),
     });
     // Health learns from live traffic: observed latency and the nodes' own failures (transaction pooling only).
     this.observers.add(this.monitor);

@@ -30,6 +30,8 @@ export class Breaker {
   private cooldown: number;
   private permits = 0;
   private successes = 0;
+  /** When the last trial was handed out (half-open). */
+  private lastTrialAt = 0;
   private cached: BreakerView | null = CLOSED;
 
   constructor(private cfg: BreakerConfig) {
@@ -51,9 +53,15 @@ export class Breaker {
     return this.current === "closed" || (this.current === "half-open" && this.permits > 0);
   }
 
-  /** Epoch ms when an open breaker goes half-open by itself; null when it is not waiting on time. */
+  /**
+   * Epoch ms when the breaker changes by itself: an open one goes half-open; a half-open one whose trials are all
+   * out with no result for a cooldown gets them back (a trial can vanish: its client left before it ran). Null
+   * when it is not waiting on time.
+   */
   get deadline(): number | null {
-    return this.current === "open" ? this.openUntil : null;
+    if (this.current === "open") return this.openUntil;
+    if (this.current === "half-open" && this.permits === 0) return this.lastTrialAt + this.cfg.cooldown_ms;
+    return null;
   }
 
   /** Failures in a row so far (closed). */
@@ -124,16 +132,19 @@ export class Breaker {
     return true;
   }
 
-  /** Time passed; true when the cooldown ended and the breaker went half-open. */
+  /** Time passed; true when that changed what the breaker admits (see {@link deadline}). */
   tick(now: number): boolean {
-    if (this.current !== "open" || this.openUntil === null || now < this.openUntil) return false;
-    this.halfOpen();
+    const at = this.deadline;
+    if (at === null || now < at) return false;
+    if (this.current === "open") this.halfOpen();
+    else this.permits = this.cfg.half_open_trials;
     return true;
   }
 
   /** A request went to the node as a half-open trial; true when that was its last trial (it admits no more). */
-  takeTrial(): boolean {
+  takeTrial(now: number): boolean {
     if (this.current !== "half-open" || this.permits === 0) return false;
+    this.lastTrialAt = now;
     return --this.permits === 0;
   }
 

@@ -6,6 +6,7 @@
  * probes and never changes a node's health — it only tells the monitor when a half-open breaker's trial was used.
  */
 import type { BalanceConfig, NodeConfig } from "../config/types.ts";
+import type { PgError } from "../errors.ts";
 import { createStrategy, type CandidateSet, type Strategy } from "./balance.ts";
 import type { LiveNodes } from "./live.ts";
 import { ReadPlan, type ZonePlan } from "./plan.ts";
@@ -19,6 +20,8 @@ export interface TopologyOptions {
   balance: BalanceConfig;
   /** A read was sent to a replica whose breaker is half-open: one of its trials is used. */
   onTrial(node: NodeConfig): void;
+  /** A read picked for `node` got no connection there. */
+  onAcquireFailed?(node: NodeConfig, error: PgError): void;
   /** Randomness for the strategies that draw (tests inject it). */
   random?: () => number;
 }
@@ -110,6 +113,11 @@ export class Topology {
     this.strategy.took(set, this.peekedIndex);
     // Last: the monitor may publish (the trial was the last one), which rebuilds the plan.
     if (c.trial) this.opts.onTrial(c.node);
+  }
+
+  /** A read picked for `node` got no connection there (the monitor judges what that means for its breaker). */
+  acquireFailed(node: NodeConfig, error: PgError): void {
+    this.opts.onAcquireFailed?.(node, error);
   }
 
   /** The replica the next read (of a client in `zone`) goes to; null when none may take it. */

@@ -45,6 +45,8 @@ export interface MonitorOptions {
   /** Jitter of the reconnection backoff (tests inject it). */
   random?: () => number;
   connect?: Connect;
+  /** A node answers the monitor again after it did not: its pools may stop backing off their logins. */
+  onReachable?: (node: NodeConfig) => void;
 }
 
 /**
@@ -284,7 +286,10 @@ export class Monitor implements RequestObserver {
     const now = this.clock.now();
     const mono = this.clock.mono();
     const live = s.live;
-    if (s.reachable === false) this.opts.log.info("node_reachable", { node: s.node.name });
+    if (s.reachable === false) {
+      this.opts.log.info("node_reachable", { node: s.node.name });
+      this.opts.onReachable?.(s.node);
+    }
     s.reachable = true;
     s.error = null;
     s.checkedAt = now;
@@ -454,7 +459,20 @@ export class Monitor implements RequestObserver {
   /** A read went to `node` as a half-open trial. */
   trial(node: NodeConfig): void {
     const s = this.states.get(node.name);
-    if (s?.live.breaker.takeTrial()) this.publish();
+    if (!s?.live.breaker.takeTrial(this.clock.now())) return;
+    this.armBreakers();
+    this.publish();
+  }
+
+  /**
+   * A read picked for `node` could not get a connection there (its pool is still backing off, or the login failed).
+   * For a half-open breaker that is a failed trial; otherwise the login failure, if any, was reported already.
+   */
+  acquireFailed(node: NodeConfig, error: PgError): void {
+    const s = this.states.get(node.name);
+    if (!s || s.live.breaker.state !== "half-open") return;
+    if (s.live.breaker.failure(this.clock.now(), "login", error.message)) this.breakerChanged(s);
+    this.publish();
   }
 
   // --- breakers and publication --------------------------------------------------------------------------
@@ -481,12 +499,13 @@ export class Monitor implements RequestObserver {
       const now = this.clock.now();
       let changed = false;
       for (const s of this.states.values()) {
+        const before = s.live.breaker.state;
         if (!s.live.breaker.tick(now)) continue;
         changed = true;
-        this.breakerChanged(s);
+        if (s.live.breaker.state !== before) this.breakerChanged(s);
       }
+      this.armBreakers();
       if (changed) this.publish();
-      else this.armBreakers();
     }, Math.max(0, next - this.clock.now()));
     this.breakerTimer.unref?.();
   }

@@ -81,6 +81,7 @@ export class PoolGroup {
         } catch (err) {
           // pgroute's own checkout timeout (53300 ERROR) is the client's answer; a server that failed costs it nothing.
           if (err instanceof PgError && err.code === "53300" && err.severity === "ERROR") throw err;
+          if (err instanceof PgError) this.topology.acquireFailed(node, err);
         }
       }
     }

@@ -129,6 +129,12 @@ export class Pool {
     return this.all.size - this.idle.length;
   }
 
+  /** The node answers again (the monitor says so): the next lease may log in at once instead of waiting out the backoff. */
+  resetBackoff(): void {
+    this.backoffMs = 0;
+    this.lastFailure = null;
+  }
+
   /** Newer credentials (e.g. a SCRAM key recovered from a client's login) for future server logins. */
   updateCredentials(c: ServerCredentials): void {
     if (c.scram || !this.credentials.password) this.credentials = c;

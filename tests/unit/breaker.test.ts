@@ -60,12 +60,26 @@ describe("open → half-open → closed", () => {
     failTimes(b, 3, 0);
     b.tick(5_000);
     expect(b.admits).toBe(true);
-    expect(b.takeTrial()).toBe(false);
-    expect(b.takeTrial()).toBe(true); // the last trial: it admits no more until results come
+    expect(b.takeTrial(5_000)).toBe(false);
+    expect(b.takeTrial(5_001)).toBe(true); // the last trial: it admits no more until results come
     expect(b.admits).toBe(false);
     expect(b.success("request")).toBe(false);
     expect(b.success("request")).toBe(true);
     expect(b.view()).toEqual({ state: "closed", reason: null, until: null });
+  });
+
+  test("trials that vanish (no result within a cooldown) are handed out again", () => {
+    const b = new Breaker(CFG);
+    failTimes(b, 3, 0);
+    b.tick(5_000);
+    b.takeTrial(6_000);
+    b.takeTrial(6_000);
+    expect(b.admits).toBe(false);
+    expect(b.deadline).toBe(11_000);
+    expect(b.tick(10_999)).toBe(false);
+    expect(b.tick(11_000)).toBe(true);
+    expect(b.admits).toBe(true);
+    expect(b.state).toBe("half-open");
   });
 
   test("a failed trial opens it again with the cooldown doubled, up to max_cooldown; closing resets it", () => {

@@ -131,9 +131,9 @@ describe("half-open replicas", () => {
     w.publish();
     expect(picks(w.topology, 1)).toEqual(["r1"]);
     expect(w.trials).toEqual(["r1"]);
-    b.takeTrial();
-    b.takeTrial();
-    b.takeTrial();
+    b.takeTrial(10_000);
+    b.takeTrial(10_000);
+    b.takeTrial(10_000);
     expect(byName(w.publish(), "r1").excludedBecause).toBe("breaker half-open: every trial is in flight");
   });
 });
