@@ -3,6 +3,8 @@
  * (coloured by health on a TTY) and a JSON document for scripts. Pure: a snapshot in, text out.
  */
 import pc from "picocolors";
+
+const { createColors } = pc;
 import { formatBytes, formatSeconds } from "../cluster/plan.ts";
 import type { ClusterSnapshot, NodeSnapshot } from "../cluster/state.ts";
 
@@ -39,9 +41,10 @@ function reads(n: NodeSnapshot): string {
 }
 
 type Paint = (s: string) => string;
+type Colors = ReturnType<typeof pc.createColors>;
 
 /** Green when all is well, yellow when degraded (low score, half-open, the primary taking reads), red when out. */
-function paintOf(n: NodeSnapshot): Paint {
+function paintOf(pc: Colors, n: NodeSnapshot): Paint {
   if (!n.reachable && n.checkedAt === null && n.error === null) return pc.dim;
   if (!n.reachable || n.breaker.state === "open" || (n.role === "replica" && !n.readable)) return pc.red;
   if (n.breaker.state === "half-open" || n.score < 70 || (n.role === "primary" && n.readable)) return pc.yellow;
@@ -55,7 +58,9 @@ function breakdown(n: NodeSnapshot): string {
 
 /** The table: one row per node, then why excluded nodes are out, then the verdict. */
 export function renderReport(s: ClusterSnapshot, tty: boolean): string {
-  const c = (f: Paint, text: string) => (tty ? f(text) : text);
+  // Colours follow the caller's idea of a terminal, not picocolors' guess about this process's stdout.
+  const pc = createColors(tty);
+  const c = (f: Paint, text: string) => f(text);
   const head = ["node", "role", "zone", "reachable", "lag", "lag time", "active/conns", "p99", "score", "breakdown", "breaker", "reads"];
   const rows = s.nodes.map((n) => [
     n.name,
@@ -74,11 +79,11 @@ export function renderReport(s: ClusterSnapshot, tty: boolean): string {
   const widths = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)));
   const line = (cells: string[]) => cells.map((cell, i) => cell.padEnd(widths[i]!)).join("  ").trimEnd();
   const out = [c(pc.bold, line(head))];
-  s.nodes.forEach((n, i) => out.push(c(paintOf(n), line(rows[i]!))));
+  s.nodes.forEach((n, i) => out.push(c(paintOf(pc, n), line(rows[i]!))));
   // Why nodes are out (a primary that answers is not "out": it takes reads only when no replica can).
   const notes = s.nodes.filter((n) => n.error !== null || (n.excludedBecause !== null && !(n.role === "primary" && n.reachable)));
   if (notes.length > 0) out.push("");
-  for (const n of notes) out.push(c(paintOf(n), `${n.name}: ${n.excludedBecause ?? n.error}`));
+  for (const n of notes) out.push(c(paintOf(pc, n), `${n.name}: ${n.excludedBecause ?? n.error}`));
   const v = verdict(s);
   out.push("");
   const readers = s.nodes.filter((n) => n.role === "replica" && n.readable).length;
