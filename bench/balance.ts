@@ -21,28 +21,16 @@ import { configFrom } from "../src/config/load.ts";
 import type { BalanceStrategy } from "../src/config/types.ts";
 import { silentLogger } from "../src/log.ts";
 import { Monitor } from "../src/monitor/monitor.ts";
+import { timeLoop, type Rounds } from "./lib/stats.ts";
 
 const { values } = parseArgs({ options: { rounds: { type: "string", default: "15" } } });
 const ROUNDS = Math.max(1, Number(values.rounds) || 15);
 const STRATEGIES: BalanceStrategy[] = ["weighted", "least_connections", "latency", "round_robin", "random"];
 
-interface Figure {
-  best: number;
-  median: number;
-}
+type Figure = Rounds;
 
 /** ns per call of `body(i)`, over rounds, after one untimed pass. */
-function measure(n: number, body: (i: number) => void): Figure {
-  for (let i = 0; i < n; i++) body(i);
-  const perRound: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    const t0 = Bun.nanoseconds();
-    for (let i = 0; i < n; i++) body(i);
-    perRound.push((Bun.nanoseconds() - t0) / n);
-  }
-  perRound.sort((a, b) => a - b);
-  return { best: perRound[0]!, median: perRound[Math.floor(perRound.length / 2)]! };
-}
+const measure = (n: number, body: (i: number) => void): Figure => timeLoop(n, ROUNDS, body);
 
 /** A cluster of a primary and `replicas` replicas (weights 1, 2, 3, …), published once, with the monitor not probing. */
 function world(strategy: BalanceStrategy, replicas: number) {

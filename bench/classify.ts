@@ -18,6 +18,7 @@ import { parseArgs } from "node:util";
 import { classify, classifyUncached, DEFAULT_FUNCTIONS, type FunctionLists } from "../src/router/classify.ts";
 import { shape } from "../src/router/lexer.ts";
 import { loadParser } from "../src/router/parser.ts";
+import { bestAndMedian, timeLoop, type Rounds } from "./lib/stats.ts";
 
 const { values } = parseArgs({ options: { rounds: { type: "string", default: "15" } } });
 const ROUNDS = Math.max(1, Number(values.rounds) || 15);
@@ -46,26 +47,12 @@ where exists (select 1 from addresses a where a.customer_id = c.id and a.country
 order by spent desc, c.id
 limit 50 offset 0`;
 
-interface Figure {
-  best: number;
-  median: number;
-}
-
-function figure(perRound: number[]): Figure {
-  perRound.sort((a, b) => a - b);
-  return { best: perRound[0]!, median: perRound[Math.floor(perRound.length / 2)]! };
-}
+type Figure = Rounds;
 
 /** µs per call of `body(i)` for i in [0, n), over rounds, after one untimed pass. */
 function measure(n: number, body: (i: number) => void): Figure {
-  for (let i = 0; i < n; i++) body(i);
-  const perRound: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    const t0 = Bun.nanoseconds();
-    for (let i = 0; i < n; i++) body(i);
-    perRound.push((Bun.nanoseconds() - t0) / n / 1000);
-  }
-  return figure(perRound);
+  const ns = timeLoop(n, ROUNDS, body);
+  return { best: ns.best / 1000, median: ns.median / 1000 };
 }
 
 /** Cache misses: each round classifies statements never seen before (fresh function lists = an empty cache). */
@@ -80,7 +67,7 @@ function measureMisses(n: number, text: (i: number) => string): Figure {
     const us = (Bun.nanoseconds() - t0) / n / 1000;
     if (r >= 0) perRound.push(us);
   }
-  return figure(perRound);
+  return bestAndMedian(perRound);
 }
 
 const fmt = (f: Figure) => `${f.best.toFixed(2).padStart(8)} ${f.median.toFixed(2).padStart(8)}`;

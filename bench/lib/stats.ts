@@ -31,3 +31,29 @@ export function table(rows: readonly (readonly string[])[], left: readonly numbe
   const [head, ...body] = rows;
   return [line(head!), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
 }
+
+/** The fastest and the median of several rounds: the cost itself, and what a busy machine made of it. */
+export interface Rounds {
+  best: number;
+  median: number;
+}
+
+/**
+ * Nanoseconds per call of `body(i)` for i in [0, n), timed over `rounds` rounds after one untimed pass (JIT,
+ * caches): in-process micro-benchmarks.
+ */
+export function timeLoop(n: number, rounds: number, body: (i: number) => void): Rounds {
+  for (let i = 0; i < n; i++) body(i);
+  const perRound: number[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const t0 = Bun.nanoseconds();
+    for (let i = 0; i < n; i++) body(i);
+    perRound.push((Bun.nanoseconds() - t0) / n);
+  }
+  return bestAndMedian(perRound);
+}
+
+export function bestAndMedian(perRound: readonly number[]): Rounds {
+  const sorted = [...perRound].sort((a, b) => a - b);
+  return { best: sorted[0]!, median: sorted[Math.floor(sorted.length / 2)]! };
+}

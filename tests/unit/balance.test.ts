@@ -46,6 +46,15 @@ function run(strategy: Strategy, set: CandidateSet, n: number): number[] {
   return counts;
 }
 
+/** The candidates the next `n` reads go to, in order. */
+function order(strategy: Strategy, set: CandidateSet, n: number): number[] {
+  return Array.from({ length: n }, () => {
+    const i = strategy.pick(set);
+    strategy.took(set, i);
+    return i;
+  });
+}
+
 describe("every strategy", () => {
   for (const name of ALL) {
     describe(name, () => {
@@ -91,15 +100,10 @@ describe("weighted", () => {
     const s = weighted();
     const set = candidates([{ weight: 1 }, { weight: 3 }]);
     expect(run(s, set, 1000)).toEqual([250, 750]);
-    const order: number[] = [];
-    for (let k = 0; k < 8; k++) {
-      const i = s.pick(set);
-      order.push(i);
-      s.took(set, i);
-    }
+    const next = order(s, set, 8).join("");
     // Never the light replica twice in a row, never the heavy one more than three times.
-    expect(order.join("")).not.toContain("00");
-    expect(order.join("")).not.toContain("1111");
+    expect(next).not.toContain("00");
+    expect(next).not.toContain("1111");
   });
 
   test("the health score scales the weight", () => {
@@ -130,15 +134,7 @@ describe("least_connections", () => {
   });
 
   test("ties go round in turn", () => {
-    const s = createStrategy("least_connections");
-    const set = candidates([{ inFlight: 1 }, { inFlight: 4 }, { inFlight: 1 }]);
-    const seen: number[] = [];
-    for (let k = 0; k < 4; k++) {
-      const i = s.pick(set);
-      seen.push(i);
-      s.took(set, i);
-    }
-    expect(seen).toEqual([0, 2, 0, 2]);
+    expect(order(createStrategy("least_connections"), candidates([{ inFlight: 1 }, { inFlight: 4 }, { inFlight: 1 }]), 4)).toEqual([0, 2, 0, 2]);
   });
 });
 
@@ -165,15 +161,7 @@ describe("latency", () => {
 
 describe("round_robin", () => {
   test("each in turn, weights ignored", () => {
-    const s = createStrategy("round_robin");
-    const set = candidates([{ weight: 1 }, { weight: 3 }]);
-    const seen: number[] = [];
-    for (let k = 0; k < 4; k++) {
-      const i = s.pick(set);
-      seen.push(i);
-      s.took(set, i);
-    }
-    expect(seen).toEqual([0, 1, 0, 1]);
+    expect(order(createStrategy("round_robin"), candidates([{ weight: 1 }, { weight: 3 }]), 4)).toEqual([0, 1, 0, 1]);
   });
 });
 
