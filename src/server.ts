@@ -139,8 +139,20 @@ export class Proxy implements SessionHost {
     // The first check of every node (bounded by the monitor's time limits) before the first client.
     await this.monitor.start();
     const { host, port } = this.config.listen;
+    try {
+      this.listener = this.bind(host, port);
+    } catch (err) {
+      await this.monitor.stop();
+      throw err;
+    }
+    const bound = { host: this.listener.hostname, port: this.listener.port };
+    this.log.info("listening", { host: bound.host, port: bound.port, mode: this.config.pool.mode });
+    return bound;
+  }
+
+  private bind(host: string, port: number): TCPSocketListener<Session> {
     const proxy = this;
-    this.listener = Bun.listen<Session>({
+    return Bun.listen<Session>({
       hostname: host,
       port,
       socket: {
@@ -164,9 +176,6 @@ export class Proxy implements SessionHost {
         },
       },
     });
-    const bound = { host: this.listener.hostname, port: this.listener.port };
-    this.log.info("listening", { host: bound.host, port: bound.port, mode: this.config.pool.mode });
-    return bound;
   }
 
   get clientCount(): number {

@@ -76,6 +76,11 @@ export class LiveNodes {
     for (const n of config.nodes) this.get(n.name);
   }
 
+  /** The node's live figures, if it is configured (the hot path: a request may finish after its node was removed). */
+  find(name: string): NodeLive | undefined {
+    return this.byName.get(name);
+  }
+
   get(name: string): NodeLive {
     let live = this.byName.get(name);
     if (!live) {

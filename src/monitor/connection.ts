@@ -5,6 +5,8 @@
  * and the next check opens a new one (when is the scheduler's business: monitor.ts backs off).
  */
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { checkServerIdentity } from "node:tls";
 import postgres from "postgres";
 import type { NodeConfig } from "../config/types.ts";
 import { CheckError, type Queryable, type Row } from "./probe.ts";
@@ -40,8 +42,12 @@ export function sslOption(node: NodeConfig): postgres.Options<Record<string, nev
       return node.sslrootcert === undefined ? "require" : { ca: ca(), checkServerIdentity: () => undefined };
     case "verify-ca":
       return { ca: ca(), checkServerIdentity: () => undefined };
-    case "verify-full":
-      return node.sslrootcert === undefined ? { servername: node.host } : { ca: ca(), servername: node.host };
+    case "verify-full": {
+      // The name is checked against the node's host as configured, an IP address included (which SNI may not carry).
+      const full = { checkServerIdentity: (_: string, cert: Parameters<typeof checkServerIdentity>[1]) => checkServerIdentity(node.host, cert) };
+      const sni = isIP(node.host) ? {} : { servername: node.host };
+      return node.sslrootcert === undefined ? { ...full, ...sni } : { ...full, ...sni, ca: ca() };
+    }
   }
 }
 

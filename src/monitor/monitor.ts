@@ -392,7 +392,8 @@ export class Monitor implements RequestObserver {
 
   /** A request the relay completed (hot path: a few array writes unless it failed for the node's sake). */
   request(node: NodeConfig, sample: RequestSample): void {
-    const live = this.opts.lives.get(node.name);
+    const live = this.opts.lives.find(node.name);
+    if (!live) return;
     const mono = this.clock.mono();
     const fault = sample.failed && isNodeFault(sample.errorCode, sample.target);
     live.observed.add(mono, sample.ms, fault);
