@@ -334,7 +334,7 @@ export class Proxy implements SessionHost {
     for (const commit of commits) commit?.();
     if (plan.routingChanged) this.functions = functionLists(next.routing);
     // The monitor applies new nodes, credentials and health settings and publishes; the topology follows it.
-    this.monitor.reconfigure(next);
+    this.monitor.reconfigure(next, this.log);
     this.topology.configure(next.balance);
     for (const [key, pool] of this.pools) {
       const action = plan.pool(pool.node.name, pool.user, pool.database);

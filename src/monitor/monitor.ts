@@ -82,6 +82,7 @@ function connectionKey(n: NodeConfig): string {
 export class Monitor implements RequestObserver {
   private config: Config;
   private readonly clock: Clock;
+  private log: Logger;
   private readonly connect: Connect;
   private readonly random: () => number;
   private readonly states = new Map<string, NodeState>();
@@ -100,6 +101,7 @@ export class Monitor implements RequestObserver {
 
   constructor(private readonly opts: MonitorOptions) {
     this.config = opts.config;
+    this.log = opts.log;
     this.clock = opts.clock ?? SYSTEM_CLOCK;
     this.connect = opts.connect ?? connectPostgres;
     this.random = opts.random ?? Math.random;
@@ -142,7 +144,7 @@ export class Monitor implements RequestObserver {
     this.running = true;
     if (this.passive) {
       const why = this.config.monitor.enabled ? "no credentials: set [monitor] user, or give a [[users]] entry a password" : "monitor.enabled = false";
-      this.opts.log.warn("monitor_passive", { reason: why });
+      this.log.warn("monitor_passive", { reason: why });
       return;
     }
     this.startHeartbeat();
@@ -165,10 +167,11 @@ export class Monitor implements RequestObserver {
     return w.conn.close();
   }
 
-  /** A reloaded config: nodes added, removed or moved, new credentials, intervals and limits. */
-  reconfigure(config: Config): void {
+  /** A reloaded config: nodes added, removed or moved, new credentials, intervals and limits (and logger). */
+  reconfigure(config: Config, log?: Logger): void {
     const before = this.config;
     this.config = config;
+    if (log) this.log = log;
     this.opts.lives.configure(config);
     const creds = this.credentialsOf(config);
     const credsChanged = JSON.stringify(creds) !== JSON.stringify(this.creds) || before.monitor.probe_timeout_ms !== config.monitor.probe_timeout_ms;
@@ -287,7 +290,7 @@ export class Monitor implements RequestObserver {
     const mono = this.clock.mono();
     const live = s.live;
     if (s.reachable === false) {
-      this.opts.log.info("node_reachable", { node: s.node.name });
+      this.log.info("node_reachable", { node: s.node.name });
       this.opts.onReachable?.(s.node);
     }
     s.reachable = true;
@@ -300,7 +303,7 @@ export class Monitor implements RequestObserver {
       live.ewma.add(mono, r.ms);
     }
     if (s.standby !== r.standby) {
-      if (s.standby !== null || s.node.role === "auto") this.opts.log.info("node_role", { node: s.node.name, standby: r.standby, role: s.node.role });
+      if (s.standby !== null || s.node.role === "auto") this.log.info("node_role", { node: s.node.name, standby: r.standby, role: s.node.role });
       s.standby = r.standby;
     }
     s.lsn = r.lsn;
@@ -355,7 +358,7 @@ export class Monitor implements RequestObserver {
       this.publish();
       return;
     }
-    if (s.reachable !== false) this.opts.log.warn("node_unreachable", { node: s.node.name, error: e.message });
+    if (s.reachable !== false) this.log.warn("node_unreachable", { node: s.node.name, error: e.message });
     s.reachable = false;
     s.error = e.message;
     if (s.live.breaker.failure(this.clock.now(), "check", e.message)) this.breakerChanged(s);
@@ -483,8 +486,8 @@ export class Monitor implements RequestObserver {
     const fields = { node: s.node.name, reason: view.reason ?? undefined, until: view.until === null ? undefined : new Date(view.until).toISOString() };
     if (view.state === "open") {
       s.live.observed.forgetFailures();
-      this.opts.log.warn("breaker_open", fields);
-    } else this.opts.log.info(view.state === "closed" ? "breaker_closed" : "breaker_half_open", fields);
+      this.log.warn("breaker_open", fields);
+    } else this.log.info(view.state === "closed" ? "breaker_closed" : "breaker_half_open", fields);
     this.armBreakers();
   }
 
@@ -516,7 +519,7 @@ export class Monitor implements RequestObserver {
     if (this.warned.has(key)) return;
     if (this.warned.size >= 1000) this.warned.clear();
     this.warned.add(key);
-    this.opts.log.warn(event, fields);
+    this.log.warn(event, fields);
   }
 
   /** Publishes a snapshot of what is known now. */

@@ -183,3 +183,26 @@ describe("traffic", () => {
     expect(r.node("s")).toMatchObject({ readable: false, breaker: { state: "open", reason: 'login failed: could not connect to node "s": connection refused' } });
   });
 });
+
+describe("reload", () => {
+  test("added nodes appear, removed ones go, moved ones start afresh; the others keep what was learned", async () => {
+    const r = rig({ p: fakeNode(false), s: fakeNode(true), t: fakeNode(true) });
+    await r.monitor.round();
+    r.nodes.u = fakeNode(true);
+    const next = configFrom({
+      nodes: [{ name: "p", port: 5432 }, { name: "s", port: 5433 }, { name: "t", port: 6000 }, { name: "u", port: 5435 }],
+      users: [{ name: "mon", password: "pw" }],
+    });
+    r.monitor.reconfigure(next);
+    expect(r.holder.current.nodes.map((n) => [n.name, n.role, n.reachable])).toEqual([
+      ["p", "primary", true],
+      ["s", "replica", true],
+      ["t", "unknown", false],
+      ["u", "unknown", false],
+    ]);
+    await r.monitor.round();
+    expect(r.holder.current.nodes.map((n) => n.role)).toEqual(["primary", "replica", "replica", "replica"]);
+    r.monitor.reconfigure(configFrom({ nodes: [{ name: "p", port: 5432 }], users: [{ name: "mon", password: "pw" }] }));
+    expect(r.holder.current.nodes.map((n) => n.name)).toEqual(["p"]);
+  });
+});
