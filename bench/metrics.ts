@@ -59,6 +59,7 @@ const sample = (i: number): RequestSample => ({
   ms: latency(i) * 1000,
   failed: false,
   txEnd: true,
+  errorCode: null,
 });
 const samples = Array.from({ length: 1000 }, (_, i) => sample(i));
 
@@ -100,7 +101,7 @@ const proxy = new Proxy({ config, log: createLogger({ level: "error", format: "t
 // What the relay adds per request once anyone observes (always, now that metrics do): a sample object and two clocks.
 const inflight: RequestSample[] = [];
 row("relay tracking (sample + 2 performance.now())", measure(N, (i) => {
-  inflight.push({ target: "replica", kind: "read", fingerprint: fingerprints[i % 50]!, reason: "read_only", startedAt: performance.now(), ms: 0, failed: false, txEnd: false });
+  inflight.push({ target: "replica", kind: "read", fingerprint: fingerprints[i % 50]!, reason: "read_only", startedAt: performance.now(), ms: 0, failed: false, txEnd: false, errorCode: null });
   const s = inflight.shift()!;
   s.ms = performance.now() - s.startedAt;
 }));

@@ -14,11 +14,12 @@ import { createLogger, type Logger } from "./log.ts";
 import { Topology } from "./cluster/topology.ts";
 import { Observers } from "./cluster/observe.ts";
 import { Overrides } from "./cluster/overrides.ts";
-import { TopologyPublisher } from "./cluster/publisher.ts";
-import type { SnapshotHolder } from "./cluster/state.ts";
 import { AdminConsole } from "./admin/console.ts";
 import { Traffic } from "./admin/traffic.ts";
 import { PauseGate } from "./pool/gate.ts";
+import { LiveNodes } from "./cluster/live.ts";
+import { SnapshotHolder } from "./cluster/state.ts";
+import { Monitor } from "./monitor/monitor.ts";
 import { PoolGroup } from "./pool/group.ts";
 import { Pool } from "./pool/pool.ts";
 import type { ServerConn, ServerCredentials } from "./pool/server.ts";
@@ -78,13 +79,18 @@ export class Proxy implements SessionHost {
   private closedSinceGc = 0;
   private readonly pools = new Map<string, Pool>();
   private readonly groups = new Map<string, PoolGroup>();
+  /** The live picture of the cluster, published by {@link monitor}: read `cluster.current` (admin, metrics). */
+  readonly cluster = new SnapshotHolder({ at: 0, version: 0, nodes: [], primary: null });
+  /** Per-node live figures (observed latency, breakers, pool load) behind the snapshot. */
+  readonly lives: LiveNodes;
+  /** Probes every node and is the only writer of {@link cluster}. */
+  readonly monitor: Monitor;
+  /** Roles and the replica for each read, from the latest snapshot. */
   readonly topology: Topology;
   /** Told about every request transaction-pooled sessions complete; see {@link RequestObserver}. */
   readonly observers = new Observers();
   /** TLS offered to clients: the `[tls]` mode and the certificate new handshakes use. */
   readonly clientTls = new ClientTls();
-  /** The live picture of the cluster: read `cluster.current`, or subscribe. */
-  readonly cluster: SnapshotHolder;
   /** Drained nodes and roles set by an operator (admin API and console). */
   readonly overrides = new Overrides();
   /** PAUSE/RESUME: no server connection is leased while it is closed. */
@@ -108,8 +114,28 @@ export class Proxy implements SessionHost {
   constructor(opts: ProxyOptions) {
     this.config = opts.config;
     this.log = opts.log;
-    this.topology = new Topology(opts.config.nodes, Date.now, this.overrides);
-    this.cluster = new TopologyPublisher(this.topology, this.overrides, () => this.log).holder;
+    this.lives = new LiveNodes(opts.config);
+    this.monitor = new Monitor({
+      config: opts.config,
+      holder: this.cluster,
+      lives: this.lives,
+      log: opts.log,
+      overrides: this.overrides,
+      onReachable: (node) => {
+        for (const p of this.pools.values()) if (p.node.name === node.name) p.resetBackoff();
+      },
+    });
+    this.topology = new Topology({
+      holder: this.cluster,
+      lives: this.lives,
+      balance: opts.config.balance,
+      onTrial: (node) => this.monitor.trial(node),
+      onAcquireFailed: (node, error) => this.monitor.acquireFailed(node, error),
+    });
+    // Health learns from live traffic: observed latency and the nodes' own failures (transaction pooling only).
+    this.observers.add(this.monitor);
+    // An operator's drain or role change applies to the next transaction, not the next check.
+    this.overrides.subscribe(() => this.monitor.publish());
     this.traffic = new Traffic(opts.config.admin.top_queries);
     this.observers.add(this.traffic);
     this.functions = functionLists(opts.config.routing);
@@ -152,9 +178,23 @@ export class Proxy implements SessionHost {
   async listen(): Promise<{ host: string; port: number }> {
     await loadParser();
     this.reloadTls();
+    // The first check of every node (bounded by the monitor's time limits) before the first client.
+    await this.monitor.start();
     const { host, port } = this.config.listen;
+    try {
+      this.listener = this.bind(host, port);
+    } catch (err) {
+      await this.monitor.stop();
+      throw err;
+    }
+    const bound = { host: this.listener.hostname, port: this.listener.port };
+    this.log.info("listening", { host: bound.host, port: bound.port, mode: this.config.pool.mode });
+    return bound;
+  }
+
+  private bind(host: string, port: number): TCPSocketListener<Session> {
     const proxy = this;
-    this.listener = Bun.listen<Session>({
+    return Bun.listen<Session>({
       hostname: host,
       port,
       socket: {
@@ -179,9 +219,6 @@ export class Proxy implements SessionHost {
         },
       },
     });
-    const bound = { host: this.listener.hostname, port: this.listener.port };
-    this.log.info("listening", { host: bound.host, port: bound.port, mode: this.config.pool.mode });
-    return bound;
   }
 
   /** The table-size monitor, started on first need. */
@@ -270,16 +307,14 @@ export class Proxy implements SessionHost {
         config: this.config.pool,
         maxMessageSize: Math.max(this.config.limits.max_message_size, 1 << 30),
         log: this.log,
-        onLogin: (conn) => {
-          // conn.node: the node's settings when it was opened (a reload may have changed them since).
-          this.topology.learn(conn.node, conn.params.get("in_hot_standby"));
-          this.topology.recovered(conn.node);
-        },
-        onLoginFailed: () => this.topology.failed(node),
+        // conn.node: the node's settings when it was opened (a reload may have changed them since).
+        onLogin: (conn) => this.monitor.loginSucceeded(conn.node, conn.params.get("in_hot_standby")),
+        onLoginFailed: (error) => this.monitor.loginFailed(node, error),
         counters: this.nodeCounters(node.name),
       });
       if (this.overrides.isDrained(node.name)) pool.drain(true);
       this.pools.set(key, pool);
+      this.lives.get(node.name).attach(pool);
     }
     return pool;
   }
@@ -351,6 +386,7 @@ export class Proxy implements SessionHost {
     for (const s of [...this.sessions]) s.fatal(errors.shuttingDown());
     for (const p of this.pools.values()) p.close();
     this.pools.clear();
+    await this.monitor.stop();
     this.groups.clear();
     // Clients held by PAUSE go on to find the pools closed.
     this.gate.resume();
@@ -401,7 +437,10 @@ export class Proxy implements SessionHost {
       void this.tables.stop();
       this.tables = null;
     }
-    if (plan.nodesChanged) this.topology.update(next.nodes);
+    this.overrides.retain(new Set(next.nodes.map((n) => n.name)));
+    // The monitor applies new nodes, credentials and health settings and publishes; the topology follows it.
+    this.monitor.reconfigure(next, this.log);
+    this.topology.configure(next.balance);
     for (const [key, pool] of this.pools) {
       const action = plan.pool(pool.node.name, pool.user, pool.database);
       if (action.kind === "retire") {

@@ -7,7 +7,7 @@
  * user input, so a default can never bypass validation, and `examples/pgroute.toml` is tested against this table.
  */
 import { checkFirewall } from "./firewall.ts";
-import type { ClientAuthMethod, ClientTlsMode, Config, FirewallAction, FirewallRuleKind, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode, UserRole } from "./types.ts";
+import type { BalanceStrategy, ClientAuthMethod, ClientTlsMode, Config, FirewallAction, FirewallRuleKind, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode, UserRole } from "./types.ts";
 
 /** One validation problem. Rendered as `path: message` by `formatConfigError`. */
 export interface ConfigError {
@@ -29,6 +29,9 @@ export type ValueType =
   | { readonly kind: "enum"; readonly values: readonly string[] }
   | { readonly kind: "int"; readonly min: number; readonly max?: number }
   | { readonly kind: "positive" }
+  /** A number (not necessarily an integer) within [min, max]. */
+  | { readonly kind: "number"; readonly min: number; readonly max: number }
+  | { readonly kind: "bool" }
   /** A string like "1h30m" or an integer of milliseconds; stored in milliseconds. `orZero`: 0 means "none". */
   | { readonly kind: "duration"; readonly orZero?: boolean }
   /** A string like "64MiB" or an integer of bytes; stored in bytes. */
@@ -40,7 +43,7 @@ export type ValueType =
   | { readonly kind: "tables"; readonly keys: readonly KeySpec[] };
 
 /** A default as it would be written in TOML. */
-export type RawDefault = string | number | readonly string[];
+export type RawDefault = string | number | boolean | readonly string[];
 
 /** One key of a section. */
 export interface KeySpec {
@@ -75,6 +78,8 @@ const USER_ROLES = ["read-write", "read-only", "admin"] as const satisfies reado
 const RULE_KINDS = ["statement", "missing_where", "unbounded_select", "select_star", "tables", "functions"] as const satisfies readonly FirewallRuleKind[];
 const RULE_ACTIONS = ["deny", "log"] as const satisfies readonly FirewallAction[];
 
+const STRATEGIES = ["weighted", "least_connections", "latency", "round_robin", "random"] as const satisfies readonly BalanceStrategy[];
+
 const KiB = 1024;
 const GiB = 1024 * 1024 * 1024;
 
@@ -85,6 +90,8 @@ const duration: ValueType = { kind: "duration" };
 /** A duration where 0 switches the feature off. */
 const durationOrZero: ValueType = { kind: "duration", orZero: true };
 const strings: ValueType = { kind: "strings" };
+const fraction: ValueType = { kind: "number", min: 0, max: 1 };
+const weight: ValueType = { kind: "number", min: 0, max: 1000 };
 
 function key(name: string, type: ValueType, dflt?: RawDefault): KeySpec {
   const field = type.kind === "duration" ? `${name}_ms` : name;
@@ -97,6 +104,8 @@ function required(name: string, type: ValueType): KeySpec {
 /** `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, keys being base64 of 32 bytes, as Postgres stores it. */
 const SCRAM_VERIFIER = /^SCRAM-SHA-256\$[1-9]\d*:(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\$[A-Za-z0-9+/]{43}=:[A-Za-z0-9+/]{43}=$/;
 const MD5_HASH = /^md5[0-9a-f]{32}$/;
+/** A plain table name, optionally schema-qualified (the heartbeat table), safe to quote as identifiers. */
+export const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)?$/;
 
 /**
  * Every configuration key, its type and its default — the only place defaults are written.
@@ -210,6 +219,72 @@ export const SCHEMA: readonly SectionSpec[] = [
           key("functions", strings),
         ],
       }, []),
+    ],
+  },
+  {
+    name: "balance",
+    many: false,
+    keys: [
+      key("strategy", oneOf(STRATEGIES), "weighted"),
+      key("prefer_zone", str(false), ""),
+      key("max_lag", duration, "1s"),
+      key("max_lag_bytes", { kind: "size", min: 1, max: 2 ** 52 }),
+      key("max_lag_local", duration),
+      key("max_lag_remote", duration),
+      key("latency_decay", duration, "5s"),
+    ],
+  },
+  {
+    name: "monitor",
+    many: false,
+    keys: [
+      key("enabled", { kind: "bool" }, true),
+      key("user", str()),
+      key("password", { kind: "secret" }),
+      key("database", str(), "postgres"),
+      key("ping_interval", duration, "1s"),
+      key("ping_timeout", duration, "1s"),
+      key("probe_interval", duration, "5s"),
+      key("probe_timeout", duration, "3s"),
+      key("reconnect_max", duration, "10s"),
+      key("heartbeat_table", str()),
+      key("heartbeat_interval", duration, "250ms"),
+      key("cpu_query", str()),
+    ],
+  },
+  {
+    name: "health",
+    many: false,
+    keys: [
+      key("window", duration, "10s"),
+      key("min_score", { kind: "number", min: 0, max: 100 }, 0),
+      key("weight_lag", weight, 30),
+      key("weight_latency", weight, 20),
+      key("weight_errors", weight, 20),
+      key("weight_load", weight, 15),
+      key("weight_queue", weight, 10),
+      key("weight_breaker", weight, 5),
+      key("lag_good", duration, "5ms"),
+      key("lag_bad", duration, "250ms"),
+      key("latency_good", duration, "20ms"),
+      key("latency_bad", duration, "1s"),
+      key("error_rate_bad", fraction, 0.05),
+      key("load_good", fraction, 0.3),
+      key("load_bad", fraction, 0.9),
+      key("queue_good", int(0), 10),
+      key("queue_bad", int(1), 100),
+    ],
+  },
+  {
+    name: "breaker",
+    many: false,
+    keys: [
+      key("failures", int(1), 3),
+      key("error_rate", fraction, 0.02),
+      key("min_requests", int(1), 20),
+      key("cooldown", duration, "5s"),
+      key("max_cooldown", duration, "1m"),
+      key("half_open_trials", int(1, 1000), 3),
     ],
   },
   {
@@ -334,6 +409,14 @@ function convert(type: ValueType, v: unknown, path: string): Converted {
     }
     case "positive":
       if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) return fail(path, "a number > 0", describe(v));
+      return { ok: true, value: v };
+    case "number":
+      if (typeof v !== "number" || !Number.isFinite(v) || v < type.min || v > type.max) {
+        return fail(path, `a number from ${type.min} to ${type.max}`, describe(v));
+      }
+      return { ok: true, value: v };
+    case "bool":
+      if (typeof v !== "boolean") return fail(path, "true or false", describe(v));
       return { ok: true, value: v };
     case "duration": {
       const ms = typeof v === "string" ? parseDuration(v) : typeof v === "number" && Number.isInteger(v) ? v : undefined;
@@ -540,6 +623,41 @@ function checkAdmin(admin: Table, errors: ConfigError[]): void {
   errors.push({ path: "admin.token", message: `required when admin.listen is not a loopback address (${listen.host})` });
 }
 
+/** Each score signal's good threshold must be below its bad one, and the weights may not all be 0. */
+function checkHealth(health: Table, errors: ConfigError[]): void {
+  const v = health.values;
+  for (const [good, bad] of [
+    ["lag_good", "lag_bad"],
+    ["latency_good", "latency_bad"],
+    ["load_good", "load_bad"],
+    ["queue_good", "queue_bad"],
+  ] as const) {
+    if (health.bad.has(good) || health.bad.has(bad)) continue;
+    // Durations are stored under `<key>_ms`.
+    const value = (k: string) => (v[k] ?? v[`${k}_ms`]) as number;
+    if (value(good) >= value(bad)) errors.push({ path: `health.${good}`, message: `must be below health.${bad}` });
+  }
+  const weights = Object.entries(v).filter(([k]) => k.startsWith("weight_"));
+  if (weights.every(([, w]) => w === 0) && !weights.some(([k]) => health.bad.has(k))) {
+    errors.push({ path: "health.weight_lag", message: "at least one health weight must be above 0" });
+  }
+}
+
+/** The breaker's cooldown cap cannot be below the cooldown it doubles from. */
+function checkBreaker(breaker: Table, errors: ConfigError[]): void {
+  const v = breaker.values;
+  if (breaker.bad.has("cooldown") || breaker.bad.has("max_cooldown")) return;
+  if ((v.max_cooldown_ms as number) < (v.cooldown_ms as number)) errors.push({ path: "breaker.max_cooldown", message: "must be at least breaker.cooldown" });
+}
+
+/** A monitor user needs no password only when the servers trust it; a password without a user means nothing. */
+function checkMonitor(monitor: Table, errors: ConfigError[]): void {
+  const v = monitor.values;
+  const table = v.heartbeat_table as string | undefined;
+  if (table !== undefined && !TABLE_NAME.test(table)) errors.push({ path: "monitor.heartbeat_table", message: `expected a table name like "pgroute_heartbeat" or "schema.table", got ${describe(table)}` });
+  if (v.password !== undefined && v.user === undefined && !monitor.bad.has("user")) errors.push({ path: "monitor.user", message: "required when monitor.password is given" });
+}
+
 // ---- validate ----
 
 function deepFreeze<T>(value: T): T {
@@ -578,6 +696,9 @@ export function validate(raw: unknown): ValidateResult {
     if (section.name === "users" && Array.isArray(table)) checkUsers(table, found);
     if (section.name === "tls" && table !== undefined && !Array.isArray(table)) checkTls(table, found);
     if (section.name === "admin" && table !== undefined && !Array.isArray(table)) checkAdmin(table, found);
+    if (section.name === "health" && table !== undefined && !Array.isArray(table)) checkHealth(table, found);
+    if (section.name === "breaker" && table !== undefined && !Array.isArray(table)) checkBreaker(table, found);
+    if (section.name === "monitor" && table !== undefined && !Array.isArray(table)) checkMonitor(table, found);
     // Cross-field errors are found after a whole array is read; regroup them under their element.
     errors.push(...found.sort((a, b) => elementIndex(a.path) - elementIndex(b.path)));
   }

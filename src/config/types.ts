@@ -108,6 +108,84 @@ export interface RoutingConfig {
   readonly read_functions: readonly string[];
 }
 
+/** How a replica is chosen for a read among those that may take it (src/cluster/balance.ts). */
+export type BalanceStrategy = "weighted" | "least_connections" | "latency" | "round_robin" | "random";
+
+/** The health monitor (src/monitor/): dedicated connections to every node, tiered checks. */
+export interface MonitorConfig {
+  /** False: no probes; roles come from server logins and health from live traffic only. */
+  readonly enabled: boolean;
+  /** Role the monitor logs in as (default: the first `[[users]]` entry with a server password). */
+  readonly user?: string;
+  readonly password?: string;
+  readonly database: string;
+  /** The lightweight check: role and WAL position. */
+  readonly ping_interval_ms: number;
+  readonly ping_timeout_ms: number;
+  /** The detailed check: activity, connections, replication, CPU. */
+  readonly probe_interval_ms: number;
+  readonly probe_timeout_ms: number;
+  /** Cap of the exponential (jittered) backoff between reconnection attempts to a node that is down. */
+  readonly reconnect_max_ms: number;
+  /** A table the monitor writes the time into on the primary and reads on replicas, for sub-second time lag. */
+  readonly heartbeat_table?: string;
+  readonly heartbeat_interval_ms: number;
+  /** A query returning one number, the node's CPU busy fraction 0–1 (default: active backends / max_connections). */
+  readonly cpu_query?: string;
+}
+
+/** How reads are spread over replicas, and which replicas are fresh enough to take them. */
+export interface BalanceConfig {
+  readonly strategy: BalanceStrategy;
+  /** The zone reads prefer (pgroute's own zone): replicas there first, others only when none is healthy. */
+  readonly prefer_zone: string;
+  /** A replica further behind than this gets no reads. */
+  readonly max_lag_ms: number;
+  readonly max_lag_bytes?: number;
+  /** Overrides of `max_lag` for replicas in the client's zone and in other zones. */
+  readonly max_lag_local_ms?: number;
+  readonly max_lag_remote_ms?: number;
+  /** Time constant of the latency strategy's moving average of observed latency. */
+  readonly latency_decay_ms: number;
+}
+
+/** The replica health score: each signal mapped to 0–100 between its good and bad thresholds, then weighted. */
+export interface HealthConfig {
+  /** Sliding window of what pgroute observed per node: latency p99 and error rate. */
+  readonly window_ms: number;
+  /** Replicas scoring below this get no reads (0: never excluded for their score). */
+  readonly min_score: number;
+  readonly weight_lag: number;
+  readonly weight_latency: number;
+  readonly weight_errors: number;
+  readonly weight_load: number;
+  readonly weight_queue: number;
+  readonly weight_breaker: number;
+  readonly lag_good_ms: number;
+  readonly lag_bad_ms: number;
+  readonly latency_good_ms: number;
+  readonly latency_bad_ms: number;
+  readonly error_rate_bad: number;
+  readonly load_good: number;
+  readonly load_bad: number;
+  readonly queue_good: number;
+  readonly queue_bad: number;
+}
+
+/** Per-node circuit breakers: closed → open → half-open → closed. */
+export interface BreakerConfig {
+  /** Consecutive failures that open it. */
+  readonly failures: number;
+  /** Share of requests failing for the node's sake, over `health.window`, that opens it. */
+  readonly error_rate: number;
+  /** Requests in the window before the error rate counts. */
+  readonly min_requests: number;
+  readonly cooldown_ms: number;
+  readonly max_cooldown_ms: number;
+  /** Trial requests let through half-open; that many successes close it. */
+  readonly half_open_trials: number;
+}
+
 export interface TlsConfig {
   readonly mode: ClientTlsMode;
   /** PEM certificate chain file served to clients (required unless `mode` is "disable"). */
@@ -174,6 +252,10 @@ export interface Config {
   readonly pool: PoolConfig;
   readonly limits: LimitsConfig;
   readonly routing: RoutingConfig;
+  readonly balance: BalanceConfig;
+  readonly monitor: MonitorConfig;
+  readonly health: HealthConfig;
+  readonly breaker: BreakerConfig;
   readonly tls: TlsConfig;
   readonly policy: PolicyConfig;
   readonly firewall: FirewallConfig;

@@ -150,8 +150,20 @@ export class Pool {
     return this.idle.length;
   }
 
+  /** Clients waiting for a connection (the FIFO queue's depth). */
   get waiting(): number {
     return this.waiters.length;
+  }
+
+  /** Connections leased to clients, being validated or being reset: open and not idle. */
+  get busy(): number {
+    return this.all.size - this.idle.length;
+  }
+
+  /** The node answers again (the monitor says so): the next lease may log in at once instead of waiting out the backoff. */
+  resetBackoff(): void {
+    this.backoffMs = 0;
+    this.lastFailure = null;
   }
 
   /** Newer credentials (e.g. a SCRAM key recovered from a client's login) for future server logins. */

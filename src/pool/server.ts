@@ -211,6 +211,11 @@ export class ServerConn implements FrameSink, OutboxOwner {
     return this.demux.pending;
   }
 
+  /** During {@link DemuxOwner.ready}: the SQLSTATE of the first error of the request just answered, else null. */
+  get readyErrorCode(): string | null {
+    return this.demux.readyErrorCode;
+  }
+
   /** True when nothing is in flight and no transaction is open: safe to hand to another client. */
   get idle(): boolean {
     return (

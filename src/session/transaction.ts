@@ -540,7 +540,7 @@ export class TransactionRelay extends ClientRelay {
         if (req.reason === null) about = flushed.about;
       }
     }
-    this.inflight.push({ target: req.target, kind: about.about, fingerprint: about.fingerprint, reason: about.reason, startedAt, ms: 0, failed: false, txEnd: false });
+    this.inflight.push({ target: req.target, kind: about.about, fingerprint: about.fingerprint, reason: about.reason, startedAt, ms: 0, failed: false, txEnd: false, errorCode: null });
   }
 
   /** How a read sent to a replica outside a transaction is retried on the primary when the replica refuses it. */
@@ -595,6 +595,7 @@ export class TransactionRelay extends ClientRelay {
       sample.ms = performance.now() - sample.startedAt;
       sample.failed = failed;
       sample.txEnd = status === TxStatus.Idle;
+      if (failed) sample.errorCode = conn.readyErrorCode;
       this.observer.request(conn.node, sample);
     }
     this.router.transaction = status === TxStatus.Idle ? null : this.target;
@@ -654,6 +655,15 @@ export class TransactionRelay extends ClientRelay {
   onServerClose(error: PgError | null): void {
     const conn = this.conn;
     this.conn = null;
+    // Requests the server took down with it failed for the node's sake: observers hear of them (health counts them).
+    if (error && conn && this.observer) {
+      for (const sample of this.inflight) {
+        sample.ms = performance.now() - sample.startedAt;
+        sample.failed = true;
+        sample.errorCode = "08006";
+        this.observer.request(conn.node, sample);
+      }
+    }
     this.inflight = [];
     this.flushed = null;
     this.unsynced = false;

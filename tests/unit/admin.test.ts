@@ -11,13 +11,18 @@ import { splitStatements, tokens } from "../../src/admin/console.ts";
 import type { RequestSample } from "../../src/cluster/observe.ts";
 import { Overrides } from "../../src/cluster/overrides.ts";
 import { Topology } from "../../src/cluster/topology.ts";
+import { LiveNodes } from "../../src/cluster/live.ts";
+import { SnapshotHolder } from "../../src/cluster/state.ts";
+import { configFrom } from "../../src/config/load.ts";
+import { silentLogger } from "../../src/log.ts";
+import { Monitor } from "../../src/monitor/monitor.ts";
 import type { NodeConfig } from "../../src/config/types.ts";
 import { PauseGate } from "../../src/pool/gate.ts";
 import { Buckets } from "../../src/stats.ts";
 import { resultSet } from "../../src/wire/results.ts";
 
 const node = (name: string, role: NodeConfig["role"], port = 5432): NodeConfig => ({ name, host: "127.0.0.1", port, role, weight: 1, zone: "", sslmode: "disable" });
-const sample = (fingerprint: string, ms = 1, failed = false): RequestSample => ({ target: "replica", kind: "read", fingerprint, reason: "read_only", startedAt: 0, ms, failed, txEnd: true });
+const sample = (fingerprint: string, ms = 1, failed = false): RequestSample => ({ target: "replica", kind: "read", fingerprint, reason: "read_only", startedAt: 0, ms, failed, txEnd: true, errorCode: failed ? "XX000" : null });
 
 describe("FingerprintTable", () => {
   test("counts, errors, nodes and quantiles are exact while every fingerprint fits", () => {
@@ -86,14 +91,31 @@ describe("Overrides and routing", () => {
     expect(changes).toBe(4);
   });
 
+  /** The monitor (not probing) folds `o` into its snapshots and republishes on every change, as in the proxy. */
+  function withOverrides(o: Overrides) {
+    const config = configFrom({
+      nodes: [{ name: "p", role: "primary" }, { name: "r1", role: "replica", port: 6001 }, { name: "r2", role: "replica", port: 6002 }],
+      users: [{ name: "u", password: "pw" }],
+      balance: { strategy: "round_robin" },
+    });
+    const lives = new LiveNodes(config);
+    const holder = new SnapshotHolder({ at: 0, version: 0, nodes: [], primary: null });
+    const monitor = new Monitor({ config, holder, lives, log: silentLogger, overrides: o });
+    const t = new Topology({ holder, lives, balance: config.balance, onTrial: (n) => monitor.trial(n) });
+    o.subscribe(() => monitor.publish());
+    monitor.publish();
+    const byName = (name: string) => config.nodes.find((n) => n.name === name)!;
+    return { t, holder, byName };
+  }
+
   test("drained replicas get no reads; a drained primary none of the writes, and says so", () => {
     const o = new Overrides();
-    const nodes = [node("p", "primary"), node("r1", "replica"), node("r2", "replica")];
-    const t = new Topology(nodes, () => 0, o);
+    const { t, holder } = withOverrides(o);
     o.drain("r1");
     expect(Array.from({ length: 4 }, () => t.pickReplica()?.name)).toEqual(["r2", "r2", "r2", "r2"]);
+    expect(holder.current.nodes.find((n) => n.name === "r1")).toMatchObject({ drained: true, readable: false, excludedBecause: "drained by an operator" });
     o.drain("r2");
-    expect([t.replicaAvailable, t.pickReplica()]).toEqual([false, null]);
+    expect([t.replicaAvailable(), t.pickReplica()]).toEqual([false, null]);
     o.drain("p");
     expect([t.primary(), t.primaryCandidates(), t.drainedPrimary()?.name]).toEqual([null, [], "p"]);
     o.enable("p");
@@ -102,9 +124,9 @@ describe("Overrides and routing", () => {
 
   test("a role set by hand wins over the configured one, for reads and for writes", () => {
     const o = new Overrides();
-    const t = new Topology([node("p", "primary"), node("r1", "replica"), node("r2", "replica")], () => 0, o);
+    const { t, byName, holder } = withOverrides(o);
     o.setRole("r1", "primary");
-    expect([t.primary()?.name, t.roleOf(node("r1", "replica")), t.knownRoleOf(node("r1", "replica"))]).toEqual(["r1", "primary", "replica"]);
+    expect([t.primary()?.name, t.roleOf(byName("r1")), holder.current.primary]).toEqual(["r1", "primary", "r1"]);
     expect(Array.from({ length: 3 }, () => t.pickReplica()?.name)).toEqual(["r2", "r2", "r2"]);
     o.setRole("p", "replica");
     expect(new Set(Array.from({ length: 4 }, () => t.pickReplica()?.name))).toEqual(new Set(["p", "r2"]));

@@ -142,6 +142,25 @@ describe("validate: exact messages", () => {
     expect(errorsOf("x")).toEqual([`expected a table, got "x"`]);
   });
 
+  test("numbers, booleans and the health, breaker and monitor cross-checks", () => {
+    expect(errorsOf(withSection("health", { error_rate_bad: 1.5, min_score: "high" }))).toEqual([
+      "health.error_rate_bad: expected a number from 0 to 1, got 1.5",
+      `health.min_score: expected a number from 0 to 100, got "high"`,
+    ]);
+    expect(errorsOf(withSection("monitor", { enabled: "yes" }))).toEqual([`monitor.enabled: expected true or false, got "yes"`]);
+    expect(errorsOf(withSection("health", { lag_good: "1s", lag_bad: "500ms", load_good: 0.9, load_bad: 0.5 }))).toEqual([
+      "health.lag_good: must be below health.lag_bad",
+      "health.load_good: must be below health.load_bad",
+    ]);
+    const zero = Object.fromEntries(["lag", "latency", "errors", "load", "queue", "breaker"].map((k) => [`weight_${k}`, 0]));
+    expect(errorsOf(withSection("health", zero))).toEqual(["health.weight_lag: at least one health weight must be above 0"]);
+    expect(errorsOf(withSection("breaker", { cooldown: "10s", max_cooldown: "5s" }))).toEqual(["breaker.max_cooldown: must be at least breaker.cooldown"]);
+    expect(errorsOf(withSection("monitor", { password: "x" }))).toEqual(["monitor.user: required when monitor.password is given"]);
+    expect(errorsOf(withSection("balance", { strategy: "fastest" }))).toEqual([
+      `balance.strategy: expected one of "weighted", "least_connections", "latency", "round_robin", "random", got "fastest"`,
+    ]);
+  });
+
   test("multiple errors are reported together, in document order", () => {
     const raw = {
       listen: { port: "6432" },
@@ -196,6 +215,37 @@ describe("validate: values", () => {
         shutdown_timeout_ms: 30_000,
       },
       routing: { transactions: "primary", write_functions: [], read_functions: [] },
+      balance: { strategy: "weighted", prefer_zone: "", max_lag_ms: 1_000, latency_decay_ms: 5_000 },
+      monitor: {
+        enabled: true,
+        database: "postgres",
+        ping_interval_ms: 1_000,
+        ping_timeout_ms: 1_000,
+        probe_interval_ms: 5_000,
+        probe_timeout_ms: 3_000,
+        reconnect_max_ms: 10_000,
+        heartbeat_interval_ms: 250,
+      },
+      health: {
+        window_ms: 10_000,
+        min_score: 0,
+        weight_lag: 30,
+        weight_latency: 20,
+        weight_errors: 20,
+        weight_load: 15,
+        weight_queue: 10,
+        weight_breaker: 5,
+        lag_good_ms: 5,
+        lag_bad_ms: 250,
+        latency_good_ms: 20,
+        latency_bad_ms: 1_000,
+        error_rate_bad: 0.05,
+        load_good: 0.3,
+        load_bad: 0.9,
+        queue_good: 10,
+        queue_bad: 100,
+      },
+      breaker: { failures: 3, error_rate: 0.02, min_requests: 20, cooldown_ms: 5_000, max_cooldown_ms: 60_000, half_open_trials: 3 },
       tls: { mode: "disable" },
       policy: { statement_timeout_ms: 0, idle_in_transaction_timeout_ms: 0 },
       firewall: { stats_interval_ms: 60_000, rules: [] },
