@@ -66,7 +66,12 @@ describe("the dashboard in headless Chromium", () => {
       for (const n of cluster.nodes) await page.waitForSelector(`#nodes tr[data-node="${n.name}"]`, { timeout: 10_000 });
       expect(await dataOf(page, "#nodes tbody tr", "node")).toEqual(cluster.nodes.map((n) => n.name));
       expect(await nodeRow(page, cluster.primary.name)).toMatchObject({ name: cluster.primary.name, role: "primary", state: "up", score: "100", breaker: "closed" });
-      for (const r of cluster.replicas) expect(await nodeRow(page, r.name)).toMatchObject({ role: "replica", lag: "unknown" });
+      // The monitor has measured each replica's lag (seconds and bytes behind the primary).
+      for (const r of cluster.replicas) {
+        const row = await nodeRow(page, r.name);
+        expect(row).toMatchObject({ role: "replica", state: "up" });
+        expect(row.lag).toMatch(/^\d+\.\d\d s \/ \d+(\.\d+)? [KMG]?i?B$/);
+      }
       expect(page.url()).not.toContain(ADMIN_TOKEN); // the token left the address bar
 
       const ports = new Map<number, number>();
