@@ -32,21 +32,5 @@ export function table(rows: readonly (readonly string[])[], left: readonly numbe
   return [line(head!), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
 }
 
-/** The fastest (the cost itself) and the median (what a busy machine made of it) of per-round figures. */
-export interface Figure {
-  best: number;
-  median: number;
-}
 
-/** ns per call of `body(i)` for i in [0, n): over `rounds` timed loops, after one untimed pass (JIT, caches). */
-export function timeCalls(n: number, rounds: number, body: (i: number) => void): Figure {
-  for (let i = 0; i < n; i++) body(i);
-  const perRound: number[] = [];
-  for (let r = 0; r < rounds; r++) {
-    const t0 = Bun.nanoseconds();
-    for (let i = 0; i < n; i++) body(i);
-    perRound.push((Bun.nanoseconds() - t0) / n);
-  }
-  perRound.sort((a, b) => a - b);
-  return { best: perRound[0]!, median: perRound[Math.floor(perRound.length / 2)]! };
-}
+export { timeCalls, type Figure } from "./timing.ts";
