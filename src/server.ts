@@ -21,6 +21,8 @@ import { ClientTls, TlsLoadError, type ServedCert } from "./net/tls.ts";
 import { planReload, type ReloadPlan } from "./reload.ts";
 import { StatementRegistry } from "./session/prepared.ts";
 import { Session, type SessionHost } from "./session/session.ts";
+import { Mirror } from "./policy/mirror.ts";
+import { RateLimiter } from "./policy/ratelimit.ts";
 
 export interface ProxyOptions {
   config: Config;
@@ -61,14 +63,25 @@ export class Proxy implements SessionHost {
   readonly topology: Topology;
   /** TLS offered to clients: the `[tls]` mode and the certificate new handshakes use. */
   readonly clientTls = new ClientTls();
+  /** Rate limits (`[ratelimit]`, users' own), shared by every session. */
+  readonly limiter: RateLimiter;
+  /** Mirroring to a shadow database (`[mirror]`); its counters: `mirror.snapshot()`. */
+  readonly mirror: Mirror;
 
   constructor(opts: ProxyOptions) {
     this.config = opts.config;
     this.log = opts.log;
     this.topology = new Topology(opts.config.nodes);
     this.functions = functionLists(opts.config.routing);
+    this.limiter = new RateLimiter(opts.config);
+    this.mirror = new Mirror({ config: opts.config, log: opts.log });
     // Every reload re-reads the certificate files, changed paths or not (certificates are renewed in place).
     this.reloadHooks.push((next) => this.prepareTls(next));
+    // Policies take a new config as it is applied; buckets keep their tokens, a new shadow gets new connections.
+    this.reloadHooks.push((next) => () => {
+      this.limiter.configure(next);
+      this.mirror.configure(next, this.log);
+    });
   }
 
   /**
@@ -253,6 +266,7 @@ export class Proxy implements SessionHost {
     for (const p of this.pools.values()) p.close();
     this.pools.clear();
     this.groups.clear();
+    this.mirror.close();
     this.log.info("shutdown_complete", { graceful, ended: left });
   }
 

@@ -7,6 +7,7 @@
  * user input, so a default can never bypass validation, and `examples/pgroute.toml` is tested against this table.
  */
 import type { ClientAuthMethod, ClientTlsMode, Config, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode } from "./types.ts";
+import { RATE_SCOPES, checkBursts, checkMirror, checkRateLimits } from "./policy.ts";
 
 /** One validation problem. Rendered as `path: message` by `formatConfigError`. */
 export interface ConfigError {
@@ -28,14 +29,17 @@ export type ValueType =
   | { readonly kind: "enum"; readonly values: readonly string[] }
   | { readonly kind: "int"; readonly min: number; readonly max?: number }
   | { readonly kind: "positive" }
-  /** A string like "1h30m" or an integer of milliseconds; stored in milliseconds. */
-  | { readonly kind: "duration" }
+  /** A number (integer or float) from `min` to `max`: rates per second, fractions. */
+  | { readonly kind: "number"; readonly min: number; readonly max?: number }
+  | { readonly kind: "bool" }
+  /** A string like "1h30m" or an integer of milliseconds; stored in milliseconds. `zero`: 0 is allowed. */
+  | { readonly kind: "duration"; readonly zero?: boolean }
   /** A string like "64MiB" or an integer of bytes; stored in bytes. */
   | { readonly kind: "size"; readonly min: number; readonly max: number }
   | { readonly kind: "strings" };
 
 /** A default as it would be written in TOML. */
-export type RawDefault = string | number | readonly string[];
+export type RawDefault = string | number | boolean | readonly string[];
 
 /** One key of a section. */
 export interface KeySpec {
@@ -74,6 +78,11 @@ const str = (nonEmpty = true): ValueType => ({ kind: "string", nonEmpty });
 const oneOf = (values: readonly string[]): ValueType => ({ kind: "enum", values });
 const int = (min: number, max?: number): ValueType => (max === undefined ? { kind: "int", min } : { kind: "int", min, max });
 const duration: ValueType = { kind: "duration" };
+/** A duration where 0 means "not at all" (no wait). */
+const durationOrZero: ValueType = { kind: "duration", zero: true };
+/** Events per second; 0 turns the limit off. */
+const rate: ValueType = { kind: "number", min: 0 };
+const bool: ValueType = { kind: "bool" };
 
 function key(name: string, type: ValueType, dflt?: RawDefault): KeySpec {
   const field = type.kind === "duration" ? `${name}_ms` : name;
@@ -133,6 +142,11 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("server_user", str()),
       key("server_password", { kind: "secret" }),
       key("target", oneOf(TARGETS), "auto"),
+      // Per-user overrides of [ratelimit] user_*: no default, absent means the [ratelimit] value.
+      key("queries_per_second", rate),
+      key("queries_burst", rate),
+      key("transactions_per_second", rate),
+      key("transactions_burst", rate),
     ],
   },
   {
@@ -167,6 +181,31 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("transactions", oneOf(TRANSACTIONS), "primary"),
       key("write_functions", { kind: "strings" }, []),
       key("read_functions", { kind: "strings" }, []),
+    ],
+  },
+  {
+    name: "ratelimit",
+    many: false,
+    keys: [
+      key("max_wait", durationOrZero, "1s"),
+      ...RATE_SCOPES.flatMap((scope) =>
+        ["queries", "transactions"].flatMap((kind) => [key(`${scope}_${kind}_per_second`, rate, 0), key(`${scope}_${kind}_burst`, rate, 0)]),
+      ),
+      key("connections_per_second", rate, 0),
+      key("connections_burst", rate, 0),
+    ],
+  },
+  {
+    name: "mirror",
+    many: false,
+    keys: [
+      // The URL carries a password: never shown in an error message.
+      key("url", { kind: "secret", pattern: /^postgres(?:ql)?:\/\/./, expected: `a URL like "postgres://user:password@host:5432/dbname"` }),
+      key("fraction", { kind: "number", min: 0, max: 1 }, 0.1),
+      key("writes", bool, false),
+      key("queue_size", int(1, 1_000_000), 1000),
+      key("concurrency", int(1, 1000), 4),
+      key("timeout", duration, "5s"),
     ],
   },
   {
@@ -274,10 +313,18 @@ function convert(type: ValueType, v: unknown, path: string): Converted {
     case "positive":
       if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) return fail(path, "a number > 0", describe(v));
       return { ok: true, value: v };
+    case "number": {
+      const expected = type.max === undefined ? `a number >= ${type.min}` : `a number from ${type.min} to ${type.max}`;
+      if (typeof v !== "number" || !Number.isFinite(v) || v < type.min || (type.max !== undefined && v > type.max)) return fail(path, expected, describe(v));
+      return { ok: true, value: v };
+    }
+    case "bool":
+      if (typeof v !== "boolean") return fail(path, "true or false", describe(v));
+      return { ok: true, value: v };
     case "duration": {
       const ms = typeof v === "string" ? parseDuration(v) : typeof v === "number" && Number.isInteger(v) ? v : undefined;
       if (ms === undefined) return fail(path, `a duration like "5s" or "250ms"`, describe(v));
-      if (ms < 1 || ms > MAX_DURATION_MS) return fail(path, "a duration from 1ms to 596h", describe(v));
+      if (ms < (type.zero ? 0 : 1) || ms > MAX_DURATION_MS) return fail(path, `a duration from ${type.zero ? "0ms" : "1ms"} to 596h`, describe(v));
       return { ok: true, value: ms };
     }
     case "size": {
@@ -331,7 +378,7 @@ function unknownKey(path: string, name: string, known: readonly string[]): Confi
 
 // ---- tables and sections ----
 
-interface Table {
+export interface Table {
   /** Converted values keyed by Config field, defaults filled in. */
   readonly values: Record<string, unknown>;
   /** TOML keys that had an error, so cross-field checks do not pile a second error on them. */
@@ -443,6 +490,7 @@ const CREDENTIAL_FOR: Partial<Record<ClientAuthMethod, string>> = { "scram-sha-2
 function checkUsers(users: readonly Table[], errors: ConfigError[]): void {
   checkUniqueNames("users", users, errors);
   users.forEach((t, i) => {
+    checkBursts(t, `users[${i}]`, errors);
     const auth = t.values.auth as ClientAuthMethod;
     const alternative = CREDENTIAL_FOR[auth];
     if (t.bad.has("auth") || alternative === undefined || t.bad.has("password") || t.bad.has(alternative)) return;
@@ -489,9 +537,14 @@ export function validate(raw: unknown): ValidateResult {
     }
     if (section.name === "users" && Array.isArray(table)) checkUsers(table, found);
     if (section.name === "tls" && table !== undefined && !Array.isArray(table)) checkTls(table, found);
+    if (section.name === "ratelimit" && table !== undefined && !Array.isArray(table)) checkRateLimits(table, found);
     // Cross-field errors are found after a whole array is read; regroup them under their element.
     errors.push(...found.sort((a, b) => elementIndex(a.path) - elementIndex(b.path)));
   }
+  // Checks across sections: mirroring relays need transaction pooling.
+  const mirror = read.get("mirror");
+  const pool = read.get("pool");
+  if (mirror && !Array.isArray(mirror) && pool && !Array.isArray(pool)) checkMirror(mirror, pool, errors);
   if (errors.length > 0) return { errors };
   const config: Record<string, unknown> = {};
   for (const section of SCHEMA) {

@@ -44,6 +44,16 @@ export interface Entry {
   tag?: unknown;
   /** The request this entry belongs to may be sent again elsewhere (see {@link RetryGroup}). */
   retry?: RetryGroup;
+  /**
+   * Sees this entry's DataRow, CommandComplete and ErrorResponse messages (a mirrored request's result). Only
+   * entries that have one make the reader look at DataRows: the unobserved path pays nothing.
+   */
+  observe?: ReplyObserver;
+}
+
+/** Receives the replies of an observed {@link Entry}: `type` 'D', 'C' or 'E', body `buf[start..end)` (valid only during the call). */
+export interface ReplyObserver {
+  reply(type: number, buf: Uint8Array, start: number, end: number): void;
 }
 
 /**
@@ -182,7 +192,8 @@ export class Demux implements FrameSink {
   private updateWant(): void {
     const h = this.head();
     // While pgroute's own request is answered, or a retryable reply is held, every message must be looked at.
-    this.reader.wantAll = h !== undefined && !isLocal(h) && (h.mode === "swallow" || (h.retry !== undefined && !h.retry.committed));
+    this.reader.wantAll =
+      h !== undefined && !isLocal(h) && (h.mode === "swallow" || (h.retry !== undefined && !h.retry.committed) || h.observe !== undefined);
   }
 
   /** Sends what was held for a retryable request, before the message at `msgStart`; no retry after this. */
@@ -281,6 +292,10 @@ export class Demux implements FrameSink {
       } else if (type !== B.ReadyForQuery) hold = true;
     }
     const swallow = head !== undefined && (head.mode === "swallow" || (group !== undefined && this.retrying === group));
+    // A reply that will be dropped for a retry elsewhere is not the request's result.
+    if (head?.observe && (type === B.DataRow || type === B.CommandComplete || type === B.ErrorResponse) && (group === undefined || this.retrying !== group)) {
+      head.observe.reply(type, buf, start, end);
+    }
 
     // What the client gets of this message. A NotificationResponse is the session's whatever request it arrives
     // during: the server sends it when it goes idle, which may be while pgroute's own request is still unread.

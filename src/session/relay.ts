@@ -12,6 +12,8 @@ export interface ClientSide {
   send(buf: Uint8Array, start?: number, end?: number): void;
   pauseClient(): void;
   resumeClient(): void;
+  /** Stops (or resumes) reading the client while one of its requests waits for its rate-limit turn. */
+  holdReads(on: boolean): void;
   /** The relay cannot go on (the server connection broke mid-request): end the client with this error. */
   fatal(error: PgError): void;
   /** End the client connection without a word (the server already sent its FATAL). */

@@ -18,6 +18,8 @@ import { secondEncryptionRequest, sslRequired, unencryptedAfterSslRequest, upgra
 import type { PoolGroup } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { FunctionLists } from "../router/classify.ts";
+import type { Mirror } from "../policy/mirror.ts";
+import type { RateLimiter } from "../policy/ratelimit.ts";
 import { RouterState } from "../router/state.ts";
 import type { ServerConn, ServerCredentials } from "../pool/server.ts";
 import { F } from "../wire/codes.ts";
@@ -48,6 +50,10 @@ export interface SessionHost {
   closed(session: Session): void;
   /** True while new clients are being refused (limit reached). */
   overLimit(): boolean;
+  /** Rate limits, shared by every session. */
+  readonly limiter: RateLimiter;
+  /** Mirroring to a shadow database. */
+  readonly mirror: Mirror;
   /** TLS offered to clients (`[tls]`); absent: SSLRequest is answered 'N'. */
   readonly clientTls?: ClientTls;
 }
@@ -79,6 +85,7 @@ const NOT_FRONTEND = typesOtherThan(Object.values(F).filter((t) => t !== F.Passw
 const READ_SERVER_FULL = 1; // the server connection cannot take more (its outbox is blocked)
 const READ_CLIENT_BEHIND = 2; // the client is not reading what pgroute sends it
 const READ_LOGIN = 4; // waiting for a server connection: nothing to do with client bytes yet
+const READ_THROTTLED = 8; // a request waits for its rate-limit turn: what follows it waits too
 
 export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   private phase: Phase = { kind: "startup" };
@@ -263,6 +270,12 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   private begin(params: Map<string, string>, minor: number, unrecognized: string[], rest: Uint8Array): void {
     const cfg = this.host.config;
     if (this.host.overLimit()) return this.fatal(errors.tooManyClients(cfg.limits.max_client_connections));
+    // Before authentication, so a flood of logins costs no SCRAM work (and no server connection).
+    if (!this.host.limiter.admitConnection(this.remote)) {
+      const l = this.host.limiter.connectionLimit!;
+      this.host.log.info("connection_rate_limited", { client: this.remote });
+      return this.fatal(errors.tooManyConnectionsFrom(this.remote, l.rate, l.burst));
+    }
     const user = params.get("user");
     if (!user) return this.fatal(errors.noUser());
     this.user = user;
@@ -409,7 +422,8 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       if (conn) pool.release(conn);
       const prepared = new PreparedStatements(this.host.statements);
       const router = new RouterState({ functions: this.host.functions, transactions: cfg.routing.transactions, userTarget: user.target });
-      this.phase = { kind: "transaction", relay: new TransactionRelay(this, group, settings, prepared, router, this.host.log) };
+      const policy = { limiter: this.host.limiter, mirror: this.host.mirror, user: this.user, address: this.remote, database: this.database };
+      this.phase = { kind: "transaction", relay: new TransactionRelay(this, group, settings, prepared, router, this.host.log, policy) };
     }
     this.send(welcome);
     this.host.log.debug("session_start", { user: this.user, database: this.database, pool: pool.name, client: this.remote });
@@ -450,6 +464,10 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
 
   pauseClient(): void {
     this.pauseRead(READ_SERVER_FULL, true);
+  }
+
+  holdReads(on: boolean): void {
+    this.pauseRead(READ_THROTTLED, on);
   }
 
   resumeClient(): void {

@@ -15,7 +15,7 @@ import type { Pool } from "../pool/pool.ts";
 import type { ServerConn } from "../pool/server.ts";
 import { ClientRelay, type ClientSide } from "./relay.ts";
 import { RESERVED_PREFIX, sessionEffects, type SessionOp } from "../router/effects.ts";
-import { shape } from "../router/lexer.ts";
+import { shape, type Shape } from "../router/lexer.ts";
 import { describeRoute, type Route } from "../router/route.ts";
 import { virtualSetting, type Decision, type RouterState } from "../router/state.ts";
 import { F, TxStatus } from "../wire/codes.ts";
@@ -24,11 +24,25 @@ import { concatBytes, copyBytes } from "../wire/bytes.ts";
 import { decodeQuery } from "../wire/frontend.ts";
 import { PreparedStatements, namesStatements, type Message } from "./prepared.ts";
 import type { SessionSettings } from "./settings.ts";
+import type { Mirror, MirrorJob } from "../policy/mirror.ts";
+import { mirrorable, shadowBatch, shadowQuery, type ShadowRequest } from "../policy/mirror-request.ts";
+import type { RateLimiter } from "../policy/ratelimit.ts";
+import { FUNCTION_CALL, Throttle } from "./throttle.ts";
+
+/** The policies a session is subject to, and who it is for them. */
+export interface SessionPolicy {
+  readonly limiter: RateLimiter;
+  readonly mirror: Mirror;
+  readonly user: string;
+  /** The client's address. */
+  readonly address: string;
+  readonly database: string;
+}
 
 
 type Request = (
-  | { kind: "simple"; frame: Uint8Array; end: "query" | "function"; ops: readonly SessionOp[]; prefix?: Uint8Array; retry?: boolean }
-  | { kind: "batch"; messages: Message[]; sync: boolean; retry?: boolean; creates?: string[] }
+  | { kind: "simple"; frame: Uint8Array; end: "query" | "function"; ops: readonly SessionOp[]; prefix?: Uint8Array; retry?: boolean; mirror?: MirrorJob }
+  | { kind: "batch"; messages: Message[]; sync: boolean; retry?: boolean; creates?: string[]; mirror?: MirrorJob }
   | { kind: "copy"; frame: Uint8Array }
   | { kind: "local"; bytes: Uint8Array }
 ) & { target: Target };
@@ -60,6 +74,9 @@ export class TransactionRelay extends ClientRelay {
   private skippingToSync = false;
   /** A BEGIN held back (`transactions = "first-statement"`), sent ahead of the next statement. */
   private deferredBegin: Uint8Array | null = null;
+  /** Rate limits: requests over a limit wait here, with the messages behind them. */
+  private readonly throttle: Throttle;
+  private readonly mirror: Mirror;
 
   constructor(
     client: ClientSide,
@@ -68,9 +85,15 @@ export class TransactionRelay extends ClientRelay {
     private readonly prepared: PreparedStatements,
     private readonly router: RouterState,
     private readonly log: Logger,
+    private readonly policy: SessionPolicy,
   ) {
     super(client);
     prepared.onSettled = () => this.drainQueue();
+    this.mirror = policy.mirror;
+    this.throttle = new Throttle(policy.limiter, policy.user, policy.address, {
+      holdReads: (on) => client.holdReads(on),
+      replay: (type, frame) => this.onMessage(type, frame),
+    });
   }
 
   /**
@@ -97,6 +120,8 @@ export class TransactionRelay extends ClientRelay {
 
   /** One complete frontend message; `frame` may be a view into the client's chunk. */
   onMessage(type: number, frame: Uint8Array): void {
+    // Behind a request waiting for its rate-limit turn, everything waits: replies keep the pipeline's order.
+    if (this.throttle.holding) return this.throttle.hold(type, frame);
     if (this.skippingToSync) {
       if (type !== F.Sync) return;
       this.skippingToSync = false;
@@ -107,7 +132,7 @@ export class TransactionRelay extends ClientRelay {
       case F.Query:
         return this.query(frame);
       case F.FunctionCall:
-        return this.submit({ kind: "simple", frame, end: "function", ops: [], target: "primary" });
+        return this.functionCall(frame);
       case F.Parse:
       case F.Bind:
       case F.Describe:
@@ -132,7 +157,16 @@ export class TransactionRelay extends ClientRelay {
 
   // --- routing -------------------------------------------------------------------------------------------
 
-  private query(frame: Uint8Array): void {
+  private functionCall(frame: Uint8Array, admitted = false): void {
+    if (!admitted && this.throttle.active) {
+      const copy = copyBytes(frame);
+      if (!this.throttle.query(FUNCTION_CALL, () => this.functionCall(copy, true), (e) => this.refuse(fieldsOf(e), true))) return;
+    }
+    this.submit({ kind: "simple", frame, end: "function", ops: [], target: "primary" });
+  }
+
+  /** `admitted`: the rate limiter already let it through (it waited its turn). */
+  private query(frame: Uint8Array, admitted = false): void {
     const sql = decodeQuery(frame, 5, frame.length);
     // One lexer pass serves the virtual-setting check, the session effects, the classification and the hints.
     const sh = shape(sql);
@@ -149,6 +183,10 @@ export class TransactionRelay extends ClientRelay {
     const ops = sessionEffects(sql, sh.key);
     const taken = reservedName(ops);
     if (taken) return this.refuse(reservedError(taken), true);
+    if (!admitted && this.throttle.active) {
+      const copy = copyBytes(frame);
+      if (!this.throttle.query(sh.key, () => this.query(copy, true), (e) => this.refuse(fieldsOf(e), true))) return;
+    }
     this.router.pinned = this.pinnedTo();
     const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
     const route = this.pinsToPrimary(d.route, ops);
@@ -169,7 +207,19 @@ export class TransactionRelay extends ClientRelay {
     this.router.noteSettings(sql, d.classification);
     // A read sent to a replica outside a transaction may be retried on the primary if the replica refuses it.
     const retry = route.target === "replica" && !this.bound && !prefix && d.classification.statements === 1;
-    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry });
+    const mirror = !prefix && ops.length === 0 && this.mayMirror() ? this.offerMirror(sh.key, !d.classification.readOnly, () => shadowQuery(frame)) : null;
+    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry, ...(mirror && { mirror }) });
+  }
+
+  /** Outside a transaction and with no session-bound state: a request means the same on the shadow. */
+  private mayMirror(): boolean {
+    return this.mirror.enabled && !this.bound && this.router.transaction === null && !this.deferredBegin && !this.settings.pinned;
+  }
+
+  /** The sampling draw for a request that may be mirrored, then the request handed to the mirror. */
+  private offerMirror(key: string, write: boolean, build: () => ShadowRequest | null): MirrorJob | null {
+    if (!this.mirror.sample(write) || !mirrorable(key)) return null;
+    return this.mirror.offer(key, this.policy.database, this.settings, build);
   }
 
   /** Where the session is pinned, for the router (which then says so): the node of the connection it keeps. */
@@ -184,17 +234,30 @@ export class TransactionRelay extends ClientRelay {
     return r;
   }
 
-  private batchRequest(messages: Message[], sync: boolean): void {
+  /** `admitted`: the rate limiter already let it through (it waited its turn). */
+  private batchRequest(messages: Message[], sync: boolean, admitted = false): void {
     const { executed, named } = this.prepared.peek(messages);
+    // One lexer pass per executed statement serves the rate limits, the effects and the decision.
+    let shapes: Shape[] | null = null;
+    if (!admitted && this.throttle.active) {
+      shapes = executed.map(shape);
+      const keys = shapes.map((sh) => sh.key);
+      if (!this.throttle.batch(keys, sync, () => this.batchRequest(messages, sync, true), (e) => this.refuse(fieldsOf(e), sync))) return;
+    }
     let target: Target = "primary";
+    const mayMirror = sync && this.mayMirror();
+    let write = false;
+    let effects = false;
+    let keys = "";
     if (this.bound) target = this.target;
     else if (executed.length > 0) {
       // The batch runs on one node: a replica only when every statement it executes may run there.
       target = "replica";
-      for (const sql of executed) {
+      for (let i = 0; i < executed.length; i++) {
+        const sql = executed[i]!;
         this.router.pinned = this.pinnedTo();
-        // One lexer pass for the effects and the decision (a prepared statement's text comes back every Execute).
-        const sh = shape(sql);
+        // A prepared statement's text comes back every Execute: its shape is taken once here.
+        const sh = shapes?.[i] ?? shape(sql);
         const ops = sessionEffects(sql, sh.key);
         const taken = reservedName(ops);
         if (taken) return this.refuse(reservedError(taken), sync);
@@ -203,12 +266,18 @@ export class TransactionRelay extends ClientRelay {
         this.trace(sql, r, d);
         if (r.target === "refuse") return this.refuse({ code: "25006", message: `pgroute: ${describeRoute(r.reason)}` }, sync);
         if (r.target !== "replica") target = "primary";
+        if (mayMirror) {
+          effects ||= ops.length > 0;
+          write ||= !d.classification.readOnly;
+          keys = i === 0 ? sh.key : `${keys}; ${sh.key}`;
+        }
       }
     }
     // A read a replica refuses is sent again to the primary, whole batches up to their Sync (names the batch
     // created are given up first, so its Parse can create them again).
     const retry = target === "replica" && !this.bound && sync;
-    this.submit({ kind: "batch", messages, sync, target, retry, creates: named });
+    const mirror = mayMirror && keys !== "" && !effects ? this.offerMirror(keys, write, () => shadowBatch(messages, (name) => this.prepared.statementText(name))) : null;
+    this.submit({ kind: "batch", messages, sync, target, retry, creates: named, ...(mirror && { mirror }) });
   }
 
   /**
@@ -343,6 +412,7 @@ export class TransactionRelay extends ClientRelay {
         if (req.prefix) ok = conn.send(req.prefix, [{ end: "query", mode: "swallow", onSwallowedError: relayWarning }]);
         const entry: Entry = { end: req.end, mode: "forward", tag: req.ops };
         if (req.retry) entry.retry = this.retryGroup(conn, req);
+        req.mirror?.watch([entry], entry);
         ok = ok && conn.send(req.frame, [entry]);
         break;
       }
@@ -356,6 +426,8 @@ export class TransactionRelay extends ClientRelay {
           const group = this.retryGroup(conn, req);
           for (const e of built.entries) if (!("local" in e)) e.retry = group;
         }
+        const last = built.entries[built.entries.length - 1];
+        if (req.mirror && last && !("local" in last)) req.mirror.watch(built.entries, last);
         ok = conn.send(built.bytes, built.entries);
         break;
       }
@@ -409,6 +481,7 @@ export class TransactionRelay extends ClientRelay {
     const conn = this.conn;
     if (!conn) return;
     this.router.transaction = status === TxStatus.Idle ? null : this.target;
+    if (conn.pending === 0 && this.queue.length === 0) this.throttle.settle(status !== TxStatus.Idle);
     const version = this.settings.version;
     if (this.settings.ready(status, failed, entry.tag as readonly SessionOp[] | undefined, conn)) {
       conn.prepared.clear();
@@ -436,6 +509,7 @@ export class TransactionRelay extends ClientRelay {
   /** The client is gone: its connection goes back clean, or not at all when its state is in doubt. */
   close(): void {
     this.closed = true;
+    this.throttle.close();
     this.queue = [];
     this.batch = [];
     const conn = this.conn;
@@ -459,6 +533,11 @@ function reservedError(name: string): Omit<ErrorFields, "severity"> {
     message: `prepared statement name "${name}" is reserved by pgroute`,
     hint: `Names starting with "${RESERVED_PREFIX}" belong to pgroute's shared server-side statements.`,
   };
+}
+
+/** pgroute's own error as the fields of an ErrorResponse. */
+function fieldsOf(e: PgError): Omit<ErrorFields, "severity"> {
+  return { code: e.code, message: e.message, detail: e.detail, hint: e.hint };
 }
 
 function relayWarning(e: { message: string }): Uint8Array {
