@@ -71,19 +71,10 @@ export function parseShadowUrl(text: string): { ok: true; target: ShadowTarget }
   return { ok: true, target };
 }
 
-/**
- * The shadow URL must be usable, and mirroring needs transaction pooling: session pooling relays the server's
- * bytes without matching replies to requests, so the primary's result of a sampled request cannot be told apart.
- */
-export function checkMirror(mirror: Table, pool: Table, errors: ConfigError[]): void {
+/** The shadow URL must be usable. */
+export function checkMirror(mirror: Table, errors: ConfigError[]): void {
   const url = mirror.values.url;
   if (typeof url !== "string" || mirror.bad.has("url")) return;
   const parsed = parseShadowUrl(url);
   if (!parsed.ok) errors.push({ path: "mirror.url", message: parsed.error });
-  if (pool.values.mode === "session" && !pool.bad.has("mode")) {
-    errors.push({
-      path: "mirror.url",
-      message: `mirroring needs pool.mode = "transaction": in session pooling replies are relayed as raw bytes, so the primary's result of a sampled request cannot be captured`,
-    });
-  }
 }

@@ -538,13 +538,10 @@ export function validate(raw: unknown): ValidateResult {
     if (section.name === "users" && Array.isArray(table)) checkUsers(table, found);
     if (section.name === "tls" && table !== undefined && !Array.isArray(table)) checkTls(table, found);
     if (section.name === "ratelimit" && table !== undefined && !Array.isArray(table)) checkRateLimits(table, found);
+    if (section.name === "mirror" && table !== undefined && !Array.isArray(table)) checkMirror(table, found);
     // Cross-field errors are found after a whole array is read; regroup them under their element.
     errors.push(...found.sort((a, b) => elementIndex(a.path) - elementIndex(b.path)));
   }
-  // Checks across sections: mirroring relays need transaction pooling.
-  const mirror = read.get("mirror");
-  const pool = read.get("pool");
-  if (mirror && !Array.isArray(mirror) && pool && !Array.isArray(pool)) checkMirror(mirror, pool, errors);
   if (errors.length > 0) return { errors };
   const config: Record<string, unknown> = {};
   for (const section of SCHEMA) {

@@ -3,7 +3,8 @@
  * connection upgraded to TLS when `[tls]` offers it, else 'N'; GSSENCRequest 'N'; CancelRequest handed to the
  * proxy), authentication, login (a pooled server connection brought to the
  * client's startup settings, whose ParameterStatus values the client gets), then relay — session pooling
- * ({@link SessionRelay}: bytes pass unchanged) or transaction pooling ({@link TransactionRelay}: per message).
+ * ({@link SessionRelay}: bytes pass unchanged; {@link GatedSessionRelay} per request when rate limits or mirroring
+ * are on) or transaction pooling ({@link TransactionRelay}: per message).
  *
  * pgroute writes its own messages to a client only at a message boundary of the server stream, so they never
  * split a server message.
@@ -28,6 +29,7 @@ import { FrameError, FrameReader, typesOtherThan, type FrameSink } from "../wire
 import { parseStartup, startupLength, type StartupPacket } from "../wire/startup.ts";
 import { ClientAuth } from "./auth.ts";
 import { PreparedStatements, type StatementRegistry } from "./prepared.ts";
+import { GatedSessionRelay } from "./gated.ts";
 import { SessionRelay } from "./raw.ts";
 import { SessionSettings } from "./settings.ts";
 import type { ClientSide } from "./relay.ts";
@@ -63,7 +65,8 @@ type Phase =
   | { kind: "auth"; auth: ClientAuth; user: UserConfig | undefined }
   | { kind: "login" }
   | { kind: "session"; relay: SessionRelay }
-  | { kind: "transaction"; relay: TransactionRelay }
+  /** Relayed message by message: transaction pooling, or session pooling under policies. */
+  | { kind: "messages"; relay: TransactionRelay | GatedSessionRelay }
   | { kind: "closed" };
 
 const N = Uint8Array.of(0x4e); // 'N': no SSL / no GSS encryption
@@ -167,7 +170,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     const phase = this.phase;
     switch (phase.kind) {
       case "session":
-      case "transaction":
+      case "messages":
       case "auth":
         return this.read(chunk);
       case "startup":
@@ -302,7 +305,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
 
   onFrame(type: number, buf: Uint8Array, start: number, end: number, msgStart: number, next: number): void {
     const phase = this.phase;
-    if (type === F.Terminate && (phase.kind === "session" || phase.kind === "transaction")) {
+    if (type === F.Terminate && (phase.kind === "session" || phase.kind === "messages")) {
       this.terminateAt = Math.max(0, msgStart);
       this.reader.stop();
       return;
@@ -310,7 +313,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     switch (phase.kind) {
       case "session":
         return phase.relay.onMessage(type);
-      case "transaction": {
+      case "messages": {
         // A message that is the whole chunk (the common case for a Query) needs no view of its own.
         const chunk = this.chunk;
         const frame =
@@ -414,16 +417,20 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     this.reader.wantAll = false;
     this.reader.setMaxLength(cfg.limits.max_message_size);
     this.reader.refuse(NOT_FRONTEND, (t) => `invalid frontend message type ${t}`);
-    if (cfg.pool.mode === "session") {
+    const policy = { limiter: this.host.limiter, mirror: this.host.mirror, user: this.user, address: this.remote, database: this.database };
+    if (cfg.pool.mode === "session" && !policy.limiter.active && !policy.mirror.enabled) {
       for (const t of SessionRelay.WATCHED) this.reader.want(t);
       this.phase = { kind: "session", relay: new SessionRelay(this, pool, conn) };
+    } else if (cfg.pool.mode === "session") {
+      // Rate limits or mirroring need each request on its own: the session's connection, relayed per message.
+      this.reader.wantAll = true;
+      this.phase = { kind: "messages", relay: new GatedSessionRelay(this, pool, conn, settings, this.host.functions, policy) };
     } else {
       this.reader.wantAll = true;
       if (conn) pool.release(conn);
       const prepared = new PreparedStatements(this.host.statements);
       const router = new RouterState({ functions: this.host.functions, transactions: cfg.routing.transactions, userTarget: user.target });
-      const policy = { limiter: this.host.limiter, mirror: this.host.mirror, user: this.user, address: this.remote, database: this.database };
-      this.phase = { kind: "transaction", relay: new TransactionRelay(this, group, settings, prepared, router, this.host.log, policy) };
+      this.phase = { kind: "messages", relay: new TransactionRelay(this, group, settings, prepared, router, this.host.log, policy) };
     }
     this.send(welcome);
     this.host.log.debug("session_start", { user: this.user, database: this.database, pool: pool.name, client: this.remote });
@@ -506,7 +513,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
    */
   get idle(): boolean {
     const p = this.phase;
-    if (p.kind !== "session" && p.kind !== "transaction") return true;
+    if (p.kind !== "session" && p.kind !== "messages") return true;
     if (this.outbox.queued > 0) return false;
     const conn = p.relay.cancelTarget;
     return conn === null || conn.idle;
@@ -515,7 +522,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   /** The server connection a CancelRequest should reach right now, if any. */
   get cancelTarget(): ServerConn | null {
     const p = this.phase;
-    return p.kind === "session" || p.kind === "transaction" ? p.relay.cancelTarget : null;
+    return p.kind === "session" || p.kind === "messages" ? p.relay.cancelTarget : null;
   }
 
   /** Sends a FATAL error (when the stream allows it) and closes. */
@@ -539,7 +546,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     this.phase = { kind: "closed" };
     if (this.loginTimer) clearTimeout(this.loginTimer);
     this.loginTimer = null;
-    if (phase.kind === "session" || phase.kind === "transaction") phase.relay.close();
+    if (phase.kind === "session" || phase.kind === "messages") phase.relay.close();
     this.outbox.clear();
     this.host.closed(this);
   }

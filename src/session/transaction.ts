@@ -25,19 +25,10 @@ import { decodeQuery } from "../wire/frontend.ts";
 import { PreparedStatements, namesStatements, type Message } from "./prepared.ts";
 import type { SessionSettings } from "./settings.ts";
 import type { Mirror, MirrorJob } from "../policy/mirror.ts";
-import { mirrorable, shadowBatch, shadowQuery, type ShadowRequest } from "../policy/mirror-request.ts";
-import type { RateLimiter } from "../policy/ratelimit.ts";
+import { shadowBatch, shadowQuery } from "../policy/mirror-request.ts";
+import { fieldsOf, offerMirror, type SessionPolicy } from "./policy.ts";
 import { FUNCTION_CALL, Throttle } from "./throttle.ts";
 
-/** The policies a session is subject to, and who it is for them. */
-export interface SessionPolicy {
-  readonly limiter: RateLimiter;
-  readonly mirror: Mirror;
-  readonly user: string;
-  /** The client's address. */
-  readonly address: string;
-  readonly database: string;
-}
 
 
 type Request = (
@@ -207,7 +198,7 @@ export class TransactionRelay extends ClientRelay {
     this.router.noteSettings(sql, d.classification);
     // A read sent to a replica outside a transaction may be retried on the primary if the replica refuses it.
     const retry = route.target === "replica" && !this.bound && !prefix && d.classification.statements === 1;
-    const mirror = !prefix && ops.length === 0 && this.mayMirror() ? this.offerMirror(sh.key, !d.classification.readOnly, () => shadowQuery(frame)) : null;
+    const mirror = !prefix && ops.length === 0 && this.mayMirror() ? offerMirror(this.policy, this.settings, sh.key, !d.classification.readOnly, () => shadowQuery(frame)) : null;
     this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry, ...(mirror && { mirror }) });
   }
 
@@ -216,11 +207,7 @@ export class TransactionRelay extends ClientRelay {
     return this.mirror.enabled && !this.bound && this.router.transaction === null && !this.deferredBegin && !this.settings.pinned;
   }
 
-  /** The sampling draw for a request that may be mirrored, then the request handed to the mirror. */
-  private offerMirror(key: string, write: boolean, build: () => ShadowRequest | null): MirrorJob | null {
-    if (!this.mirror.sample(write) || !mirrorable(key)) return null;
-    return this.mirror.offer(key, this.policy.database, this.settings, build);
-  }
+
 
   /** Where the session is pinned, for the router (which then says so): the node of the connection it keeps. */
   private pinnedTo(): RouterState["pinned"] {
@@ -276,7 +263,7 @@ export class TransactionRelay extends ClientRelay {
     // A read a replica refuses is sent again to the primary, whole batches up to their Sync (names the batch
     // created are given up first, so its Parse can create them again).
     const retry = target === "replica" && !this.bound && sync;
-    const mirror = mayMirror && keys !== "" && !effects ? this.offerMirror(keys, write, () => shadowBatch(messages, (name) => this.prepared.statementText(name))) : null;
+    const mirror = mayMirror && keys !== "" && !effects ? offerMirror(this.policy, this.settings, keys, write, () => shadowBatch(messages, (name) => this.prepared.statementText(name))) : null;
     this.submit({ kind: "batch", messages, sync, target, retry, creates: named, ...(mirror && { mirror }) });
   }
 
@@ -533,11 +520,6 @@ function reservedError(name: string): Omit<ErrorFields, "severity"> {
     message: `prepared statement name "${name}" is reserved by pgroute`,
     hint: `Names starting with "${RESERVED_PREFIX}" belong to pgroute's shared server-side statements.`,
   };
-}
-
-/** pgroute's own error as the fields of an ErrorResponse. */
-function fieldsOf(e: PgError): Omit<ErrorFields, "severity"> {
-  return { code: e.code, message: e.message, detail: e.detail, hint: e.hint };
 }
 
 function relayWarning(e: { message: string }): Uint8Array {

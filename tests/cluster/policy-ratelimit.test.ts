@@ -17,7 +17,8 @@ type Mode = "transaction" | "session";
 async function withLimits(mode: Mode, ratelimit: Record<string, unknown>, overrides: Record<string, Record<string, unknown>>, run: (tp: TestProxy) => Promise<void>): Promise<void> {
   const cluster = await testCluster();
   const users = testUsers(cluster).map((u) => ({ ...u, ...(overrides[u.name as string] ?? {}) }));
-  const tp = await startPoolProxy({ mode, size: 4 }, { users, ratelimit });
+  // Room for every connection a test opens, in session pooling too.
+  const tp = await startPoolProxy({ mode, size: 8 }, { users, ratelimit });
   try {
     await run(tp);
   } finally {
