@@ -12,8 +12,6 @@ export interface MirrorCounts {
   dropped: number;
   /** Run on the shadow. */
   sent: number;
-  /** Not run after all: the client's session settings changed before its turn came. */
-  skipped: number;
   /** Both results in and compared. */
   compared: number;
   /** Compared and different, in total and by the first difference found. */
@@ -73,7 +71,6 @@ class Entry {
     sampled: 0,
     dropped: 0,
     sent: 0,
-    skipped: 0,
     compared: 0,
     mismatches: 0,
     mismatch_error: 0,

@@ -27,9 +27,8 @@ import type { ShadowRequest } from "./mirror-request.ts";
 import { MirrorStats, type Counter, type MirrorSnapshot } from "./mirror-stats.ts";
 import { ReplyTally, compare } from "./tally.ts";
 
-/** A client's session settings, as the shadow connection needs them (src/session/settings.ts). */
+/** A client's session settings as they were when its request was sampled (src/session/settings.ts). */
 export interface MirrorSettings {
-  readonly signature: string;
   diff(conn: ServerConn): string | null;
   markApplied(conn: ServerConn): void;
 }
@@ -70,8 +69,6 @@ export class MirrorJob {
     readonly database: string,
     readonly request: ShadowRequest,
     readonly settings: MirrorSettings,
-    /** The settings' signature when the request was sampled: the shadow runs it only under the same ones. */
-    readonly signature: string,
   ) {}
 
   /**
@@ -146,6 +143,8 @@ export class Mirror {
     if (prev && (prev.url !== this.cfg.url || prev.concurrency !== this.cfg.concurrency || prev.timeout_ms !== this.cfg.timeout_ms)) {
       for (const p of this.pools.values()) p.retire();
       this.pools = new Map();
+      // Samples taken for the old shadow are not the new one's business.
+      if (prev.url !== this.cfg.url) this.queue.length = 0;
     }
   }
 
@@ -172,7 +171,7 @@ export class Mirror {
       this.note("mirror_dropped", "warn", { reason: "queue full", queue_size: this.cfg.queue_size });
       return null;
     }
-    const job = new MirrorJob(this, fingerprint, database, request, settings, settings.signature);
+    const job = new MirrorJob(this, fingerprint, database, request, settings);
     this.queue.push(job);
     // After the client's own request has gone out: the shadow never goes first.
     if (this.queue.length === 1) queueMicrotask(() => this.pump());
@@ -195,10 +194,7 @@ export class Mirror {
   }
 
   private async run(job: MirrorJob): Promise<void> {
-    if (job.settings.signature !== job.signature) {
-      this.count(job, "skipped");
-      return job.shadowEnded(false);
-    }
+    if (!this.target) return job.shadowEnded(false); // mirroring was switched off by a reload
     const pool = this.poolFor(job.database);
     let conn: ServerConn;
     try {
@@ -218,12 +214,6 @@ export class Mirror {
         this.count(job, "shadow_errors");
         this.note("mirror_shadow_error", "warn", { shadow: this.describeShadow(job.database), error: `session settings: ${(err as PgError).message}` });
         pool.release(conn);
-        return job.shadowEnded(false);
-      }
-      // The client changed its settings meanwhile: what the connection carries is known only to be neither.
-      if (job.settings.signature !== job.signature) {
-        pool.discard(conn);
-        this.count(job, "skipped");
         return job.shadowEnded(false);
       }
     }
