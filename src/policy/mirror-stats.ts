@@ -14,6 +14,8 @@ export interface MirrorCounts {
   sent: number;
   /** Both results in and compared. */
   compared: number;
+  /** Both results in, but not comparable: a row of the primary's was too large to be looked at (over 1 MiB). */
+  uncomparable: number;
   /** Compared and different, in total and by the first difference found. */
   mismatches: number;
   mismatch_error: number;
@@ -72,6 +74,7 @@ class Entry {
     dropped: 0,
     sent: 0,
     compared: 0,
+    uncomparable: 0,
     mismatches: 0,
     mismatch_error: 0,
     mismatch_row_count: 0,

@@ -266,6 +266,7 @@ export class Mirror {
 
   /** Both results are in. */
   compared(job: MirrorJob): void {
+    if (job.primary.incomplete || job.shadow.incomplete) return this.count(job, "uncomparable");
     const c = compare(job.primary, job.shadow);
     this.stats.compared(job.fingerprint, c.kind === "mismatch" ? c.what : null, job.primary.ms, job.shadow.ms);
     if (c.kind === "mismatch") {

@@ -25,6 +25,8 @@ export class ReplyTally implements ReplyObserver {
   /** SQLSTATE of the first ErrorResponse, or null. */
   error: string | null = null;
   errorMessage = "";
+  /** A row too large to be shown went by (src/pool/demux.ts MAX_OBSERVED): the result cannot be compared. */
+  incomplete = false;
   /** When the request was sent, and how long it took (set by {@link ReplyTally.finish}). */
   startedAt = 0;
   ms = 0;
@@ -49,6 +51,10 @@ export class ReplyTally implements ReplyObserver {
         }
         return;
     }
+  }
+
+  missed(): void {
+    this.incomplete = true;
   }
 
   private fold(bytes: Uint8Array): void {

@@ -54,7 +54,15 @@ export interface Entry {
 /** Receives the replies of an observed {@link Entry}: `type` 'D', 'C' or 'E', body `buf[start..end)` (valid only during the call). */
 export interface ReplyObserver {
   reply(type: number, buf: Uint8Array, start: number, end: number): void;
+  /** A reply larger than {@link MAX_OBSERVED} went by unseen: the observation is incomplete. */
+  missed(type: number): void;
 }
+
+/**
+ * The largest reply an observer is shown. Bigger ones (a huge row) go through to the client as they stream, never
+ * gathered whole for an observer: gathering would hand the client the whole row at once, past its buffer.
+ */
+export const MAX_OBSERVED = 1 << 20;
 
 /**
  * The entries of one request that may be retried on another node (a read a replica refused). Its replies are
@@ -192,8 +200,10 @@ export class Demux implements FrameSink {
   private updateWant(): void {
     const h = this.head();
     // While pgroute's own request is answered, or a retryable reply is held, every message must be looked at.
-    this.reader.wantAll =
-      h !== undefined && !isLocal(h) && (h.mode === "swallow" || (h.retry !== undefined && !h.retry.committed) || h.observe !== undefined);
+    const all = h !== undefined && !isLocal(h) && (h.mode === "swallow" || (h.retry !== undefined && !h.retry.committed));
+    this.reader.wantAll = all || (h !== undefined && !isLocal(h) && h.observe !== undefined);
+    // Watched only for an observer: no need to gather huge messages (see MAX_OBSERVED).
+    this.reader.wantAllMax = all ? Number.POSITIVE_INFINITY : MAX_OBSERVED;
   }
 
   /** Sends what was held for a retryable request, before the message at `msgStart`; no retry after this. */
@@ -220,6 +230,12 @@ export class Demux implements FrameSink {
     } finally {
       this.inChunk = false;
     }
+  }
+
+  /** A message too large to be shown to an observer went through unseen. */
+  onPassed(type: number): void {
+    const head = this.head() as Entry | undefined;
+    if (head?.observe && !isLocal(head)) head.observe.missed(type);
   }
 
   onFrame(type: number, buf: Uint8Array, start: number, end: number, msgStart: number, next: number): void {

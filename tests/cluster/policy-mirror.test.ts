@@ -108,7 +108,7 @@ function settled(tp: TestProxy): Promise<MirrorSnapshot> {
   return waitFor(
     "the mirror to account for every sampled request",
     () => tp.proxy.mirror.snapshot(),
-    (s) => s.queue.depth === 0 && s.in_flight === 0 && s.totals.compared + s.totals.shadow_errors + s.totals.timeouts === s.totals.sampled - s.totals.dropped,
+    (s) => s.queue.depth === 0 && s.in_flight === 0 && s.totals.compared + s.totals.uncomparable + s.totals.shadow_errors + s.totals.timeouts === s.totals.sampled - s.totals.dropped,
     20_000,
   );
 }
@@ -183,6 +183,22 @@ for (const mode of ["transaction", "session"] as const) {
         expect(mismatches.map((l) => l.difference).sort()).toEqual(["checksum", "checksum", "error", "row_count"]);
         expect(mismatches.find((l) => l.difference === "row_count")).toMatchObject({ primary: "10 rows", shadow: "9 rows" });
         expect(mismatches.find((l) => l.difference === "error").shadow).toContain("ERROR 42P01");
+      });
+    });
+
+    test("a row larger than the client's buffer streams through whole; its request is counted uncomparable", async () => {
+      await withMirror(mode, { fraction: 1 }, async (tp) => {
+        const sql = client(tp);
+        try {
+          // 20 MB in one DataRow, over limits.client_buffer (16 MiB): an observer must not gather it whole.
+          const [row] = await sql.unsafe("select length(x) as n, x from (select repeat('x', 20000000) as x) s");
+          expect(row!.n).toBe(20_000_000);
+          expect((row!.x as string).length).toBe(20_000_000);
+        } finally {
+          await sql.end({ timeout: 1 });
+        }
+        const s = await settled(tp);
+        expect(s.totals).toMatchObject({ sampled: 1, uncomparable: 1, compared: 0, mismatches: 0 });
       });
     });
 

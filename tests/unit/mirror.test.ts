@@ -12,6 +12,7 @@ import { mirrorable, shadowBatch, shadowQuery } from "../../src/policy/mirror-re
 import { MAX_FINGERPRINTS, MirrorStats, OTHER } from "../../src/policy/mirror-stats.ts";
 import { ReplyTally, compare } from "../../src/policy/tally.ts";
 import { F } from "../../src/wire/codes.ts";
+import { FrameReader } from "../../src/wire/frame.ts";
 import { commandComplete, dataRowOf, errorResponse, query } from "../support/wire-frames.ts";
 
 /** Feeds whole backend messages (type, length, body) to a tally, as the demultiplexer would. */
@@ -63,6 +64,25 @@ describe("ReplyTally and compare", () => {
     expect(compare(e42P01, tally(errorResponse({ severity: "ERROR", code: "42P01", message: "other text" })))).toEqual({ kind: "match" });
     expect(compare(ok, e42P01)).toEqual({ kind: "mismatch", what: "error", primary: "no error", shadow: 'ERROR 42P01: relation "t" does not exist' });
     expect(compare(e42703, e42P01).kind).toBe("mismatch");
+  });
+});
+
+describe("FrameReader.wantAllMax", () => {
+  test("wantAll gathers messages up to the limit and passes larger ones by, telling the sink; wanted types are always gathered", () => {
+    const seen: string[] = [];
+    const sink = {
+      onFrame: (type: number, _b: Uint8Array, start: number, end: number) => void seen.push(`${String.fromCharCode(type)}${end - start}`),
+      onPassed: (type: number, len: number) => void seen.push(`passed ${String.fromCharCode(type)}${len}`),
+    };
+    const r = new FrameReader([0x43], 1 << 20);
+    r.wantAll = true;
+    r.wantAllMax = 10;
+    const small = dataRowOf("ab"); // body: 2 + 4 + 2 = 8
+    const big = dataRowOf("0123456789"); // body 16
+    const tag = commandComplete("SELECT 123456789012"); // body 20, but 'C' is asked for by type
+    r.feed(new Uint8Array([...small, ...big, ...tag]), sink);
+    expect(seen).toEqual(["D8", "passed D16", "C20"]);
+    expect(r.heldFrom).toBe(small.length + big.length + tag.length);
   });
 });
 
