@@ -3,7 +3,7 @@
 // per connection); a statement within max_wait waits its turn, in the order of the client's pipeline, and then
 // runs; past max_wait it gets 53400 and the session stays usable (simple and extended protocol); transaction
 // limits count transaction starts; fingerprint limits count statement shapes; a connection over
-// connections_per_second gets FATAL 53300. In transaction and session pooling alike.
+// connections_per_second gets FATAL 53300. In transaction and session pooling alike; a reload applies at once.
 import { describe, expect, test } from "bun:test";
 import postgres from "postgres";
 import { AUTH_USERS, testCluster } from "../support/cluster.ts";
@@ -169,3 +169,20 @@ for (const mode of ["transaction", "session"] as const) {
     });
   });
 }
+
+test("a reload turns limits on and off for sessions already connected (transaction pooling)", async () => {
+  await withLimits("transaction", {}, {}, async (tp) => {
+    const sql = client(tp);
+    try {
+      for (let i = 0; i < 5; i++) expect(await outcome(sql`select ${i}::int`)).toBe("ok");
+      const limited = { ...tp.config, ratelimit: { ...tp.config.ratelimit, max_wait_ms: 0, user_queries_per_second: 0.1, user_queries_burst: 1 } };
+      tp.proxy.reload(limited);
+      expect(await outcome(sql`select 1`)).toBe("ok");
+      expect(await outcome(sql`select 2`)).toBe("53400");
+      tp.proxy.reload(tp.config);
+      expect(await outcome(sql`select 3`)).toBe("ok");
+    } finally {
+      await sql.end({ timeout: 1 });
+    }
+  });
+});
