@@ -53,6 +53,10 @@ export class GatedSessionRelay extends ClientRelay {
   private readonly portals = new Map<string, StatementText>();
   /** Session effects of statements executed since the last Sync: its ReadyForQuery decides whether they stick. */
   private execOps: SessionOp[] = [];
+  /** What runs a request once its rate-limit turn has come, or refuses it (made once, not per request). */
+  private readonly queryAdmitted = (frame: Uint8Array) => this.query(frame, true);
+  private readonly functionCallAdmitted = (frame: Uint8Array) => this.functionCall(frame, true);
+  private readonly refuseQuery = (e: PgError) => this.refuse(e, true);
 
   constructor(
     client: ClientSide,
@@ -111,20 +115,14 @@ export class GatedSessionRelay extends ClientRelay {
   }
 
   private functionCall(frame: Uint8Array, admitted = false): void {
-    if (!admitted && this.throttle.active) {
-      const copy = copyBytes(frame);
-      if (!this.throttle.query(FUNCTION_CALL, () => this.functionCall(copy, true), (e) => this.refuse(e, true))) return;
-    }
+    if (!admitted && this.throttle.active && !this.throttle.query(FUNCTION_CALL, frame, this.functionCallAdmitted, this.refuseQuery)) return;
     this.send(frame, [{ end: "function", mode: "forward" }]);
   }
 
   private query(frame: Uint8Array, admitted = false): void {
     const sql = decodeQuery(frame, 5, frame.length);
     const sh = shape(sql);
-    if (!admitted && this.throttle.active) {
-      const copy = copyBytes(frame);
-      if (!this.throttle.query(sh.key, () => this.query(copy, true), (e) => this.refuse(e, true))) return;
-    }
+    if (!admitted && this.throttle.active && !this.throttle.query(sh.key, frame, this.queryAdmitted, this.refuseQuery)) return;
     const ops = sessionEffects(sql, sh.key);
     this.pinFor(ops);
     const entry: Entry = { end: "query", mode: "forward", tag: ops };

@@ -52,12 +52,17 @@ export class Throttle {
 
   /**
    * A simple Query (or FunctionCall) with this shape key. True: it may run now. False: the throttle has it, and
-   * calls `run` when its turn comes or `refuse` with ERROR 53400.
+   * calls `run` with a copy of `frame` when its turn comes, or `refuse` with ERROR 53400.
    */
-  query(key: string, run: () => void, refuse: (e: PgError) => void): boolean {
+  query(key: string, frame: Uint8Array, run: (frame: Uint8Array) => void, refuse: (e: PgError) => void): boolean {
     const saved = this.tx.save();
     const starts = this.tx.query(key);
-    return this.admit({ user: this.user, address: this.address, queries: [key], transactions: starts > 0 ? Array(starts).fill(key) : [] }, saved, run, refuse);
+    const d: Demand = { user: this.user, address: this.address, queries: [key], transactions: starts > 0 ? Array<string>(starts).fill(key) : [] };
+    // A frame is a view into the client's buffer: copied only when it has to wait.
+    return this.admit(d, saved, () => {
+      const copy = copyBytes(frame);
+      return () => run(copy);
+    }, refuse);
   }
 
   /** An extended-protocol batch executing statements of these shape keys, ending in Sync (`sync`) or Flush. */
@@ -66,17 +71,18 @@ export class Throttle {
     const transactions: string[] = [];
     for (const k of keys) for (let n = this.tx.execute(k); n > 0; n--) transactions.push(k);
     if (sync) this.tx.sync();
-    return this.admit({ user: this.user, address: this.address, queries: keys, transactions }, saved, run, refuse);
+    return this.admit({ user: this.user, address: this.address, queries: keys, transactions }, saved, () => run, refuse);
   }
 
-  private admit(d: Demand, saved: number, run: () => void, refuse: (e: PgError) => void): boolean {
+  /** `later` makes what runs the request once its turn has come (called only when it has to wait). */
+  private admit(d: Demand, saved: number, later: () => () => void, refuse: (e: PgError) => void): boolean {
     const maxWait = this.limiter.maxWaitMs;
     const v = this.limiter.admit(d, maxWait);
     switch (v.kind) {
       case "go":
         return true;
       case "wait":
-        this.wait(v.ms, v.reservation, run);
+        this.wait(v.ms, v.reservation, later());
         return false;
       case "over": {
         const refused = (waited: number, e = v.exceeded) => {
@@ -88,6 +94,7 @@ export class Throttle {
           return false;
         }
         // Held for max_wait, then one more look with no wait allowed: tokens freed meanwhile let it run.
+        const run = later();
         this.wait(maxWait, null, () => {
           const again = this.limiter.admit(d, 0);
           if (again.kind === "go") run();

@@ -68,6 +68,10 @@ export class TransactionRelay extends ClientRelay {
   /** Rate limits: requests over a limit wait here, with the messages behind them. */
   private readonly throttle: Throttle;
   private readonly mirror: Mirror;
+  /** What runs a request once its rate-limit turn has come, or refuses it (made once, not per request). */
+  private readonly queryAdmitted = (frame: Uint8Array) => this.query(frame, true);
+  private readonly functionCallAdmitted = (frame: Uint8Array) => this.functionCall(frame, true);
+  private readonly refuseQuery = (e: PgError) => this.refuse(fieldsOf(e), true);
 
   constructor(
     client: ClientSide,
@@ -149,10 +153,7 @@ export class TransactionRelay extends ClientRelay {
   // --- routing -------------------------------------------------------------------------------------------
 
   private functionCall(frame: Uint8Array, admitted = false): void {
-    if (!admitted && this.throttle.active) {
-      const copy = copyBytes(frame);
-      if (!this.throttle.query(FUNCTION_CALL, () => this.functionCall(copy, true), (e) => this.refuse(fieldsOf(e), true))) return;
-    }
+    if (!admitted && this.throttle.active && !this.throttle.query(FUNCTION_CALL, frame, this.functionCallAdmitted, this.refuseQuery)) return;
     this.submit({ kind: "simple", frame, end: "function", ops: [], target: "primary" });
   }
 
@@ -174,10 +175,7 @@ export class TransactionRelay extends ClientRelay {
     const ops = sessionEffects(sql, sh.key);
     const taken = reservedName(ops);
     if (taken) return this.refuse(reservedError(taken), true);
-    if (!admitted && this.throttle.active) {
-      const copy = copyBytes(frame);
-      if (!this.throttle.query(sh.key, () => this.query(copy, true), (e) => this.refuse(fieldsOf(e), true))) return;
-    }
+    if (!admitted && this.throttle.active && !this.throttle.query(sh.key, frame, this.queryAdmitted, this.refuseQuery)) return;
     this.router.pinned = this.pinnedTo();
     const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
     const route = this.pinsToPrimary(d.route, ops);
@@ -199,7 +197,7 @@ export class TransactionRelay extends ClientRelay {
     // A read sent to a replica outside a transaction may be retried on the primary if the replica refuses it.
     const retry = route.target === "replica" && !this.bound && !prefix && d.classification.statements === 1;
     const mirror = !prefix && ops.length === 0 && this.mayMirror() ? offerMirror(this.policy, this.settings, sh.key, !d.classification.readOnly, () => shadowQuery(frame)) : null;
-    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry, ...(mirror && { mirror }) });
+    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry, mirror: mirror ?? undefined });
   }
 
   /** Outside a transaction and with no session-bound state: a request means the same on the shadow. */
@@ -264,7 +262,7 @@ export class TransactionRelay extends ClientRelay {
     // created are given up first, so its Parse can create them again).
     const retry = target === "replica" && !this.bound && sync;
     const mirror = mayMirror && keys !== "" && !effects ? offerMirror(this.policy, this.settings, keys, write, () => shadowBatch(messages, (name) => this.prepared.statementText(name))) : null;
-    this.submit({ kind: "batch", messages, sync, target, retry, creates: named, ...(mirror && { mirror }) });
+    this.submit({ kind: "batch", messages, sync, target, retry, creates: named, mirror: mirror ?? undefined });
   }
 
   /**
