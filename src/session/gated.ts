@@ -26,7 +26,7 @@ import { errorResponse } from "../wire/encode.ts";
 import { decodeBind, decodeExecute, decodeParse, decodeQuery, decodeTarget } from "../wire/frontend.ts";
 import { fieldsOf, offerMirror, type SessionPolicy } from "./policy.ts";
 import type { Message } from "./prepared.ts";
-import { ClientRelay, type ClientSide } from "./relay.ts";
+import { MessageRelay, type ClientSide } from "./relay.ts";
 import type { SessionSettings } from "./settings.ts";
 import { FUNCTION_CALL, Throttle } from "./throttle.ts";
 
@@ -42,12 +42,8 @@ const END_OF: Partial<Record<number, End>> = {
   [F.Sync]: "sync",
 };
 
-export class GatedSessionRelay extends ClientRelay {
-  /** Extended-protocol messages since the last Sync/Flush, not sent yet. */
-  private batch: Message[] = [];
-  /** A batch without Sync was refused: the client's messages up to its Sync are dropped, as Postgres would. */
-  private skippingToSync = false;
-  private readonly throttle: Throttle;
+export class GatedSessionRelay extends MessageRelay {
+  protected readonly throttle: Throttle;
   /** The session's prepared statements and portals as the server has them (texts, for fingerprints and the mirror). */
   private readonly statements = new Map<string, StatementText>();
   private readonly portals = new Map<string, StatementText>();
@@ -79,47 +75,21 @@ export class GatedSessionRelay extends ClientRelay {
     return this.conn;
   }
 
-  /** One complete frontend message; `frame` may be a view into the client's chunk. */
-  onMessage(type: number, frame: Uint8Array): void {
-    if (this.throttle.holding) return this.throttle.hold(type, frame);
-    if (this.skippingToSync) {
-      if (type !== F.Sync) return;
-      this.skippingToSync = false;
-      return this.send(SYNC, [{ end: "sync", mode: "forward" }]);
-    }
-    switch (type) {
-      case F.Query:
-        return this.query(frame);
-      case F.FunctionCall:
-        return this.functionCall(frame);
-      case F.Parse:
-      case F.Bind:
-      case F.Describe:
-      case F.Execute:
-      case F.Close:
-        // A view is enough: each read from a socket arrives in a buffer of its own, never reused.
-        this.batch.push({ type, frame });
-        return;
-      case F.Sync:
-      case F.Flush: {
-        this.batch.push({ type, frame });
-        const messages = this.batch;
-        this.batch = [];
-        return this.batchRequest(messages, type === F.Sync);
-      }
-      case F.CopyData:
-      case F.CopyDone:
-      case F.CopyFail:
-        return this.send(frame, []);
-    }
+  /** The client's Sync after a refused batch: the server's ReadyForQuery answers it. */
+  protected skippedToSync(): void {
+    this.send(SYNC, [{ end: "sync", mode: "forward" }]);
   }
 
-  private functionCall(frame: Uint8Array, admitted = false): void {
+  protected copy(frame: Uint8Array): void {
+    this.send(frame, []);
+  }
+
+  protected functionCall(frame: Uint8Array, admitted = false): void {
     if (!admitted && this.throttle.active && !this.throttle.query(FUNCTION_CALL, frame, this.functionCallAdmitted, this.refuseQuery)) return;
     this.send(frame, [{ end: "function", mode: "forward" }]);
   }
 
-  private query(frame: Uint8Array, admitted = false): void {
+  protected query(frame: Uint8Array, admitted = false): void {
     const sql = decodeQuery(frame, 5, frame.length);
     const sh = shape(sql);
     if (!admitted && this.throttle.active && !this.throttle.query(sh.key, frame, this.queryAdmitted, this.refuseQuery)) return;
@@ -134,7 +104,7 @@ export class GatedSessionRelay extends ClientRelay {
     this.send(frame, [entry]);
   }
 
-  private batchRequest(messages: Message[], sync: boolean, admitted = false): void {
+  protected batchRequest(messages: Message[], sync: boolean, admitted = false): void {
     const executed = this.peek(messages);
     let shapes: Shape[] | null = null;
     if (!admitted && this.throttle.active) {
@@ -277,10 +247,7 @@ export class GatedSessionRelay extends ClientRelay {
   onServerClose(error: PgError | null): void {
     const conn = this.conn;
     this.conn = null;
-    if (conn) this.pool.discard(conn);
-    if (this.closed) return;
-    if (error) this.client.fatal(error);
-    else this.client.close();
+    this.serverLost(conn, this.pool, error);
   }
 
   /** The client is gone: reset and pool its connection when nothing is in flight, close it otherwise. */

@@ -13,7 +13,7 @@ import type { Entry, RetryGroup } from "../pool/demux.ts";
 import type { PoolGroup, Target } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { ServerConn } from "../pool/server.ts";
-import { ClientRelay, type ClientSide } from "./relay.ts";
+import { MessageRelay, type ClientSide } from "./relay.ts";
 import { RESERVED_PREFIX, sessionEffects, type SessionOp } from "../router/effects.ts";
 import { shape, type Shape } from "../router/lexer.ts";
 import { describeRoute, type Route } from "../router/route.ts";
@@ -51,22 +51,18 @@ function showReply(name: string, value: string): Uint8Array {
   return w.bytes(commandComplete("SHOW")).done();
 }
 
-export class TransactionRelay extends ClientRelay {
+export class TransactionRelay extends MessageRelay {
   private conn: ServerConn | null = null;
   private pool: Pool | null = null;
   /** The kind of node `conn` is on. */
   private target: Target = "primary";
   /** Requests waiting for a server connection, in order. */
   private queue: Request[] = [];
-  /** Extended-protocol messages since the last Sync/Flush. */
-  private batch: Message[] = [];
   private acquiring = false;
-  /** A checkout failed for a batch without Sync: drop messages until the client's Sync, as Postgres would. */
-  private skippingToSync = false;
   /** A BEGIN held back (`transactions = "first-statement"`), sent ahead of the next statement. */
   private deferredBegin: Uint8Array | null = null;
   /** Rate limits: requests over a limit wait here, with the messages behind them. */
-  private readonly throttle: Throttle;
+  protected readonly throttle: Throttle;
   private readonly mirror: Mirror;
   /** What runs a request once its rate-limit turn has come, or refuses it (made once, not per request). */
   private readonly queryAdmitted = (frame: Uint8Array) => this.query(frame, true);
@@ -113,52 +109,23 @@ export class TransactionRelay extends ClientRelay {
     return this.router.transaction || this.deferredBegin ? TxStatus.InTransaction : TxStatus.Idle;
   }
 
-  /** One complete frontend message; `frame` may be a view into the client's chunk. */
-  onMessage(type: number, frame: Uint8Array): void {
-    // Behind a request waiting for its rate-limit turn, everything waits: replies keep the pipeline's order.
-    if (this.throttle.holding) return this.throttle.hold(type, frame);
-    if (this.skippingToSync) {
-      if (type !== F.Sync) return;
-      this.skippingToSync = false;
-      this.client.send(readyForQuery(TxStatus.Idle));
-      return;
-    }
-    switch (type) {
-      case F.Query:
-        return this.query(frame);
-      case F.FunctionCall:
-        return this.functionCall(frame);
-      case F.Parse:
-      case F.Bind:
-      case F.Describe:
-      case F.Execute:
-      case F.Close:
-        // A view is enough: each read from a socket arrives in a buffer of its own, never reused.
-        this.batch.push({ type, frame });
-        return;
-      case F.Sync:
-      case F.Flush: {
-        this.batch.push({ type, frame });
-        const messages = this.batch;
-        this.batch = [];
-        return this.batchRequest(messages, type === F.Sync);
-      }
-      case F.CopyData:
-      case F.CopyDone:
-      case F.CopyFail:
-        return this.submit({ kind: "copy", frame, target: this.target });
-    }
+  protected skippedToSync(): void {
+    this.client.send(readyForQuery(TxStatus.Idle));
+  }
+
+  protected copy(frame: Uint8Array): void {
+    this.submit({ kind: "copy", frame, target: this.target });
   }
 
   // --- routing -------------------------------------------------------------------------------------------
 
-  private functionCall(frame: Uint8Array, admitted = false): void {
+  protected functionCall(frame: Uint8Array, admitted = false): void {
     if (!admitted && this.throttle.active && !this.throttle.query(FUNCTION_CALL, frame, this.functionCallAdmitted, this.refuseQuery)) return;
     this.submit({ kind: "simple", frame, end: "function", ops: [], target: "primary" });
   }
 
   /** `admitted`: the rate limiter already let it through (it waited its turn). */
-  private query(frame: Uint8Array, admitted = false): void {
+  protected query(frame: Uint8Array, admitted = false): void {
     const sql = decodeQuery(frame, 5, frame.length);
     // One lexer pass serves the virtual-setting check, the session effects, the classification and the hints.
     const sh = shape(sql);
@@ -220,7 +187,7 @@ export class TransactionRelay extends ClientRelay {
   }
 
   /** `admitted`: the rate limiter already let it through (it waited its turn). */
-  private batchRequest(messages: Message[], sync: boolean, admitted = false): void {
+  protected batchRequest(messages: Message[], sync: boolean, admitted = false): void {
     const { executed, named } = this.prepared.peek(messages);
     // One lexer pass per executed statement serves the rate limits, the effects and the decision.
     let shapes: Shape[] | null = null;
@@ -483,10 +450,8 @@ export class TransactionRelay extends ClientRelay {
   onServerClose(error: PgError | null): void {
     const conn = this.conn;
     this.conn = null;
-    if (conn) this.pool?.discard(conn);
-    if (this.closed) return;
-    if (error) this.client.fatal(error);
-    else if (conn) this.client.close();
+    // No connection of this client's: nothing it was told was cut off.
+    if (conn || error) this.serverLost(conn, this.pool, error);
   }
 
 
