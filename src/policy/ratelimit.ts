@@ -165,6 +165,18 @@ interface UserLimits {
 
 const GO: Verdict = Object.freeze({ kind: "go" });
 
+/** What {@link RateLimiter.snapshot} returns: for metrics and the admin API. */
+export interface RateLimitSnapshot {
+  /** Some statement or transaction limit is configured. */
+  active: boolean;
+  /** Requests that waited for their turn (and then ran or were refused). */
+  waited: number;
+  /** Requests refused with ERROR 53400, by the limit that refused them (`user_queries`, `fingerprint_transactions`, …), and connections refused with FATAL 53300 (`connections`). */
+  refused: Record<`${RateScope}_${LimitKind}` | "connections", number>;
+  /** Buckets held now, by the same names (full ones are forgotten once there are many). */
+  buckets: Record<`${RateScope}_${LimitKind}` | "connections", number>;
+}
+
 export class RateLimiter {
   private cfg!: RateLimitConfig;
   private users = new Map<string, UserLimits>();
@@ -174,6 +186,16 @@ export class RateLimiter {
   private connections: Limit | null = null;
   /** Any statement or transaction limit at all: when false, sessions skip the limiter entirely. */
   active = false;
+  private waited = 0;
+  private readonly refused: RateLimitSnapshot["refused"] = {
+    user_queries: 0,
+    user_transactions: 0,
+    address_queries: 0,
+    address_transactions: 0,
+    fingerprint_queries: 0,
+    fingerprint_transactions: 0,
+    connections: 0,
+  };
   private readonly buckets: Record<`${RateScope}_${LimitKind}` | "connections", Buckets> = {
     user_queries: new Buckets(),
     user_transactions: new Buckets(),
@@ -231,9 +253,22 @@ export class RateLimiter {
     const now = this.now();
     const b = this.buckets.connections.get(address, limit, now);
     b.refill(now);
-    if (b.waitFor(1) > 0) return false;
+    if (b.waitFor(1) > 0) {
+      this.refused.connections++;
+      return false;
+    }
     b.take(1);
     return true;
+  }
+
+  /** A request had to wait for its turn (counted once, however it ends). */
+  noteWaited(): void {
+    this.waited++;
+  }
+
+  /** A request was refused with ERROR 53400 because of `e`. */
+  noteRefused(e: Exceeded): void {
+    this.refused[`${e.scope}_${e.kind}`]++;
   }
 
   /** The `connections_per_second` limit, for the refusal's message. */
@@ -299,11 +334,16 @@ export class RateLimiter {
     for (const [k, n] of counts) this.charge(out, "fingerprint", kind, k, limit, n, setting, now);
   }
 
-  /** Buckets held now, by scope and kind (for tests and the admin view). */
-  bucketCounts(): Record<string, number> {
-    const out: Record<string, number> = {};
-    for (const [k, b] of Object.entries(this.buckets)) out[k] = b.size;
+  /** Buckets held now, by scope and kind. */
+  bucketCounts(): RateLimitSnapshot["buckets"] {
+    const out = {} as RateLimitSnapshot["buckets"];
+    for (const [k, b] of Object.entries(this.buckets)) out[k as keyof typeof out] = b.size;
     return out;
+  }
+
+  /** Counters for metrics and the admin API (a fresh object each call). */
+  snapshot(): RateLimitSnapshot {
+    return { active: this.active, waited: this.waited, refused: { ...this.refused }, buckets: this.bucketCounts() };
   }
 }
 

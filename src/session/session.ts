@@ -276,7 +276,8 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     // Before authentication, so a flood of logins costs no SCRAM work (and no server connection).
     if (!this.host.limiter.admitConnection(this.remote)) {
       const l = this.host.limiter.connectionLimit!;
-      this.host.log.info("connection_rate_limited", { client: this.remote });
+      // Debug only: a flood of refused connections must not become a flood of log lines (the count is in the snapshot).
+      this.host.log.debug("connection_rate_limited", { client: this.remote });
       return this.fatal(errors.tooManyConnectionsFrom(this.remote, l.rate, l.burst));
     }
     const user = params.get("user");

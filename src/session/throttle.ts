@@ -82,11 +82,13 @@ export class Throttle {
       case "go":
         return true;
       case "wait":
+        this.limiter.noteWaited();
         this.wait(v.ms, v.reservation, later());
         return false;
       case "over": {
         const refused = (waited: number, e = v.exceeded) => {
           this.tx.restore(saved); // it never ran: the transaction state is as before it
+          this.limiter.noteRefused(e);
           refuse(errors.rateLimited(describeExceeded(e, waited)));
         };
         if (maxWait === 0) {
@@ -94,6 +96,7 @@ export class Throttle {
           return false;
         }
         // Held for max_wait, then one more look with no wait allowed: tokens freed meanwhile let it run.
+        this.limiter.noteWaited();
         const run = later();
         this.wait(maxWait, null, () => {
           const again = this.limiter.admit(d, 0);

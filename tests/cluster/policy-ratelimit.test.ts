@@ -67,6 +67,8 @@ for (const mode of ["transaction", "session"] as const) {
           expect({ code: err.code, severity: err.severity }).toEqual({ code: "53400", severity: "ERROR" });
           expect(err.message).toContain(`user "${MD5.user}" is limited to 0.2 statements per second (burst 5)`);
           expect(err.hint).toContain("users[1].queries_per_second");
+          // Counted for metrics, by the limit that refused.
+          expect(tp.proxy.limiter.snapshot().refused.user_queries).toBe(12 - ok + 1);
         } finally {
           await Promise.all([...limited, other].map((c) => c.end({ timeout: 1 })));
         }
@@ -84,6 +86,7 @@ for (const mode of ["transaction", "session"] as const) {
           expect(rows.map((r) => r[0]!.n)).toEqual([0, 1, 2, 3, 4, 5]);
           // One ran at once, each of the five others a tenth of a second after the one before.
           expect(elapsed).toBeGreaterThanOrEqual(450);
+          expect(tp.proxy.limiter.snapshot()).toMatchObject({ active: true, waited: 5, refused: { user_queries: 0 } });
         } finally {
           await sql.end({ timeout: 1 });
         }
@@ -162,6 +165,7 @@ for (const mode of ["transaction", "session"] as const) {
           expect(err.message).toContain("too many connections from 127.0.0.1");
           // Connections already open are not affected.
           expect(await outcome(first`select 2`)).toBe("ok");
+          expect(tp.proxy.limiter.snapshot().refused.connections).toBe(1);
         } finally {
           await Promise.all([first, second, third].map((c) => c.end({ timeout: 1 })));
         }
