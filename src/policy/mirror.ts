@@ -16,6 +16,7 @@
  * library: the result is compared byte for byte in the formats the client asked for, and the client's session
  * settings are brought to the shadow connection exactly as they are to a pooled server connection.
  */
+import { serialize } from "pg-protocol";
 import type { Config, MirrorConfig, NodeConfig } from "../config/types.ts";
 import { parseShadowUrl, type ShadowTarget } from "../config/policy.ts";
 import type { PgError } from "../errors.ts";
@@ -206,20 +207,36 @@ export class Mirror {
     }
     if (this.closed) return pool.release(conn);
     conn.attach(SHADOW_OWNER, "tracked");
+    // The client's settings go first, in the same round trip (and under the same timeout) as the request.
+    let settingsError: string | null = null;
     const sql = job.settings.diff(conn);
-    if (sql) {
-      try {
-        await conn.query(sql);
-      } catch (err) {
-        this.count(job, "shadow_errors");
-        this.note("mirror_shadow_error", "warn", { shadow: this.describeShadow(job.database), error: `session settings: ${(err as PgError).message}` });
-        pool.release(conn);
-        return job.shadowEnded(false);
-      }
-    }
+    const before = conn.applied;
     job.settings.markApplied(conn);
+    if (sql) {
+      conn.send(new Uint8Array(serialize.query(sql)), [
+        {
+          end: "query",
+          mode: "swallow",
+          onSwallowedError: (e) => {
+            settingsError = e.message;
+            return null;
+          },
+          // Not applied after all (the string runs as one transaction): the connection carries what it did.
+          fail: () => {
+            conn.applied = before;
+            conn.appliedSignature = null;
+          },
+        },
+      ]);
+    }
     this.count(job, "sent");
     const outcome = await this.send(conn, job);
+    if (outcome === "ok" && settingsError !== null) {
+      pool.release(conn);
+      this.count(job, "shadow_errors");
+      this.note("mirror_shadow_error", "warn", { shadow: this.describeShadow(job.database), error: `session settings: ${settingsError}` });
+      return job.shadowEnded(false);
+    }
     switch (outcome) {
       case "ok":
         pool.release(conn);
