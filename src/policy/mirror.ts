@@ -133,15 +133,16 @@ export class Mirror {
     this.configure(opts.config);
   }
 
-  /** A new config (also at a reload): a changed shadow URL or connection settings replace the shadow's pools. */
+  /** A new config (also at a reload): a changed shadow URL, concurrency or `[pool]` settings replace the shadow's pools. */
   configure(config: Config, log?: Logger): void {
     const prev = this.cfg;
+    const poolChanged = this.config !== undefined && JSON.stringify(this.config.pool) !== JSON.stringify(config.pool);
     if (log) this.log = log;
     this.config = config;
     this.cfg = config.mirror;
     const parsed = config.mirror.url === undefined ? null : parseShadowUrl(config.mirror.url);
     this.target = parsed?.ok ? parsed.target : null;
-    if (prev && (prev.url !== this.cfg.url || prev.concurrency !== this.cfg.concurrency || prev.timeout_ms !== this.cfg.timeout_ms)) {
+    if (prev && (prev.url !== this.cfg.url || prev.concurrency !== this.cfg.concurrency || poolChanged)) {
       for (const p of this.pools.values()) p.retire();
       this.pools = new Map();
       // Samples taken for the old shadow are not the new one's business.
@@ -321,12 +322,9 @@ export class Mirror {
         user: t.user,
         database: db,
         credentials: t.password !== undefined ? { password: t.password } : {},
-        config: {
-          ...c,
-          size: this.cfg.concurrency,
-          checkout_timeout_ms: this.cfg.timeout_ms,
-          connect_timeout_ms: Math.min(c.connect_timeout_ms, this.cfg.timeout_ms),
-        },
+        // One connection per concurrent request; a job waits only while its connection is being opened, which
+        // pool.connect_timeout bounds (mirror.timeout is for the request itself).
+        config: { ...c, size: this.cfg.concurrency, checkout_timeout_ms: c.connect_timeout_ms },
         maxMessageSize: Math.max(this.config.limits.max_message_size, 1 << 30),
         log: this.log,
       });
