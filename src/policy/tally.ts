@@ -91,8 +91,9 @@ function tagCount(buf: Uint8Array, start: number, end: number): number {
   return i < last && i >= start && buf[i] === 0x20 ? n : 0;
 }
 
-/** How the shadow's result differs from the primary's; the first difference found, in this order. */
-export type Difference = "error" | "row_count" | "checksum";
+/** How the shadow's result may differ from the primary's; the first difference found, in this order. */
+export const DIFFERENCES = ["error", "row_count", "checksum"] as const;
+export type Difference = (typeof DIFFERENCES)[number];
 
 export type Comparison = { readonly kind: "match" } | { readonly kind: "mismatch"; readonly what: Difference; readonly primary: string; readonly shadow: string };
 

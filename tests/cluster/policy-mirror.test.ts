@@ -3,11 +3,13 @@
 // (row count, checksum, error) per fingerprint; the shadow never delays or fails a client's statement — a blocked
 // shadow fills the bounded queue and further samples are dropped and counted, a shadow past `timeout` is counted,
 // a shadow that is down is counted; writes are mirrored only when asked, and only outside transactions; the
-// client's session settings hold on the shadow too. In transaction and session pooling.
+// client's session settings hold on the shadow too. In transaction and session pooling. The admin API (GET /mirror)
+// and /metrics report the same counts.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import postgres from "postgres";
 import { createLogger } from "../../src/log.ts";
 import type { MirrorSnapshot } from "../../src/policy/mirror-stats.ts";
+import { ADMIN_CONFIG, adminOn } from "../support/admin.ts";
 import { testCluster } from "../support/cluster.ts";
 import { freePort } from "../support/net.ts";
 import { ownDatabase, type OwnDatabase } from "../support/pool-db.ts";
@@ -89,6 +91,7 @@ async function withMirror(
       pool: { mode, size: 4 },
       routing: { read_functions: ["probe", "gate"] },
       mirror: { url, ...mirror },
+      admin: ADMIN_CONFIG,
     },
     log,
   );
@@ -183,6 +186,32 @@ for (const mode of ["transaction", "session"] as const) {
         expect(mismatches.map((l) => l.difference).sort()).toEqual(["checksum", "checksum", "error", "row_count"]);
         expect(mismatches.find((l) => l.difference === "row_count")).toMatchObject({ primary: "10 rows", shadow: "9 rows" });
         expect(mismatches.find((l) => l.difference === "error").shadow).toContain("ERROR 42P01");
+        // The same counts through the admin API and /metrics (token-protected like the rest).
+        const admin = adminOn(tp);
+        try {
+          expect((await admin.get("/mirror", "not-the-token")).status).toBe(401);
+          const view = await admin.json<MirrorSnapshot>("/mirror");
+          expect(view.totals).toMatchObject({ sampled: 6, compared: 6, mismatches: 4, mismatch_row_count: 1, mismatch_checksum: 2, mismatch_error: 1 });
+          expect(byFingerprint(view, "select v from items where id = ?")).toMatchObject({ compared: 2, mismatch_checksum: 1 });
+          const m = await admin.metrics();
+          const byId = { query: "select v from items where id = ?" };
+          expect(m.value("pgroute_mirror_sampled_total", byId)).toBe(2);
+          expect(m.value("pgroute_mirror_compared_total", byId)).toBe(2);
+          expect(m.value("pgroute_mirror_mismatches_total", { ...byId, difference: "checksum" })).toBe(1);
+          expect(m.value("pgroute_mirror_mismatches_total", { ...byId, difference: "row_count" })).toBe(0);
+          expect(m.value("pgroute_mirror_mismatches_total", { query: "select * from items order by id", difference: "row_count" })).toBe(1);
+          expect(m.value("pgroute_mirror_mismatches_total", { query: "select * from only_on_primary", difference: "error" })).toBe(1);
+          expect(m.all("pgroute_mirror_mismatches_total").reduce((sum, x) => sum + x.value, 0)).toBe(4);
+          expect(m.all("pgroute_mirror_compared_total").reduce((sum, x) => sum + x.value, 0)).toBe(6);
+          expect(m.value("pgroute_mirror_latency_ratio", byId)).toBeGreaterThan(0);
+          expect({ enabled: m.value("pgroute_mirror_enabled"), depth: m.value("pgroute_mirror_queue_depth"), capacity: m.value("pgroute_mirror_queue_capacity") }).toEqual({
+            enabled: 1,
+            depth: 0,
+            capacity: 1000,
+          });
+        } finally {
+          admin.admin.stop();
+        }
       });
     });
 

@@ -7,6 +7,7 @@
 // transaction fails it, as any error does. In transaction and session pooling alike; a reload applies at once.
 import { describe, expect, test } from "bun:test";
 import postgres from "postgres";
+import { ADMIN_CONFIG, adminOn } from "../support/admin.ts";
 import { AUTH_USERS, testCluster } from "../support/cluster.ts";
 import { startPoolProxy } from "../support/pool-proxy.ts";
 import { testUsers, type TestProxy } from "../support/proxy.ts";
@@ -172,12 +173,25 @@ for (const mode of ["transaction", "session"] as const) {
             expect(await outcome(sql`select 1`)).toBe("ok");
             expect(await outcome(sql`select 2`)).toBe("ok");
             expect(await outcome(sql`select 3`)).toBe("53400");
-            expect(tp.proxy.limiter.snapshot().refused.user_queries).toBe(1);
+            // Counted by the limit that refused it, in the admin API and /metrics.
+            const admin = adminOn(tp);
+            try {
+              expect((await admin.get("/ratelimit", null)).status).toBe(401);
+              expect(await admin.json("/ratelimit")).toMatchObject({ active: true, waited: 0, refused: { user_queries: 1, address_queries: 0, connections: 0 } });
+              const m = await admin.metrics();
+              expect(m.value("pgroute_ratelimit_refused_total", { limit: "user_queries" })).toBe(1);
+              expect(m.all("pgroute_ratelimit_refused_total").reduce((sum, x) => sum + x.value, 0)).toBe(1);
+              expect(m.value("pgroute_ratelimit_waited_total")).toBe(0);
+              expect(m.value("pgroute_ratelimit_active")).toBe(1);
+              expect(m.value("pgroute_ratelimit_buckets", { limit: "user_queries" })).toBe(1);
+            } finally {
+              admin.admin.stop();
+            }
           } finally {
             await sql.end({ timeout: 1 });
           }
         },
-        { firewall },
+        { firewall, admin: ADMIN_CONFIG },
       );
     });
 
