@@ -39,6 +39,17 @@ export const errors = {
   /** 53300: more client connections than `limits.max_client_connections`. */
   tooManyClients: (max: number) =>
     new PgError("53300", `sorry, too many clients already (max_client_connections = ${max})`, "FATAL"),
+  /** 53300: more new connections from one client address than `ratelimit.connections_per_second`. */
+  tooManyConnectionsFrom: (address: string, rate: number, burst: number) =>
+    new PgError(
+      "53300",
+      `sorry, too many connections from ${address}: pgroute accepts ${rate} new connections per second from one address (burst ${burst})`,
+      "FATAL",
+      undefined,
+      "Reuse connections (a connection pool in the application), or raise ratelimit.connections_per_second.",
+    ),
+  /** 53400: a statement over a rate limit that did not get its turn within `ratelimit.max_wait`. */
+  rateLimited: (text: { message: string; detail: string; hint: string }) => new PgError("53400", text.message, "ERROR", text.detail, text.hint),
   /** 08006: the server connection broke under a client. */
   serverGone: (node: string, why: string) =>
     new PgError("08006", `server connection to node "${node}" was lost: ${why}`, "FATAL"),

@@ -35,6 +35,8 @@ import { SessionCounters } from "./session/counters.ts";
 import type { ConsoleHandler } from "./session/console-relay.ts";
 import { Session, type SessionHost } from "./session/session.ts";
 import { NodeCounters } from "./stats.ts";
+import { Mirror } from "./policy/mirror.ts";
+import { RateLimiter } from "./policy/ratelimit.ts";
 
 export interface ProxyOptions {
   config: Config;
@@ -110,6 +112,10 @@ export class Proxy implements SessionHost {
   readonly startedAt = Date.now();
   /** Reloads run one at a time, in the order asked (SIGHUP, admin API, console). */
   private reloading: Promise<unknown> = Promise.resolve();
+  /** Rate limits (`[ratelimit]`, users' own), shared by every session. */
+  readonly limiter: RateLimiter;
+  /** Mirroring to a shadow database (`[mirror]`); its counters: `mirror.snapshot()`. */
+  readonly mirror: Mirror;
 
   constructor(opts: ProxyOptions) {
     this.config = opts.config;
@@ -140,8 +146,15 @@ export class Proxy implements SessionHost {
     this.observers.add(this.traffic);
     this.functions = functionLists(opts.config.routing);
     this.policies = new Policies(opts.config, this.functions);
+    this.limiter = new RateLimiter(opts.config);
+    this.mirror = new Mirror({ config: opts.config, log: opts.log });
     // Every reload re-reads the certificate files, changed paths or not (certificates are renewed in place).
     this.reloadHooks.push((next) => this.prepareTls(next));
+    // Policies take a new config as it is applied; buckets keep their tokens, a new shadow gets new connections.
+    this.reloadHooks.push((next) => () => {
+      this.limiter.configure(next);
+      this.mirror.configure(next, this.log);
+    });
   }
 
   /**
@@ -392,6 +405,7 @@ export class Proxy implements SessionHost {
     this.gate.resume();
     await this.tables?.stop();
     this.tables = null;
+    this.mirror.close();
     this.log.info("shutdown_complete", { graceful, ended: left });
   }
 

@@ -143,6 +143,7 @@ export class FingerprintTable {
 }
 
 /** 16 hex digits of a 64-bit hash of the text: stable across restarts and instances. */
-function idOf(text: string): string {
+/** A short stable id of a fingerprint (hex): the `query_id` label of every per-fingerprint metric. */
+export function idOf(text: string): string {
   return Bun.hash.wyhash(text, 0n).toString(16).padStart(16, "0");
 }

@@ -8,6 +8,8 @@
  *   GET  /status                     nodes, pools, client counts, pause state, config version
  *   GET  /queries[?limit=N]          busiest query fingerprints with counts and latency quantiles
  *   GET  /clients                    client connections
+ *   GET  /mirror                     mirroring: shadow, queue, counters and latencies in total and per fingerprint
+ *   GET  /ratelimit                  rate limits: requests that waited, refusals by limit, buckets held
  *   POST /nodes/{name}/drain|enable  no new transactions on a node / undo
  *   POST /nodes/{name}/role          {"role": "primary"|"replica"|"auto"} (or ?role=)
  *   POST /reload | /pause | /resume
@@ -25,6 +27,9 @@ import * as actions from "./actions.ts";
 import { DASHBOARD_HTML } from "./dashboard.ts";
 import { Metrics } from "./metrics.ts";
 import { clientsView, queriesView, statusView } from "./view.ts";
+
+/** Endpoints that only answer GET. */
+const READ_ONLY = new Set(["/metrics", "/status", "/queries", "/clients", "/mirror", "/ratelimit"]);
 
 const JSON_HEADERS = { "content-type": "application/json; charset=utf-8", "cache-control": "no-store" };
 
@@ -120,6 +125,10 @@ export class AdminServer {
       }
       case "/clients":
         return json({ clients: clientsView(this.proxy) });
+      case "/mirror":
+        return json(this.proxy.mirror.snapshot());
+      case "/ratelimit":
+        return json(this.proxy.limiter.snapshot());
       case "/reload":
       case "/pause":
       case "/resume":
@@ -140,7 +149,7 @@ export class AdminServer {
         return outcome(actions.resume(this.proxy, by));
     }
     const m = /^\/nodes\/([^/]+)\/(drain|enable|role)$/.exec(path);
-    if (!m) return failure(path === "/metrics" || path === "/status" || path === "/queries" || path === "/clients" ? 405 : 404, `no such endpoint: POST ${path}`);
+    if (!m) return failure(READ_ONLY.has(path) ? 405 : 404, `no such endpoint: POST ${path}`);
     const name = decodeURIComponent(m[1]!);
     switch (m[2]) {
       case "drain":

@@ -5,10 +5,13 @@
  * sessions) and read by each metric's `collect` at scrape time. Metric names are listed in README.md.
  */
 import { Counter, Gauge, Histogram, Registry, type LabelValues } from "prom-client";
+import type { Counter as MirrorCounter, MirrorSnapshot } from "../policy/mirror-stats.ts";
+import { DIFFERENCES } from "../policy/tally.ts";
 import { classifierStats } from "../router/classify.ts";
 import type { Proxy } from "../server.ts";
 import { PIN_REASONS, REASON_CODES, ROUTE_TARGETS } from "../session/counters.ts";
 import type { Buckets } from "../stats.ts";
+import { idOf } from "./fingerprints.ts";
 import { KINDS } from "./traffic.ts";
 import { clientCounts, nodesView, poolsView, VERSION } from "./view.ts";
 
@@ -17,6 +20,22 @@ type Sample = readonly [Labels, number];
 
 /** Fingerprint text in a label is cut here (the `query_id` label keeps series apart). */
 const QUERY_LABEL_MAX = 200;
+
+/** The labels of a per-fingerprint series: its id, and its text (cut to {@link QUERY_LABEL_MAX}). */
+function queryLabels(id: string, fingerprint: string): Labels {
+  return { query_id: id, query: fingerprint.length > QUERY_LABEL_MAX ? `${fingerprint.slice(0, QUERY_LABEL_MAX - 1)}…` : fingerprint };
+}
+
+/** Mirroring's per-fingerprint counters published as `pgroute_mirror_<name>_total`. */
+const MIRROR_COUNTERS: readonly [MirrorCounter, string][] = [
+  ["sampled", "Requests chosen for the shadow by sampling (queued or dropped)"],
+  ["dropped", "Sampled requests dropped: the mirror queue was full"],
+  ["sent", "Requests run on the shadow"],
+  ["compared", "Requests whose primary and shadow results were compared"],
+  ["uncomparable", "Requests not comparable: a row of the primary's was over 1 MiB"],
+  ["shadow_errors", "Requests the shadow could not answer (unreachable, login refused, connection lost)"],
+  ["timeouts", "Requests abandoned on the shadow after mirror.timeout"],
+];
 
 /**
  * A prom-client histogram whose series come from {@link Buckets} at scrape time instead of `observe` calls.
@@ -93,10 +112,15 @@ export class Metrics {
     this.connections(d);
     this.nodes(d);
     this.decisions(d);
+    this.policies(d);
   }
 
+  /** The mirror's counters, taken once per scrape (they are read by many metrics). */
+  private mirrorView: MirrorSnapshot | null = null;
+
   /** The exposition text. */
-  scrape(): Promise<string> {
+  async scrape(): Promise<string> {
+    this.mirrorView = null;
     return this.registry.metrics();
   }
 
@@ -127,7 +151,7 @@ export class Metrics {
       }
     });
     const fingerprints = () => p.traffic.fingerprints.top();
-    const fpLabels = (e: { id: string; fingerprint: string }) => ({ query_id: e.id, query: e.fingerprint.length > QUERY_LABEL_MAX ? `${e.fingerprint.slice(0, QUERY_LABEL_MAX - 1)}…` : e.fingerprint });
+    const fpLabels = (e: { id: string; fingerprint: string }) => queryLabels(e.id, e.fingerprint);
     d.histogram("pgroute_fingerprint_duration_seconds", "Request latency by query fingerprint (the busiest admin.top_queries)", ["query_id", "query"], function* () {
       for (const e of fingerprints()) yield [fpLabels(e), e.buckets];
     });
@@ -249,4 +273,53 @@ export class Metrics {
       yield [{}, p.configVersion];
     });
   }
+
+  private policies(d: Defs): void {
+    const p = this.proxy;
+    const limits = () => p.limiter.snapshot();
+    d.gauge("pgroute_ratelimit_active", "1 while some statement or transaction rate limit is configured", [], function* () {
+      yield [{}, limits().active ? 1 : 0];
+    });
+    d.counter("pgroute_ratelimit_waited_total", "Requests that waited for their rate-limit turn (then ran, or were refused)", [], function* () {
+      yield [{}, limits().waited];
+    });
+    d.counter("pgroute_ratelimit_refused_total", "Requests refused with 53400 and connections refused with 53300, by the limit that refused them", ["limit"], function* () {
+      for (const [limit, n] of Object.entries(limits().refused)) yield [{ limit }, n];
+    });
+    d.gauge("pgroute_ratelimit_buckets", "Token buckets held now, by limit", ["limit"], function* () {
+      for (const [limit, n] of Object.entries(limits().buckets)) yield [{ limit }, n];
+    });
+    const mirror = () => (this.mirrorView ??= p.mirror.snapshot());
+    d.gauge("pgroute_mirror_enabled", "1 while a shadow is configured and a fraction of the requests is mirrored", [], function* () {
+      yield [{}, mirror().enabled ? 1 : 0];
+    });
+    d.gauge("pgroute_mirror_queue_depth", "Sampled requests waiting for a shadow connection", [], function* () {
+      yield [{}, mirror().queue.depth];
+    });
+    d.gauge("pgroute_mirror_queue_capacity", "Most sampled requests that may wait (mirror.queue_size)", [], function* () {
+      yield [{}, mirror().queue.capacity];
+    });
+    d.gauge("pgroute_mirror_in_flight", "Requests running on the shadow now", [], function* () {
+      yield [{}, mirror().in_flight];
+    });
+    d.gauge("pgroute_mirror_concurrency", "Most requests running on the shadow at once (mirror.concurrency)", [], function* () {
+      yield [{}, mirror().concurrency];
+    });
+    const byFingerprint = function* (read: (f: MirrorSnapshot["fingerprints"][number]) => Iterable<readonly [Labels, number]>): Generator<Sample> {
+      for (const f of mirror().fingerprints) {
+        const labels = queryLabels(idOf(f.fingerprint), f.fingerprint);
+        for (const [extra, v] of read(f)) yield [{ ...labels, ...extra }, v];
+      }
+    };
+    for (const [counter, help] of MIRROR_COUNTERS) {
+      d.counter(`pgroute_mirror_${counter}_total`, `${help}, by query fingerprint`, ["query_id", "query"], () => byFingerprint((f) => [[{}, f[counter]]]));
+    }
+    d.counter("pgroute_mirror_mismatches_total", "Compared requests whose results differed, by query fingerprint and first difference (error, row_count, checksum)", ["query_id", "query", "difference"], () =>
+      byFingerprint((f) => DIFFERENCES.map((difference) => [{ difference }, f[`mismatch_${difference}`]] as const)),
+    );
+    d.gauge("pgroute_mirror_latency_ratio", "Shadow latency over primary latency (moving average), by query fingerprint", ["query_id", "query"], () =>
+      byFingerprint((f) => (f.latency_ratio === null ? [] : [[{}, f.latency_ratio]])),
+    );
+  }
+
 }

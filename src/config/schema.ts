@@ -8,6 +8,7 @@
  */
 import { checkFirewall } from "./firewall.ts";
 import type { BalanceStrategy, ClientAuthMethod, ClientTlsMode, Config, FirewallAction, FirewallRuleKind, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode, UserRole } from "./types.ts";
+import { RATE_SCOPES, checkBursts, checkMirror, checkRateLimits } from "./policy.ts";
 
 /** One validation problem. Rendered as `path: message` by `formatConfigError`. */
 export interface ConfigError {
@@ -29,8 +30,8 @@ export type ValueType =
   | { readonly kind: "enum"; readonly values: readonly string[] }
   | { readonly kind: "int"; readonly min: number; readonly max?: number }
   | { readonly kind: "positive" }
-  /** A number (not necessarily an integer) within [min, max]. */
-  | { readonly kind: "number"; readonly min: number; readonly max: number }
+  /** A number (integer or float) from `min` to `max` (no upper bound when absent): rates per second, fractions. */
+  | { readonly kind: "number"; readonly min: number; readonly max?: number }
   | { readonly kind: "bool" }
   /** A string like "1h30m" or an integer of milliseconds; stored in milliseconds. `orZero`: 0 means "none". */
   | { readonly kind: "duration"; readonly orZero?: boolean }
@@ -92,6 +93,9 @@ const durationOrZero: ValueType = { kind: "duration", orZero: true };
 const strings: ValueType = { kind: "strings" };
 const fraction: ValueType = { kind: "number", min: 0, max: 1 };
 const weight: ValueType = { kind: "number", min: 0, max: 1000 };
+/** Events per second; 0 turns the limit off. */
+const rate: ValueType = { kind: "number", min: 0 };
+const bool: ValueType = { kind: "bool" };
 
 function key(name: string, type: ValueType, dflt?: RawDefault): KeySpec {
   const field = type.kind === "duration" ? `${name}_ms` : name;
@@ -157,6 +161,11 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("zone", str()),
       key("statement_timeout", durationOrZero),
       key("idle_in_transaction_timeout", durationOrZero),
+      // Per-user overrides of [ratelimit] user_*: no default, absent means the [ratelimit] value.
+      key("queries_per_second", rate),
+      key("queries_burst", rate),
+      key("transactions_per_second", rate),
+      key("transactions_burst", rate),
     ],
   },
   {
@@ -288,6 +297,31 @@ export const SCHEMA: readonly SectionSpec[] = [
     ],
   },
   {
+    name: "ratelimit",
+    many: false,
+    keys: [
+      key("max_wait", durationOrZero, "1s"),
+      ...RATE_SCOPES.flatMap((scope) =>
+        ["queries", "transactions"].flatMap((kind) => [key(`${scope}_${kind}_per_second`, rate, 0), key(`${scope}_${kind}_burst`, rate, 0)]),
+      ),
+      key("connections_per_second", rate, 0),
+      key("connections_burst", rate, 0),
+    ],
+  },
+  {
+    name: "mirror",
+    many: false,
+    keys: [
+      // The URL carries a password: never shown in an error message.
+      key("url", { kind: "secret", pattern: /^postgres(?:ql)?:\/\/./, expected: `a URL like "postgres://user:password@host:5432/dbname"` }),
+      key("fraction", { kind: "number", min: 0, max: 1 }, 0.1),
+      key("writes", bool, false),
+      key("queue_size", int(1, 1_000_000), 1000),
+      key("concurrency", int(1, 1000), 4),
+      key("timeout", duration, "5s"),
+    ],
+  },
+  {
     name: "log",
     many: false,
     keys: [key("level", oneOf(LOG_LEVELS), "info"), key("format", oneOf(LOG_FORMATS), "text")],
@@ -410,11 +444,11 @@ function convert(type: ValueType, v: unknown, path: string): Converted {
     case "positive":
       if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) return fail(path, "a number > 0", describe(v));
       return { ok: true, value: v };
-    case "number":
-      if (typeof v !== "number" || !Number.isFinite(v) || v < type.min || v > type.max) {
-        return fail(path, `a number from ${type.min} to ${type.max}`, describe(v));
-      }
+    case "number": {
+      const expected = type.max === undefined ? `a number >= ${type.min}` : `a number from ${type.min} to ${type.max}`;
+      if (typeof v !== "number" || !Number.isFinite(v) || v < type.min || (type.max !== undefined && v > type.max)) return fail(path, expected, describe(v));
       return { ok: true, value: v };
+    }
     case "bool":
       if (typeof v !== "boolean") return fail(path, "true or false", describe(v));
       return { ok: true, value: v };
@@ -493,7 +527,7 @@ function unknownKey(path: string, name: string, known: readonly string[]): Confi
 
 // ---- tables and sections ----
 
-interface Table {
+export interface Table {
   /** Converted values keyed by Config field, defaults filled in. */
   readonly values: Record<string, unknown>;
   /** TOML keys that had an error, so cross-field checks do not pile a second error on them. */
@@ -607,6 +641,7 @@ const CREDENTIAL_FOR: Partial<Record<ClientAuthMethod, string>> = { "scram-sha-2
 function checkUsers(users: readonly Table[], errors: ConfigError[]): void {
   checkUniqueNames("users", users, errors);
   users.forEach((t, i) => {
+    checkBursts(t, `users[${i}]`, errors);
     const auth = t.values.auth as ClientAuthMethod;
     const alternative = CREDENTIAL_FOR[auth];
     if (t.bad.has("auth") || alternative === undefined || t.bad.has("password") || t.bad.has(alternative)) return;
@@ -699,6 +734,8 @@ export function validate(raw: unknown): ValidateResult {
     if (section.name === "health" && table !== undefined && !Array.isArray(table)) checkHealth(table, found);
     if (section.name === "breaker" && table !== undefined && !Array.isArray(table)) checkBreaker(table, found);
     if (section.name === "monitor" && table !== undefined && !Array.isArray(table)) checkMonitor(table, found);
+    if (section.name === "ratelimit" && table !== undefined && !Array.isArray(table)) checkRateLimits(table, found);
+    if (section.name === "mirror" && table !== undefined && !Array.isArray(table)) checkMirror(table, found);
     // Cross-field errors are found after a whole array is read; regroup them under their element.
     errors.push(...found.sort((a, b) => elementIndex(a.path) - elementIndex(b.path)));
   }

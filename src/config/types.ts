@@ -60,7 +60,6 @@ export interface UserConfig {
   readonly server_password?: string;
   /** Where this user's statements go by default: `auto` decides per statement. */
   readonly target: "primary" | "replica" | "auto";
-  /** What the user may do; only `admin` users may change pgroute from the admin console (database `pgroute`). */
   /** What the user may do (default `read-write`); only `admin` users may change pgroute from the admin console. */
   readonly role?: UserRole;
   /** The availability zone this user's clients run in (for zone-aware balancing). */
@@ -69,6 +68,11 @@ export interface UserConfig {
   readonly statement_timeout_ms?: number;
   /** Longest a client may sit idle inside a transaction (ms, 0: no limit); absent: the `[policy]` default. */
   readonly idle_in_transaction_timeout_ms?: number;
+  /** This user's own rate limits (statements and transaction starts per second, over all its connections); absent: `[ratelimit]`'s user_* values. 0: no limit. */
+  readonly queries_per_second?: number;
+  readonly queries_burst?: number;
+  readonly transactions_per_second?: number;
+  readonly transactions_burst?: number;
 }
 
 export interface PoolConfig {
@@ -240,6 +244,47 @@ export interface FirewallConfig {
   readonly rules: readonly FirewallRuleConfig[];
 }
 
+/**
+ * Token-bucket rate limits (src/policy/ratelimit.ts). Each limit is a rate per second (0: off) and a burst (0: the
+ * rate rounded up, at least 1): statements (`queries`) and transaction starts (`transactions`) per user, per
+ * client address and per statement fingerprint, and new connections per client address.
+ */
+export interface RateLimitConfig {
+  /** How long a statement over a limit may wait for its turn before ERROR 53400 (0: refused at once). */
+  readonly max_wait_ms: number;
+  readonly user_queries_per_second: number;
+  readonly user_queries_burst: number;
+  readonly user_transactions_per_second: number;
+  readonly user_transactions_burst: number;
+  readonly address_queries_per_second: number;
+  readonly address_queries_burst: number;
+  readonly address_transactions_per_second: number;
+  readonly address_transactions_burst: number;
+  readonly fingerprint_queries_per_second: number;
+  readonly fingerprint_queries_burst: number;
+  readonly fingerprint_transactions_per_second: number;
+  readonly fingerprint_transactions_burst: number;
+  /** New client connections per second from one address; over it, FATAL 53300. */
+  readonly connections_per_second: number;
+  readonly connections_burst: number;
+}
+
+/** Mirroring a sample of the traffic to a shadow database (src/policy/mirror.ts). */
+export interface MirrorConfig {
+  /** `postgres://user:password@host:port/dbname?sslmode=…` of the shadow; absent: mirroring is off. */
+  readonly url?: string;
+  /** Share of eligible requests mirrored, 0 to 1. */
+  readonly fraction: number;
+  /** Mirror writes too (autocommit only), not just reads. */
+  readonly writes: boolean;
+  /** Sampled requests waiting for the shadow; more are dropped (and counted). */
+  readonly queue_size: number;
+  /** Requests running on the shadow at once (its connections). */
+  readonly concurrency: number;
+  /** A shadow request running longer is abandoned (its connection closed) and counted. */
+  readonly timeout_ms: number;
+}
+
 export interface LogConfig {
   readonly level: LogLevel;
   readonly format: LogFormat;
@@ -259,6 +304,8 @@ export interface Config {
   readonly tls: TlsConfig;
   readonly policy: PolicyConfig;
   readonly firewall: FirewallConfig;
+  readonly ratelimit: RateLimitConfig;
+  readonly mirror: MirrorConfig;
   readonly log: LogConfig;
   readonly admin: AdminConfig;
 }

@@ -44,7 +44,25 @@ export interface Entry {
   tag?: unknown;
   /** The request this entry belongs to may be sent again elsewhere (see {@link RetryGroup}). */
   retry?: RetryGroup;
+  /**
+   * Sees this entry's DataRow, CommandComplete and ErrorResponse messages (a mirrored request's result). Only
+   * entries that have one make the reader look at DataRows: the unobserved path pays nothing.
+   */
+  observe?: ReplyObserver;
 }
+
+/** Receives the replies of an observed {@link Entry}: `type` 'D', 'C' or 'E', body `buf[start..end)` (valid only during the call). */
+export interface ReplyObserver {
+  reply(type: number, buf: Uint8Array, start: number, end: number): void;
+  /** A reply larger than {@link MAX_OBSERVED} went by unseen: the observation is incomplete. */
+  missed(type: number): void;
+}
+
+/**
+ * The largest reply an observer is shown. Bigger ones (a huge row) go through to the client as they stream, never
+ * gathered whole for an observer: gathering would hand the client the whole row at once, past its buffer.
+ */
+export const MAX_OBSERVED = 1 << 20;
 
 /**
  * The entries of one request that may be retried on another node (a read a replica refused). Its replies are
@@ -189,7 +207,10 @@ export class Demux implements FrameSink {
   private updateWant(): void {
     const h = this.head();
     // While pgroute's own request is answered, or a retryable reply is held, every message must be looked at.
-    this.reader.wantAll = h !== undefined && !isLocal(h) && (h.mode === "swallow" || (h.retry !== undefined && !h.retry.committed));
+    const all = h !== undefined && !isLocal(h) && (h.mode === "swallow" || (h.retry !== undefined && !h.retry.committed));
+    this.reader.wantAll = all || (h !== undefined && !isLocal(h) && h.observe !== undefined);
+    // Watched only for an observer: no need to gather huge messages (see MAX_OBSERVED).
+    this.reader.wantAllMax = all ? Number.POSITIVE_INFINITY : MAX_OBSERVED;
   }
 
   /** Sends what was held for a retryable request, before the message at `msgStart`; no retry after this. */
@@ -216,6 +237,12 @@ export class Demux implements FrameSink {
     } finally {
       this.inChunk = false;
     }
+  }
+
+  /** A message too large to be shown to an observer went through unseen. */
+  onPassed(type: number): void {
+    const head = this.head() as Entry | undefined;
+    if (head?.observe && !isLocal(head)) head.observe.missed(type);
   }
 
   onFrame(type: number, buf: Uint8Array, start: number, end: number, msgStart: number, next: number): void {
@@ -291,6 +318,10 @@ export class Demux implements FrameSink {
       } else if (type !== B.ReadyForQuery) hold = true;
     }
     const swallow = head !== undefined && (head.mode === "swallow" || (group !== undefined && this.retrying === group));
+    // A reply that will be dropped for a retry elsewhere is not the request's result.
+    if (head?.observe && (type === B.DataRow || type === B.CommandComplete || type === B.ErrorResponse) && (group === undefined || this.retrying !== group)) {
+      head.observe.reply(type, buf, start, end);
+    }
 
     // What the client gets of this message. A NotificationResponse is the session's whatever request it arrives
     // during: the server sends it when it goes idle, which may be while pgroute's own request is still unread.

@@ -124,7 +124,7 @@ export class RouterState {
    * change the state: see {@link RouterState.executed}.
    */
   decide(sql: string, replicaAvailable: boolean, sh: Shape = shape(sql), ops: readonly SessionOp[] = sessionEffects(sql, sh.key)): Decision {
-    const classification = this.opts.uncached ? classifyUncached(sql, this.opts.functions) : classify(sql, this.opts.functions, sh.key);
+    const classification = this.classify(sql, sh.key);
     const hint = sh.comments.length > 0 ? hintIn(sh.comments) : null;
     // One context object per session, refilled: deciding allocates nothing in the common case.
     const ctx = this.ctx;
@@ -141,6 +141,11 @@ export class RouterState {
       r = { target: r.target, reason: { code: "first_statement", target: r.target, why: r.reason } };
     }
     return { route: r, classification, hint };
+  }
+
+  /** What `sql` (of shape key `key`) is, as {@link RouterState.decide} sees it. */
+  classify(sql: string, key: string): Classification {
+    return this.opts.uncached ? classifyUncached(sql, this.opts.functions) : classify(sql, this.opts.functions, key);
   }
 
   /** Applies a `SET/RESET pgroute.*`; returns an error message for a bad name or value. */

@@ -232,6 +232,12 @@ export class PreparedStatements {
     return true;
   }
 
+  /** A client's named statement: its text and parameter types (mirroring replays it on another server). */
+  statementOf(name: string): { query: string; types: Uint8Array } | undefined {
+    const s = this.statements.get(name);
+    return s && { query: s.query, types: decodeParse(s.parse, 5, s.parse.length).types };
+  }
+
   /** Forgets client statement names (a batch that created them is being replayed elsewhere). */
   forget(names: readonly string[]): void {
     for (const n of names) this.statements.delete(n);

@@ -52,11 +52,7 @@ export class SessionRelay extends ClientRelay {
   onServerClose(error: PgError | null): void {
     const conn = this.conn;
     this.conn = null;
-    if (conn) this.pool.discard(conn);
-    if (this.closed) return;
-    // With no error of ours, the server already told the client why (its FATAL went through).
-    if (error) this.client.fatal(error);
-    else this.client.close();
+    this.serverLost(conn, this.pool, error);
   }
 
 

@@ -3,7 +3,8 @@
  * connection upgraded to TLS when `[tls]` offers it, else 'N'; GSSENCRequest 'N'; CancelRequest handed to the
  * proxy), authentication, login (a pooled server connection brought to the
  * client's startup settings, whose ParameterStatus values the client gets), then relay — session pooling
- * ({@link SessionRelay}: bytes pass unchanged) or transaction pooling ({@link TransactionRelay}: per message).
+ * ({@link SessionRelay}: bytes pass unchanged) or transaction pooling ({@link TransactionRelay}: per message; also
+ * session pooling under policies, rate limits or mirroring, holding the client's one server connection).
  *
  * A client that asks for the database `pgroute` gets the admin console instead ({@link ConsoleRelay}): no server
  * connection, commands answered by pgroute.
@@ -21,6 +22,8 @@ import { secondEncryptionRequest, sslRequired, unencryptedAfterSslRequest, upgra
 import type { PoolGroup } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { FunctionLists } from "../router/classify.ts";
+import type { Mirror } from "../policy/mirror.ts";
+import type { RateLimiter } from "../policy/ratelimit.ts";
 import { RouterState } from "../router/state.ts";
 import { SessionPolicy, type PolicyHost } from "../policy/check.ts";
 import { isReadOnly, sessionTarget } from "../policy/roles.ts";
@@ -68,6 +71,10 @@ export interface SessionHost extends PolicyHost {
   closed(session: Session): void;
   /** True while new clients are being refused (limit reached). */
   overLimit(): boolean;
+  /** Rate limits, shared by every session. */
+  readonly limiter: RateLimiter;
+  /** Mirroring to a shadow database. */
+  readonly mirror: Mirror;
   /** TLS offered to clients (`[tls]`); absent: SSLRequest is answered 'N'. */
   readonly clientTls?: ClientTls;
   /** Told about every request a transaction-pooled session completes (node health, metrics). */
@@ -83,7 +90,8 @@ type Phase =
   | { kind: "auth"; auth: ClientAuth; user: UserConfig | undefined }
   | { kind: "login" }
   | { kind: "session"; relay: SessionRelay }
-  | { kind: "transaction"; relay: TransactionRelay }
+  /** Relayed message by message: transaction pooling, or session pooling under policies (holding one connection). */
+  | { kind: "messages"; relay: TransactionRelay }
   | { kind: "console"; relay: ConsoleRelay }
   | { kind: "closed" };
 
@@ -106,6 +114,7 @@ const NOT_FRONTEND = typesOtherThan(Object.values(F).filter((t) => t !== F.Passw
 const READ_SERVER_FULL = 1; // the server connection cannot take more (its outbox is blocked)
 const READ_CLIENT_BEHIND = 2; // the client is not reading what pgroute sends it
 const READ_LOGIN = 4; // waiting for a server connection: nothing to do with client bytes yet
+const READ_THROTTLED = 8; // a request waits for its rate-limit turn: what follows it waits too
 
 export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   private phase: Phase = { kind: "startup" };
@@ -189,7 +198,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     const phase = this.phase;
     switch (phase.kind) {
       case "session":
-      case "transaction":
+      case "messages":
       case "console":
       case "auth":
         return this.read(chunk);
@@ -293,6 +302,13 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   private begin(params: Map<string, string>, minor: number, unrecognized: string[], rest: Uint8Array): void {
     const cfg = this.host.config;
     if (this.host.overLimit()) return this.fatal(errors.tooManyClients(cfg.limits.max_client_connections));
+    // Before authentication, so a flood of logins costs no SCRAM work (and no server connection).
+    if (!this.host.limiter.admitConnection(this.remote)) {
+      const l = this.host.limiter.connectionLimit!;
+      // Debug only: a flood of refused connections must not become a flood of log lines (the count is in the snapshot).
+      this.host.log.debug("connection_rate_limited", { client: this.remote });
+      return this.fatal(errors.tooManyConnectionsFrom(this.remote, l.rate, l.burst));
+    }
     const user = params.get("user");
     if (!user) return this.fatal(errors.noUser());
     this.user = user;
@@ -319,7 +335,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
 
   onFrame(type: number, buf: Uint8Array, start: number, end: number, msgStart: number, next: number): void {
     const phase = this.phase;
-    if (type === F.Terminate && (phase.kind === "session" || phase.kind === "transaction" || phase.kind === "console")) {
+    if (type === F.Terminate && (phase.kind === "session" || phase.kind === "messages" || phase.kind === "console")) {
       this.terminateAt = Math.max(0, msgStart);
       this.reader.stop();
       return;
@@ -327,7 +343,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     switch (phase.kind) {
       case "session":
         return phase.relay.onMessage(type);
-      case "transaction": {
+      case "messages": {
         // A message that is the whole chunk (the common case for a Query) needs no view of its own.
         const chunk = this.chunk;
         const frame =
@@ -429,14 +445,13 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
 
     const welcome = this.loggedIn(params, conn?.txStatus ?? 0x49);
     this.reader.wantAll = false;
-    this.reader.setMaxLength(cfg.limits.max_message_size);
-    this.reader.refuse(NOT_FRONTEND, (t) => `invalid frontend message type ${t}`);
-    if (sessionPooling && !policy.enforces) {
+    const traffic = { limiter: this.host.limiter, mirror: this.host.mirror, user: this.user, address: this.remote, database: this.database };
+    if (sessionPooling && !policy.enforces && !traffic.limiter.active && !traffic.mirror.enabled) {
       for (const t of SessionRelay.WATCHED) this.reader.want(t);
       this.phase = { kind: "session", relay: new SessionRelay(this, pool, conn) };
     } else {
-      // Transaction pooling; or session pooling with policies, which must see every message: the same relay,
-      // holding the client's one connection.
+      // Transaction pooling; or session pooling with policies, rate limits or mirroring, which must see every
+      // request (to refuse it, hold it back or sample it): the same relay, holding the client's one connection.
       this.reader.wantAll = true;
       const hold = sessionPooling && conn ? { conn, pool, target } : null;
       if (conn && !hold) pool.release(conn);
@@ -444,10 +459,11 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       const router = new RouterState({ functions: policy.functions, transactions: cfg.routing.transactions, userTarget: user.target, defaultReadOnly: readOnly });
       const observer = this.host.observers && !this.host.observers.empty ? this.host.observers : null;
       const relay = new TransactionRelay(this, group, settings, prepared, router, this.host.log, observer, this.host.counters ?? null, {
+        traffic,
         policy: policy.enforces ? policy : null,
         hold,
       });
-      this.phase = { kind: "transaction", relay };
+      this.phase = { kind: "messages", relay };
     }
     this.send(welcome);
     this.host.log.debug("session_start", { user: this.user, database: this.database, pool: pool.name, client: this.remote });
@@ -521,6 +537,10 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     this.pauseRead(READ_SERVER_FULL, true);
   }
 
+  holdReads(on: boolean): void {
+    this.pauseRead(READ_THROTTLED, on);
+  }
+
   resumeClient(): void {
     this.pauseRead(READ_SERVER_FULL, false);
   }
@@ -557,7 +577,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
    */
   get idle(): boolean {
     const p = this.phase;
-    if (p.kind !== "session" && p.kind !== "transaction") return true;
+    if (p.kind !== "session" && p.kind !== "messages") return true;
     if (this.outbox.queued > 0) return false;
     const conn = p.relay.cancelTarget;
     return conn === null || conn.idle;
@@ -577,14 +597,14 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
         return "console";
       case "session":
         return "active";
-      case "transaction":
+      case "messages":
         return p.relay.waiting ? "waiting" : p.relay.cancelTarget ? "active" : "idle";
     }
   }
 
   /** Why a transaction-pooled client keeps its server connection, if it does. */
   get pinnedBy(): PinReason | null {
-    return this.phase.kind === "transaction" ? this.phase.relay.pinnedBy : null;
+    return this.phase.kind === "messages" ? this.phase.relay.pinnedBy : null;
   }
 
   /** Whether the client connection is encrypted. */
@@ -595,7 +615,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   /** The server connection a CancelRequest should reach right now, if any. */
   get cancelTarget(): ServerConn | null {
     const p = this.phase;
-    return p.kind === "session" || p.kind === "transaction" ? p.relay.cancelTarget : null;
+    return p.kind === "session" || p.kind === "messages" ? p.relay.cancelTarget : null;
   }
 
   /** Sends a FATAL error (when the stream allows it) and closes. */
@@ -619,7 +639,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     this.phase = { kind: "closed" };
     if (this.loginTimer) clearTimeout(this.loginTimer);
     this.loginTimer = null;
-    if (phase.kind === "session" || phase.kind === "transaction" || phase.kind === "console") phase.relay.close();
+    if (phase.kind === "session" || phase.kind === "messages" || phase.kind === "console") phase.relay.close();
     this.outbox.clear();
     this.host.closed(this);
   }

@@ -141,6 +141,17 @@ export class SessionSettings {
     return this.sig;
   }
 
+  /**
+   * The committed settings as they are now, in a copy that later changes do not touch (mirroring brings them to a
+   * shadow connection after the client may have moved on).
+   */
+  copy(): SessionSettings {
+    const c = new SessionSettings(new Map());
+    c.desired = new Map(this.desired);
+    c.version = this.version;
+    return c;
+  }
+
   get pinned(): boolean {
     return this.pins.size > 0;
   }

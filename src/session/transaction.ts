@@ -13,7 +13,7 @@ import type { Entry, RetryGroup } from "../pool/demux.ts";
 import type { PoolGroup, Target } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { ServerConn } from "../pool/server.ts";
-import { ClientRelay, type ClientSide } from "./relay.ts";
+import { MessageRelay, type ClientSide } from "./relay.ts";
 import { RESERVED_PREFIX, sessionEffects, type PinReason, type SessionOp } from "../router/effects.ts";
 import { shapeOf, type Shape } from "../router/lexer.ts";
 import type { Classification } from "../router/classify.ts";
@@ -33,6 +33,10 @@ import { refusals, type Refusal } from "../policy/refusal.ts";
 import { AbortedTransaction } from "./aborted.ts";
 import { IdleClock, type IdleState } from "./idle.ts";
 import { judgeBatch } from "./policed.ts";
+import type { MirrorJob } from "../policy/mirror.ts";
+import { shadowBatch, shadowQuery } from "../policy/mirror-request.ts";
+import { MirrorDraft, offerMirror, type TrafficPolicy } from "./traffic.ts";
+import { FUNCTION_CALL, Throttle } from "./throttle.ts";
 
 
 type Request = (
@@ -47,8 +51,10 @@ type Request = (
       replaceError?: Uint8Array;
       /** The request may leave statement_timeout above the policy's cap: restore it before the next one. */
       capAfter?: boolean;
+      /** A sample for the mirror: it watches the primary's replies. */
+      mirror?: MirrorJob | null;
     } & About)
-  | ({ kind: "batch"; messages: Message[]; sync: boolean; retry?: boolean; creates?: string[]; capAfter?: boolean } & About)
+  | ({ kind: "batch"; messages: Message[]; sync: boolean; retry?: boolean; creates?: string[]; capAfter?: boolean; mirror?: MirrorJob | null } & About)
   | { kind: "copy"; frame: Uint8Array }
   | { kind: "local"; bytes: Uint8Array }
 ) & { target: Target };
@@ -73,6 +79,9 @@ const POISON_PARSE = new Uint8Array(serialize.parse({ name: "", text: "pgroute" 
 
 /** What a relay enforces beyond routing (src/policy), and whether it keeps one server connection (session pooling). */
 export interface RelayOptions {
+  /** Rate limits and mirroring (each may be off), and who the session is for them. */
+  traffic: TrafficPolicy;
+  /** The user's roles, timeouts and firewall rules; null: none to enforce. */
   policy?: SessionPolicy | null;
   /** Session pooling with policies: the client keeps this connection from login to disconnect. */
   hold?: { conn: ServerConn; pool: Pool; target: Target } | null;
@@ -81,18 +90,14 @@ export interface RelayOptions {
 const warning = (message: string) => writeError(new MessageWriter(), { severity: "WARNING", code: "01000", message }, true).done();
 
 
-export class TransactionRelay extends ClientRelay {
+export class TransactionRelay extends MessageRelay {
   private conn: ServerConn | null = null;
   private pool: Pool | null = null;
   /** The kind of node `conn` is on. */
   private target: Target = "primary";
   /** Requests waiting for a server connection, in order. */
   private queue: Request[] = [];
-  /** Extended-protocol messages since the last Sync/Flush. */
-  private batch: Message[] = [];
   private acquiring = false;
-  /** A checkout failed for a batch without Sync: drop messages until the client's Sync, as Postgres would. */
-  private skippingToSync = false;
   /** A BEGIN held back (`transactions = "first-statement"`), sent ahead of the next statement. */
   private deferredBegin: Uint8Array | null = null;
   /** Requests sent and not yet answered, oldest first, while someone observes them. */
@@ -109,6 +114,12 @@ export class TransactionRelay extends ClientRelay {
   /** The last statement text whose shape was taken, and that shape. */
   private lastText: string | null = null;
   private lastShape: Shape | null = null;
+  /** Rate limits: requests over a limit wait here, with the messages behind them. */
+  protected readonly throttle: Throttle;
+  private readonly traffic: TrafficPolicy;
+  /** What runs a request once its rate-limit turn has come, or refuses it (made once, not per request). */
+  private readonly functionCallAdmitted = (frame: Uint8Array) => this.functionCall(frame, true);
+  private readonly refuseAdmission = (e: PgError) => this.refusePolicy(e.fields);
 
   constructor(
     client: ClientSide,
@@ -121,10 +132,15 @@ export class TransactionRelay extends ClientRelay {
     private readonly observer: RequestObserver | null = null,
     /** Where routing decisions and pins are counted. */
     private readonly counters: SessionCounters | null = null,
-    opts: RelayOptions = {},
+    opts: RelayOptions,
   ) {
     super(client);
     prepared.onSettled = () => this.drainQueue();
+    this.traffic = opts.traffic;
+    this.throttle = new Throttle(opts.traffic.limiter, opts.traffic.user, opts.traffic.address, {
+      holdReads: (on) => client.holdReads(on),
+      replay: (type, frame) => this.onMessage(type, frame),
+    });
     this.policy = opts.policy ?? null;
     this.hold = !!opts.hold;
     const limit = this.policy?.idleTimeoutMs ?? 0;
@@ -172,47 +188,38 @@ export class TransactionRelay extends ClientRelay {
   }
 
   /** One complete frontend message; `frame` may be a view into the client's chunk. */
-  onMessage(type: number, frame: Uint8Array): void {
+  override onMessage(type: number, frame: Uint8Array): void {
     this.idle?.touch();
-    if (this.skippingToSync) {
-      if (type !== F.Sync) return;
-      this.skippingToSync = false;
-      this.client.send(readyForQuery(this.status()));
-      return;
-    }
-    if (this.aborted) return this.aborted.onMessage(type, frame);
-    switch (type) {
-      case F.Query:
-        return this.query(frame);
-      case F.FunctionCall:
-        // A function by OID cannot be judged: refused for users whose statements are checked (fail closed).
-        if (this.policy?.failsClosed) return this.refusePolicy(refusals.functionCall(this.policy.user));
-        return this.submit({ kind: "simple", frame, end: "function", ops: [], target: this.hold ? this.target : "primary", ...UNPLACED, about: "write" });
-      case F.Parse:
-      case F.Bind:
-      case F.Describe:
-      case F.Execute:
-      case F.Close:
-        // A view is enough: each read from a socket arrives in a buffer of its own, never reused.
-        this.batch.push({ type, frame });
-        return;
-      case F.Sync:
-      case F.Flush: {
-        this.batch.push({ type, frame });
-        const messages = this.batch;
-        this.batch = [];
-        return this.batchRequest(messages, type === F.Sync);
-      }
-      case F.CopyData:
-      case F.CopyDone:
-      case F.CopyFail:
-        return this.submit({ kind: "copy", frame, target: this.target });
-    }
+    // A transaction pgroute rolled back answers everything itself until it ends (a skip to Sync comes first; a
+    // request waiting for its rate-limit turn keeps what follows it in order).
+    if (this.aborted && !this.skippingToSync && !this.throttle.holding) return this.aborted.onMessage(type, frame);
+    super.onMessage(type, frame);
+  }
+
+  protected skippedToSync(): void {
+    this.client.send(readyForQuery(this.status()));
+  }
+
+  protected copy(frame: Uint8Array): void {
+    this.submit({ kind: "copy", frame, target: this.target });
   }
 
   // --- routing -------------------------------------------------------------------------------------------
 
-  private query(frame: Uint8Array): void {
+  protected functionCall(frame: Uint8Array, admitted = false): void {
+    if (!admitted) {
+      // A function by OID cannot be judged: refused for users whose statements are checked (fail closed).
+      if (this.policy?.failsClosed) return this.refusePolicy(refusals.functionCall(this.policy.user));
+      if (this.throttle.active && !this.throttle.query(FUNCTION_CALL, frame, this.functionCallAdmitted, this.refuseAdmission)) return;
+    }
+    this.submit({ kind: "simple", frame, end: "function", ops: [], target: this.hold ? this.target : "primary", ...UNPLACED, about: "write" });
+  }
+
+  /**
+   * A Query: virtual settings are answered, reserved names and the user's policies checked, then the rate limits
+   * admit it (a refused statement spends no token), and it is routed.
+   */
+  protected query(frame: Uint8Array): void {
     const sql = decodeQuery(frame, 5, frame.length);
     // One lexer pass serves the virtual-setting check, the session effects, the classification and the hints.
     const sh = shapeOf(sql);
@@ -226,6 +233,9 @@ export class TransactionRelay extends ClientRelay {
       else reply = v.op === "show" ? showReply(v.name, value!) : commandComplete(v.op === "set" ? "SET" : "RESET");
       return this.local(new MessageWriter(64).bytes(reply).bytes(readyForQuery(this.status())).done());
     }
+    const ops = sessionEffects(sql, sh.key);
+    const taken = reservedName(ops);
+    if (taken) return this.refuse(reservedError(taken), true);
     let capAfter = false;
     if (this.policy?.checks) {
       const verdict = this.policy.check(sql, sh.key);
@@ -234,11 +244,19 @@ export class TransactionRelay extends ClientRelay {
       if (change === "refuse") return this.refusePolicy(refusals.timeoutNotLast(this.policy.user, this.policy.capMs));
       capAfter = change === "cap";
     }
-    const ops = sessionEffects(sql, sh.key);
-    const taken = reservedName(ops);
-    if (taken) return this.refuse(reservedError(taken), true);
-    // Session pooling: everything runs on the client's own connection; nothing to route.
-    if (this.hold) return this.submit({ kind: "simple", frame, end: "query", ops, target: this.target, capAfter, ...UNPLACED, fingerprint: sh.key });
+    // Over a limit it waits its turn: the throttle calls back with its own copy of the frame.
+    if (this.throttle.active && !this.throttle.query(sh.key, frame, (copy) => this.forward(copy, sql, sh, ops, capAfter), this.refuseAdmission)) return;
+    this.forward(frame, sql, sh, ops, capAfter);
+  }
+
+  /** A Query that passed every check, to the session's own connection or where the router sends it. */
+  private forward(frame: Uint8Array, sql: string, sh: Shape, ops: readonly SessionOp[], capAfter: boolean): void {
+    if (this.hold) {
+      // Session pooling: everything runs on the client's own connection; nothing to route.
+      const mirror = ops.length === 0 && this.mayMirror() ? this.offerQuery(frame, sh.key, this.router.classify(sql, sh.key)) : null;
+      this.pinFor(ops);
+      return this.submit({ kind: "simple", frame, end: "query", ops, target: this.target, capAfter, mirror, ...UNPLACED, fingerprint: sh.key });
+    }
     this.router.pinned = this.pinnedTo();
     const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
     const route = this.pinsToPrimary(d.route, ops);
@@ -252,6 +270,7 @@ export class TransactionRelay extends ClientRelay {
         this.router.deferredBegin = sql;
         return this.local(new MessageWriter(32).bytes(commandComplete("BEGIN")).bytes(readyForQuery(TxStatus.InTransaction)).done());
     }
+    const mirror = ops.length === 0 && this.mayMirror() ? this.offerQuery(frame, sh.key, d.classification) : null;
     this.pinFor(ops);
     const prefix = this.deferredBegin ?? undefined;
     this.deferredBegin = null;
@@ -259,7 +278,23 @@ export class TransactionRelay extends ClientRelay {
     this.router.noteSettings(sql, d.classification);
     // A read sent to a replica outside a transaction may be retried on the primary if the replica refuses it.
     const retry = route.target === "replica" && !this.bound && !prefix && d.classification.statements === 1;
-    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry, capAfter, fingerprint: sh.key, about: kindOf(d.classification), reason: route.reason.code });
+    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry, capAfter, mirror, fingerprint: sh.key, about: kindOf(d.classification), reason: route.reason.code });
+  }
+
+  /** The sampling draw for a Query the shadow may run. */
+  private offerQuery(frame: Uint8Array, key: string, c: Classification): MirrorJob | null {
+    return offerMirror(this.traffic, this.settings, key, !c.readOnly, () => shadowQuery(frame));
+  }
+
+  /**
+   * Outside a transaction and with no session-bound state: a request means the same on the shadow. Nothing may be
+   * ahead of it, queued or unanswered (a pipelined BEGIN would put it in a transaction); a batch after a
+   * Flush-ended one is outside any transaction block all the same.
+   */
+  private mayMirror(): boolean {
+    if (!this.traffic.mirror.enabled || this.settings.pinned || this.deferredBegin || this.router.transaction !== null || this.queue.length > 0) return false;
+    const conn = this.conn;
+    return conn === null || (conn.txStatus === TxStatus.Idle && conn.pending === 0);
   }
 
   /** Where the session is pinned, for the router (which then says so): the node of the connection it keeps. */
@@ -274,7 +309,11 @@ export class TransactionRelay extends ClientRelay {
     return r;
   }
 
-  private batchRequest(messages: Message[], sync: boolean): void {
+  /**
+   * Extended-protocol messages up to a Sync or Flush: the user's policies judge the batch, the rate limits admit it
+   * whole (a refused batch spends no token), then it is routed.
+   */
+  protected batchRequest(messages: Message[], sync: boolean): void {
     const { executed, executedAt, named } = this.prepared.peek(messages);
     let capAfter = false;
     if (this.policy?.checks) {
@@ -282,16 +321,31 @@ export class TransactionRelay extends ClientRelay {
       if (v.kind === "refuse") return this.refuseBatch(messages, v.error, sync);
       capAfter = v.capAfter;
     }
+    if (this.throttle.active) {
+      const keys = executed.map((sql) => this.shaped(sql).key);
+      const run = () => this.routeBatch(messages, sync, executed, named, capAfter);
+      const refuse = (e: PgError) => this.refuseBatch(messages, errorResponse({ ...e.fields, severity: "ERROR" }), sync);
+      if (!this.throttle.batch(keys, sync, run, refuse)) return;
+    }
+    this.routeBatch(messages, sync, executed, named, capAfter);
+  }
+
+  /** A batch that passed every check: where it runs, what observers are told of it, and the mirror's draw. */
+  private routeBatch(messages: Message[], sync: boolean, executed: readonly string[], named: string[], capAfter: boolean): void {
     let target: Target = "primary";
     const about: About = { ...UNPLACED };
+    // Only a batch up to its Sync is a request of its own on the shadow.
+    const draft = sync && this.mayMirror() ? new MirrorDraft() : null;
     if (this.bound) {
       target = this.target;
       // Where it runs is settled (the transaction's connection); what it runs is still counted and reported.
       for (const sql of executed) {
-        const sh = shapeOf(sql);
-        const d = this.router.decide(sql, this.group.replicaAvailable, sh);
+        const sh = this.shaped(sql);
+        const ops = sessionEffects(sql, sh.key);
+        const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
         this.trace(sql, d.route, d);
         describeInto(about, sh.key, d);
+        draft?.add(sh.key, ops.length > 0, d.classification.readOnly);
       }
     } else if (executed.length > 0) {
       // The batch runs on one node: a replica only when every statement it executes may run there.
@@ -309,12 +363,15 @@ export class TransactionRelay extends ClientRelay {
         if (r.target === "refuse") return this.refuse({ code: "25006", message: `pgroute: ${describeRoute(r.reason)}` }, sync);
         if (r.target !== "replica") target = "primary";
         describeInto(about, sh.key, { route: r, classification: d.classification });
+        draft?.add(sh.key, ops.length > 0, d.classification.readOnly);
       }
     }
     // A read a replica refuses is sent again to the primary, whole batches up to their Sync (names the batch
     // created are given up first, so its Parse can create them again).
     const retry = target === "replica" && !this.bound && sync;
-    this.submit({ kind: "batch", messages, sync, target, retry, creates: named, capAfter, ...about });
+    // Before the batch's own Parse and Close take effect: the shadow needs the statements as they were.
+    const mirror = draft?.offer(this.traffic, this.settings, () => shadowBatch(messages, (name) => this.prepared.statementOf(name))) ?? null;
+    this.submit({ kind: "batch", messages, sync, target, retry, creates: named, capAfter, mirror, ...about });
   }
 
   /** A statement's shape; the last one is kept, as a batch's statement is looked at by policy and router alike. */
@@ -378,7 +435,8 @@ export class TransactionRelay extends ClientRelay {
   private pinFor(ops: readonly SessionOp[]): void {
     for (const op of ops) {
       if (op.op === "pin") {
-        if (!this.settings.pins.has(op.reason)) {
+        // A session-pooled client keeps its connection anyway: its pins only keep it from being mirrored.
+        if (!this.hold && !this.settings.pins.has(op.reason)) {
           this.client.log("pinned", { reason: op.reason });
           if (this.counters) this.counters.pins[op.reason]++;
         }
@@ -496,6 +554,7 @@ export class TransactionRelay extends ClientRelay {
         const entry: Entry = { end: req.end, mode: "forward", tag: req.ops };
         if (req.retry) entry.retry = this.retryGroup(conn, req);
         if (req.replaceError) entry.replaceError = req.replaceError;
+        req.mirror?.watch([entry], entry);
         ok = ok && conn.send(req.frame, [entry]);
         break;
       }
@@ -510,6 +569,8 @@ export class TransactionRelay extends ClientRelay {
           const group = this.retryGroup(conn, req);
           for (const e of built.entries) if (!("local" in e)) e.retry = group;
         }
+        const last = built.entries[built.entries.length - 1];
+        if (req.mirror && last && !("local" in last)) req.mirror.watch(built.entries, last);
         ok = conn.send(built.bytes, built.entries);
         break;
       }
@@ -599,6 +660,7 @@ export class TransactionRelay extends ClientRelay {
       this.observer.request(conn.node, sample);
     }
     this.router.transaction = status === TxStatus.Idle ? null : this.target;
+    if (conn.pending === 0 && this.queue.length === 0) this.throttle.settle(status !== TxStatus.Idle);
     const version = this.settings.version;
     if (this.settings.ready(status, failed, entry.tag as readonly SessionOp[] | undefined, conn)) {
       conn.prepared.clear();
@@ -618,7 +680,7 @@ export class TransactionRelay extends ClientRelay {
   private idleState(): IdleState {
     const conn = this.conn;
     if (this.closed || this.aborted || !conn || conn.txStatus === TxStatus.Idle) return "done";
-    return this.queue.length > 0 || this.batch.length > 0 || conn.pending > 0 ? "busy" : "idle";
+    return this.queue.length > 0 || this.batch.length > 0 || conn.pending > 0 || this.throttle.holding ? "busy" : "idle";
   }
 
   /**
@@ -667,10 +729,8 @@ export class TransactionRelay extends ClientRelay {
     this.inflight = [];
     this.flushed = null;
     this.unsynced = false;
-    if (conn) this.pool?.discard(conn);
-    if (this.closed) return;
-    if (error) this.client.fatal(error);
-    else if (conn) this.client.close();
+    // No connection of this client's: nothing it was told was cut off.
+    if (conn || error) this.serverLost(conn, this.pool, error);
   }
 
 
@@ -678,6 +738,7 @@ export class TransactionRelay extends ClientRelay {
   /** The client is gone: its connection goes back clean, or not at all when its state is in doubt. */
   close(): void {
     this.closed = true;
+    this.throttle.close();
     this.queue = [];
     this.batch = [];
     this.idle?.stop();

@@ -18,6 +18,11 @@ export interface FrameSink {
    * chunk (then `buf` is a gathered copy of the body). `next` is the offset in the chunk just past it.
    */
   onFrame(type: number, buf: Uint8Array, start: number, end: number, msgStart: number, next: number): void;
+  /**
+   * A message wanted only through `wantAll` was stepped over because its body is larger than `wantAllMax` (decided
+   * from its header, when the header is whole in one chunk).
+   */
+  onPassed?(type: number, bodyLength: number): void;
 }
 
 export class FrameError extends Error {
@@ -31,6 +36,12 @@ export class FrameReader {
   private readonly wants = new Uint8Array(256);
   /** When set, every message is wanted. */
   wantAll = false;
+  /**
+   * The largest body `wantAll` gathers (messages asked for by type are always gathered): an observer that only
+   * looks (mirroring's tally) need not hold a huge row whole. A header split across chunks is wanted before its
+   * length is known, so such a message is gathered whatever its size.
+   */
+  wantAllMax = Number.POSITIVE_INFINITY;
   /** Header bytes of a message whose header straddles chunks. */
   private readonly head = new Uint8Array(HEADER);
   private headLen = 0;
@@ -156,8 +167,9 @@ export class FrameReader {
         );
       }
       if (this.refused !== null && this.refused[type] === 1) throw new FrameError(this.describeRefused(type));
-      const wanted = msgStart >= 0 ? this.wantAll || this.wants[type] === 1 : this.headWanted;
       const body = len - 4;
+      const wanted =
+        msgStart >= 0 ? this.wants[type] === 1 || (this.wantAll && (body <= this.wantAllMax || this.passed(sink, type, body))) : this.headWanted;
       if (n - i >= body) {
         const end = i + body;
         i = end;
@@ -182,6 +194,12 @@ export class FrameReader {
       i = n;
     }
     return this.finish(i, held, n);
+  }
+
+  /** Tells the sink a message too large for `wantAll` goes by unseen; never wanted. */
+  private passed(sink: FrameSink, type: number, body: number): false {
+    sink.onPassed?.(type, body);
+    return false;
   }
 
   private finish(i: number, held: number, n: number): number {

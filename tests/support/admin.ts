@@ -8,8 +8,8 @@ import { clusterNodes, startTestProxy, testUsers, type TestProxy } from "./proxy
 
 export const ADMIN_TOKEN = "test-admin-token-0123456789";
 
-export interface AdminProxy {
-  tp: TestProxy;
+/** An admin listener on a running test proxy, and HTTP helpers that send the token. */
+export interface AdminClient {
   admin: AdminServer;
   /** http://127.0.0.1:port (no trailing slash). */
   base: string;
@@ -18,8 +18,15 @@ export interface AdminProxy {
   /** GET `path` as JSON (asserting 200). */
   json<T = any>(path: string): Promise<T>;
   metrics(): Promise<Metrics>;
+}
+
+export interface AdminProxy extends AdminClient {
+  tp: TestProxy;
   stop(): Promise<void>;
 }
+
+/** The admin keys a test proxy needs for {@link adminOn}: a listener on a free loopback port, {@link ADMIN_TOKEN}. */
+export const ADMIN_CONFIG = { listen: "127.0.0.1:0", token: ADMIN_TOKEN };
 
 /**
  * pgroute with every node of the test cluster, transaction pooling, the superuser as an admin user (the other
@@ -31,10 +38,23 @@ export async function startAdminProxy(raw: Record<string, unknown> = {}): Promis
   const tp = await startTestProxy({
     nodes: clusterNodes(cluster),
     users,
-    admin: { listen: "127.0.0.1:0", token: ADMIN_TOKEN },
+    admin: ADMIN_CONFIG,
     ...raw,
     pool: { mode: "transaction", size: 4, ...((raw.pool as Record<string, unknown> | undefined) ?? {}) },
   });
+  const client = adminOn(tp);
+  return {
+    ...client,
+    tp,
+    async stop() {
+      client.admin.stop();
+      await tp.stop();
+    },
+  };
+}
+
+/** Starts the admin listener of a test proxy configured with {@link ADMIN_CONFIG}; stop it with `admin.stop()`. */
+export function adminOn(tp: TestProxy): AdminClient {
   const admin = new AdminServer(tp.proxy);
   const { port } = admin.listen();
   const base = `http://127.0.0.1:${port}`;
@@ -43,7 +63,6 @@ export async function startAdminProxy(raw: Record<string, unknown> = {}): Promis
   const post = (path: string, body?: unknown, token?: string | null) =>
     fetch(`${base}${path}`, { method: "POST", headers: { ...headers(token), "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
   return {
-    tp,
     admin,
     base,
     get,
@@ -57,10 +76,6 @@ export async function startAdminProxy(raw: Record<string, unknown> = {}): Promis
       const res = await get("/metrics");
       if (res.status !== 200) throw new Error(`GET /metrics: ${res.status}`);
       return new Metrics(await res.text());
-    },
-    async stop() {
-      admin.stop();
-      await tp.stop();
     },
   };
 }
