@@ -424,7 +424,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       params = settings.reported(known);
     } else {
       try {
-        ({ conn, pool, target } = idle ?? (await group.acquire(target)));
+        ({ conn, pool, target } = idle ?? (await group.acquire(target, user.zone)));
       } catch (err) {
         return this.loginFailed(err, group.primaryPool());
       }
@@ -462,6 +462,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
         traffic,
         policy: policy.enforces ? policy : null,
         hold,
+        ...(user.zone !== undefined && { zone: user.zone }),
       });
       this.phase = { kind: "messages", relay };
     }

@@ -85,12 +85,16 @@ export interface RelayOptions {
   policy?: SessionPolicy | null;
   /** Session pooling with policies: the client keeps this connection from login to disconnect. */
   hold?: { conn: ServerConn; pool: Pool; target: Target } | null;
+  /** The zone the user's clients run in (`users.zone`): their reads prefer replicas there; absent: `balance.prefer_zone`. */
+  zone?: string;
 }
 
 const warning = (message: string) => writeError(new MessageWriter(), { severity: "WARNING", code: "01000", message }, true).done();
 
 
 export class TransactionRelay extends MessageRelay {
+  /** See {@link RelayOptions.zone}. */
+  private readonly zone: string | undefined;
   private conn: ServerConn | null = null;
   private pool: Pool | null = null;
   /** The kind of node `conn` is on. */
@@ -143,6 +147,7 @@ export class TransactionRelay extends MessageRelay {
     });
     this.policy = opts.policy ?? null;
     this.hold = !!opts.hold;
+    this.zone = opts.zone;
     const limit = this.policy?.idleTimeoutMs ?? 0;
     this.idle = limit > 0 ? new IdleClock(limit, () => this.idleState(), () => this.rollBackIdle(limit)) : null;
     if (opts.hold) this.adopt(opts.hold.conn, opts.hold.pool, opts.hold.target);
@@ -176,6 +181,11 @@ export class TransactionRelay extends MessageRelay {
    * opened, so everything up to the next Sync runs on the same connection.
    */
   private unsynced = false;
+
+  /** Whether a read of this client may go to a replica now (one in its zone, or spilling over from it). */
+  private get replicaAvailable(): boolean {
+    return this.zone === undefined ? this.group.replicaAvailable : this.group.replicaAvailableIn(this.zone);
+  }
 
   /** Whether the next request must stay on the current connection. */
   private get bound(): boolean {
@@ -258,7 +268,7 @@ export class TransactionRelay extends MessageRelay {
       return this.submit({ kind: "simple", frame, end: "query", ops, target: this.target, capAfter, mirror, ...UNPLACED, fingerprint: sh.key });
     }
     this.router.pinned = this.pinnedTo();
-    const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
+    const d = this.router.decide(sql, this.replicaAvailable, sh, ops);
     const route = this.pinsToPrimary(d.route, ops);
     this.trace(sql, route, d);
     switch (route.target) {
@@ -342,7 +352,7 @@ export class TransactionRelay extends MessageRelay {
       for (const sql of executed) {
         const sh = this.shaped(sql);
         const ops = sessionEffects(sql, sh.key);
-        const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
+        const d = this.router.decide(sql, this.replicaAvailable, sh, ops);
         this.trace(sql, d.route, d);
         describeInto(about, sh.key, d);
         draft?.add(sh.key, ops.length > 0, d.classification.readOnly);
@@ -357,7 +367,7 @@ export class TransactionRelay extends MessageRelay {
         const ops = sessionEffects(sql, sh.key);
         const taken = reservedName(ops);
         if (taken) return this.refuse(reservedError(taken), sync);
-        const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
+        const d = this.router.decide(sql, this.replicaAvailable, sh, ops);
         const r = this.pinsToPrimary(d.route, ops);
         this.trace(sql, r, d);
         if (r.target === "refuse") return this.refuse({ code: "25006", message: `pgroute: ${describeRoute(r.reason)}` }, sync);
@@ -465,7 +475,7 @@ export class TransactionRelay extends MessageRelay {
     }
     if (!conn && this.queue.length === 0 && !this.acquiring && req.kind !== "local") {
       // The common case: an idle connection is at hand, no promise needed.
-      const got = this.group.tryAcquire(req.target);
+      const got = this.group.tryAcquire(req.target, this.zone);
       if (got) {
         this.adopt(got.conn, got.pool, got.target);
         return this.dispatch(got.conn, req);
@@ -491,7 +501,7 @@ export class TransactionRelay extends MessageRelay {
     const head = this.queue[0];
     if (!head) return;
     this.acquiring = true;
-    this.group.acquire(head.target).then(
+    this.group.acquire(head.target, this.zone).then(
       ({ conn, pool, target }) => {
         this.acquiring = false;
         if (this.closed) return pool.release(conn);
