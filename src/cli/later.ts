@@ -14,4 +14,3 @@ function later(name: string, summary: string, usage: string): Command {
 }
 
 export const check = later("check", "probe the cluster: roles, replication lag, health (check lag)", "check lag [-c FILE] [--json] [--watch]");
-export const bench = later("bench", "measure a cluster directly and through proxies, side by side", "bench [--config FILE] [--direct] [--target NAME=URL]");
