@@ -72,7 +72,7 @@ export function renderHtml(r: BenchResults): string {
     ["versions", `pgroute ${r.pgroute}, Bun ${m.bun}, PostgreSQL ${r.server.version ?? "?"}`],
     ["cluster", r.cluster.description],
     ...r.targets.map((t): [string, string] => [`target ${t.name}`, t.description]),
-    ["data", `pgbench tables, scale ${r.settings.scale}${r.dataset ? ` (${r.dataset.action})` : ""}`],
+    ["data", r.dataset ? `pgbench tables, scale ${r.settings.scale} (${r.dataset.action})` : "custom script only: no data set prepared"],
     ["load", `${r.settings.clients} clients on ${r.settings.threads} thread(s), ${r.settings.warmupS} s warm-up per target, ${r.settings.rounds} round(s) × ${r.settings.durationS} s, seed ${r.settings.seed}`],
     ["on replicas", countersText(r)],
   ];
