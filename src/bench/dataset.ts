@@ -46,23 +46,6 @@ export interface DatasetReport {
   /** What was done: found the tables at that scale, created them, or trusted `--init skip`. */
   action: "reused" | "initialized" | "skipped";
   seconds: number;
-  /** Whether pg_stat_statements was created in the database just now. */
-  createdStatements: boolean;
-}
-
-/** Creates pg_stat_statements when the library is preloaded but the extension is missing; false when it cannot. */
-async function ensureStatements(sql: postgres.Sql): Promise<boolean> {
-  try {
-    const { libs } = await queryOne<{ libs: string }>(sql, "SELECT current_setting('shared_preload_libraries') AS libs");
-    if (!String(libs).split(",").some((l) => l.trim() === "pg_stat_statements")) return false;
-    const { n } = await queryOne<{ n: number }>(sql, "SELECT count(*)::int AS n FROM pg_extension WHERE extname = 'pg_stat_statements'");
-    if (n > 0) return false;
-    await sql.unsafe("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
-    return true;
-  } catch {
-    // Not allowed to (the extension needs a superuser): per-node counts fall back to pg_stat_database.
-    return false;
-  }
 }
 
 /**
@@ -73,11 +56,10 @@ export async function prepareDataset(setup: ConnSpec, o: { mode: InitMode; scale
   const t0 = performance.now();
   const sql = connect(setup, "pgroute-bench-setup");
   try {
-    const createdStatements = await ensureStatements(sql);
-    if (o.mode === "skip") return { action: "skipped", seconds: 0, createdStatements };
+    if (o.mode === "skip") return { action: "skipped", seconds: 0 };
     if (o.mode === "auto") {
       const found = await currentScale(sql);
-      if (found === o.scale) return { action: "reused", seconds: (performance.now() - t0) / 1000, createdStatements };
+      if (found === o.scale) return { action: "reused", seconds: (performance.now() - t0) / 1000 };
       o.log(found === null ? `creating pgbench tables at scale ${o.scale}…` : `pgbench tables have scale ${found}; recreating them at scale ${o.scale}…`);
     } else {
       o.log(`recreating pgbench tables at scale ${o.scale}…`);
@@ -89,7 +71,7 @@ export async function prepareDataset(setup: ConnSpec, o: { mode: InitMode; scale
         throw new BenchError(`initialising the data set on ${setup.name} failed at "${statement.slice(0, 60)}…": ${(err as Error).message}`);
       }
     }
-    return { action: "initialized", seconds: (performance.now() - t0) / 1000, createdStatements };
+    return { action: "initialized", seconds: (performance.now() - t0) / 1000 };
   } finally {
     await sql.end({ timeout: 5 }).catch(() => {});
   }
@@ -121,4 +103,25 @@ export async function waitForReplicas(primary: ConnSpec, replicas: readonly Conn
       }
     }),
   );
+}
+
+/**
+ * Creates pg_stat_statements in the benchmark's database when the library is preloaded but the extension is
+ * missing (the per-node counters then count statements exactly). True when it was created just now.
+ */
+export async function ensureStatements(primary: ConnSpec): Promise<boolean> {
+  const sql = connect(primary, "pgroute-bench-setup");
+  try {
+    const { libs } = await queryOne<{ libs: string }>(sql, "SELECT current_setting('shared_preload_libraries') AS libs");
+    if (!String(libs).split(",").some((l) => l.trim() === "pg_stat_statements")) return false;
+    const { n } = await queryOne<{ n: number }>(sql, "SELECT count(*)::int AS n FROM pg_extension WHERE extname = 'pg_stat_statements'");
+    if (n > 0) return false;
+    await sql.unsafe("CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+    return true;
+  } catch {
+    // Not allowed to (the extension needs a superuser): per-node counts fall back to pg_stat_database.
+    return false;
+  } finally {
+    await sql.end({ timeout: 5 }).catch(() => {});
+  }
 }

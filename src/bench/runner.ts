@@ -8,7 +8,7 @@ import pkg from "../../package.json" with { type: "json" };
 import { loadParser } from "../router/parser.ts";
 import { connect, queryOne } from "./client.ts";
 import { NodeCounters, type Reading } from "./counters.ts";
-import { prepareDataset, waitForReplicas, type DatasetReport, type InitMode } from "./dataset.ts";
+import { ensureStatements, prepareDataset, waitForReplicas, type DatasetReport, type InitMode } from "./dataset.ts";
 import { openEnvironment, type Environment, type EnvironmentPlan } from "./environment.ts";
 import { BenchError } from "./errors.ts";
 import { LoadGenerator, type RoundProgress } from "./generator.ts";
@@ -123,6 +123,7 @@ export async function runBench(o: BenchOptions, emit: (e: BenchEvent) => void, s
     const primary = env.nodes.find((n) => n.role === "primary");
     const replicas = env.nodes.filter((n) => n.role === "replica");
     const setup = primary ?? targets[0]!.route(1).writer;
+    if (primary && (await ensureStatements(primary))) log(`created the pg_stat_statements extension in database ${primary.database}`);
     let dataset: DatasetReport | null = null;
     if (!o.workloads.every((w) => w === "custom")) {
       dataset = await prepareDataset(setup, { mode: o.init, scale: o.scale, log });

@@ -3,7 +3,8 @@
  * `pgbench -S`, `-b tpcb-like` and friends, and a database initialised by `pgbench -i` works as is).
  */
 import { BenchError } from "./errors.ts";
-import { compileScript, type Script } from "./script.ts";
+import { compileScript } from "./compile.ts";
+import type { Script } from "./script.ts";
 
 export const WORKLOADS = ["read-only", "read-write", "tpcb", "churn", "custom"] as const;
 export type WorkloadName = (typeof WORKLOADS)[number];

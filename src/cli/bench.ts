@@ -169,6 +169,7 @@ export function planBench(argv: string[]): { options: BenchOptions; json?: strin
   if (!values.direct && !pgroute && endpoints.length === 0) {
     throw new UsageError("nothing to measure: give --config FILE (pgroute), --local, --direct and/or --target NAME=URL");
   }
+  if (values.direct && !pgroute) throw new UsageError("--direct needs the cluster's nodes: give --config FILE, --local or --compose FILE");
   const source: BenchOptions["environment"]["source"] = values.local
     ? { kind: "local", replicas: num("replicas", values.replicas, 2, 0, 8) }
     : values.compose !== undefined

@@ -45,16 +45,17 @@ describe("command line", () => {
   test("usage errors name the flag", () => {
     const bad: [string[], string][] = [
       [[], "nothing to measure"],
-      [["--direct", "--workload", "sideways"], '--workload: unknown "sideways"'],
-      [["--direct", "--workload", "custom"], "--workload custom needs --sql FILE"],
-      [["--direct", "--clients", "0"], "--clients: expected an integer from 1 to 10000"],
-      [["--direct", "--read-ratio", "1.5"], "--read-ratio: expected a number from 0 to 1"],
-      [["--direct", "--init", "maybe"], "--init: expected auto, force or skip"],
+      [["--direct"], "--direct needs the cluster's nodes"],
+      [["--local", "--workload", "sideways"], '--workload: unknown "sideways"'],
+      [["--local", "--workload", "custom"], "--workload custom needs --sql FILE"],
+      [["--local", "--clients", "0"], "--clients: expected an integer from 1 to 10000"],
+      [["--local", "--read-ratio", "1.5"], "--read-ratio: expected a number from 0 to 1"],
+      [["--local", "--init", "maybe"], "--init: expected auto, force or skip"],
       [["--local", "--compose", "x.yml"], "give one"],
-      [["--direct", "--replicas", "2"], "--replicas applies to --local only"],
+      [["-c", "p.toml", "--replicas", "2"], "--replicas applies to --local only"],
       [["--target", "nourl"], "--target: expected NAME=postgres://"],
-      [["--direct", "--sql", "/nonexistent/x.sql"], "--sql /nonexistent/x.sql: no such file"],
-      [["--direct", "--bogus"], "Unknown option"],
+      [["--local", "--sql", "/nonexistent/x.sql"], "--sql /nonexistent/x.sql: no such file"],
+      [["--local", "--bogus"], "Unknown option"],
     ];
     for (const [argv, message] of bad) {
       expect(() => planBench(argv)).toThrow(UsageError);

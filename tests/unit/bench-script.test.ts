@@ -4,7 +4,8 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { seededRandom } from "../../src/bench/client.ts";
 import { BenchError } from "../../src/bench/errors.ts";
-import { compileScript, evaluate, inlineSql, parseExpr, randomInt, type Step } from "../../src/bench/script.ts";
+import { compileScript } from "../../src/bench/compile.ts";
+import { evaluate, inlineSql, parseExpr, randomInt, type Step } from "../../src/bench/script.ts";
 import { scenarios, SELECT_ONLY, TPCB_LIKE, workloadScripts } from "../../src/bench/workloads.ts";
 import { loadParser } from "../../src/router/parser.ts";
 
