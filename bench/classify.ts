@@ -20,9 +20,11 @@ import { parseArgs } from "node:util";
 import { classify, classifyUncached, DEFAULT_FUNCTIONS, type FunctionLists } from "../src/router/classify.ts";
 import { shape, shapeOf } from "../src/router/lexer.ts";
 import { loadParser } from "../src/router/parser.ts";
+import { figure, fmt, measure as measureRounds, type Figure } from "./lib/timing.ts";
 
 const { values } = parseArgs({ options: { rounds: { type: "string", default: "15" } } });
 const ROUNDS = Math.max(1, Number(values.rounds) || 15);
+const measure = (n: number, body: (i: number) => void) => measureRounds(ROUNDS, n, body);
 
 const SIMPLE = (i: number) => `select id, name, email from users${i} where id = 42`;
 // A 5-way join with two CTEs (one recursive), a scalar subquery, an EXISTS, an IN, a window and a lateral.
@@ -48,28 +50,6 @@ where exists (select 1 from addresses a where a.customer_id = c.id and a.country
 order by spent desc, c.id
 limit 50 offset 0`;
 
-interface Figure {
-  best: number;
-  median: number;
-}
-
-function figure(perRound: number[]): Figure {
-  perRound.sort((a, b) => a - b);
-  return { best: perRound[0]!, median: perRound[Math.floor(perRound.length / 2)]! };
-}
-
-/** µs per call of `body(i)` for i in [0, n), over rounds, after one untimed pass. */
-function measure(n: number, body: (i: number) => void): Figure {
-  for (let i = 0; i < n; i++) body(i);
-  const perRound: number[] = [];
-  for (let r = 0; r < ROUNDS; r++) {
-    const t0 = Bun.nanoseconds();
-    for (let i = 0; i < n; i++) body(i);
-    perRound.push((Bun.nanoseconds() - t0) / n / 1000);
-  }
-  return figure(perRound);
-}
-
 /** Cache misses: each round classifies statements never seen before (fresh function lists = an empty cache). */
 function measureMisses(n: number, text: (i: number) => string): Figure {
   const perRound: number[] = [];
@@ -84,8 +64,6 @@ function measureMisses(n: number, text: (i: number) => string): Figure {
   }
   return figure(perRound);
 }
-
-const fmt = (f: Figure) => `${f.best.toFixed(2).padStart(8)} ${f.median.toFixed(2).padStart(8)}`;
 
 async function main(): Promise<void> {
   await loadParser();

@@ -55,6 +55,10 @@ export function planReload(prev: Config, next: Config): ReloadPlan {
   if (!same(prev.listen, next.listen)) {
     warnings.push(`listen: pgroute keeps listening on ${prev.listen.host}:${prev.listen.port} until it is restarted`);
   }
+  if (!same(prev.admin.listen, next.admin.listen)) {
+    const was = prev.admin.listen ? `${prev.admin.listen.host}:${prev.admin.listen.port}` : "off";
+    warnings.push(`admin.listen: the admin listener stays as it was (${was}) until pgroute is restarted`);
+  }
   const prevNodes = new Map(prev.nodes.map((n) => [n.name, n]));
   const nextNodes = new Map(next.nodes.map((n) => [n.name, n]));
   const poolChanged = !same(prev.pool, next.pool);

@@ -1,7 +1,8 @@
 /**
  * The composition root: listens for clients, creates a {@link Session} per connection, owns the server
  * connection pools and the prepared-statement registry, keeps the BackendKeyData registry for cancellation and
- * enforces the client connection limit.
+ * enforces the client connection limit. It also holds what the admin side reads and changes: the cluster
+ * snapshot, operator overrides, the PAUSE gate, traffic statistics and counters (src/admin/ serves them).
  */
 import type { Socket, TCPSocketListener } from "bun";
 import { randomInt } from "node:crypto";
@@ -9,19 +10,31 @@ import { serialize } from "pg-protocol";
 import { ConfigLoadError } from "./config/load.ts";
 import type { Config, NodeConfig, UserConfig } from "./config/types.ts";
 import { errors } from "./errors.ts";
-import type { Logger } from "./log.ts";
+import { createLogger, type Logger } from "./log.ts";
 import { Topology } from "./cluster/topology.ts";
 import { Observers } from "./cluster/observe.ts";
+import { Overrides } from "./cluster/overrides.ts";
+import { AdminConsole } from "./admin/console.ts";
+import { Traffic } from "./admin/traffic.ts";
+import { PauseGate } from "./pool/gate.ts";
+import { LiveNodes } from "./cluster/live.ts";
+import { SnapshotHolder } from "./cluster/state.ts";
+import { Monitor } from "./monitor/monitor.ts";
 import { PoolGroup } from "./pool/group.ts";
 import { Pool } from "./pool/pool.ts";
 import type { ServerConn, ServerCredentials } from "./pool/server.ts";
 import { openServerSocket } from "./pool/tls.ts";
 import { functionLists, type FunctionLists } from "./router/classify.ts";
+import { NO_SIZES, TableStatsMonitor, type TableSizes } from "./monitor/tables.ts";
+import { Policies } from "./policy/policy.ts";
 import { loadParser } from "./router/parser.ts";
 import { ClientTls, TlsLoadError, type ServedCert } from "./net/tls.ts";
 import { planReload, type ReloadPlan } from "./reload.ts";
 import { StatementRegistry } from "./session/prepared.ts";
+import { SessionCounters } from "./session/counters.ts";
+import type { ConsoleHandler } from "./session/console-relay.ts";
 import { Session, type SessionHost } from "./session/session.ts";
+import { NodeCounters } from "./stats.ts";
 
 export interface ProxyOptions {
   config: Config;
@@ -42,11 +55,18 @@ export interface ShutdownOptions {
   timeoutMs?: number;
 }
 
+/** What a reload from the config source did: applied (with what changed), or refused with every error. */
+export type ReloadOutcome = { readonly ok: true; readonly plan: ReloadPlan } | { readonly ok: false; readonly errors: readonly string[] };
+
 export class Proxy implements SessionHost {
   config: Config;
   log: Logger;
   readonly statements = new StatementRegistry();
   functions: FunctionLists;
+  /** Roles, timeouts and firewall rules of the running config (src/policy). */
+  policies: Policies;
+  /** Table sizes for the firewall's size rules; started when a rule needs them. */
+  private tables: TableStatsMonitor | null = null;
   /** Steps {@link Proxy.reload} runs before it applies a new config; see {@link ReloadHook}. */
   readonly reloadHooks: ReloadHook[] = [];
   private stopping: Promise<void> | null = null;
@@ -59,17 +79,67 @@ export class Proxy implements SessionHost {
   private closedSinceGc = 0;
   private readonly pools = new Map<string, Pool>();
   private readonly groups = new Map<string, PoolGroup>();
+  /** The live picture of the cluster, published by {@link monitor}: read `cluster.current` (admin, metrics). */
+  readonly cluster = new SnapshotHolder({ at: 0, version: 0, nodes: [], primary: null });
+  /** Per-node live figures (observed latency, breakers, pool load) behind the snapshot. */
+  readonly lives: LiveNodes;
+  /** Probes every node and is the only writer of {@link cluster}. */
+  readonly monitor: Monitor;
+  /** Roles and the replica for each read, from the latest snapshot. */
   readonly topology: Topology;
   /** Told about every request transaction-pooled sessions complete; see {@link RequestObserver}. */
   readonly observers = new Observers();
   /** TLS offered to clients: the `[tls]` mode and the certificate new handshakes use. */
   readonly clientTls = new ClientTls();
+  /** Drained nodes and roles set by an operator (admin API and console). */
+  readonly overrides = new Overrides();
+  /** PAUSE/RESUME: no server connection is leased while it is closed. */
+  readonly gate = new PauseGate();
+  /** Per-node and per-fingerprint traffic of transaction-pooled sessions. */
+  readonly traffic: Traffic;
+  /** Clients, routing decisions and pins, counted by the sessions. */
+  readonly counters = new SessionCounters();
+  /** Per-node connection, checkout and session-pooling counters, shared by the pools of each node. */
+  private readonly perNode = new Map<string, NodeCounters>();
+  /** Where {@link Proxy.reloadFromSource} reads the next config (`pgroute serve`: the file, with command-line overrides). */
+  reloadSource: (() => Promise<Config>) | null = null;
+  /** 1 at start, +1 for every config reload applied. */
+  configVersion = 1;
+  /** Epoch ms when the running config was loaded, and when pgroute started. */
+  configLoadedAt = Date.now();
+  readonly startedAt = Date.now();
+  /** Reloads run one at a time, in the order asked (SIGHUP, admin API, console). */
+  private reloading: Promise<unknown> = Promise.resolve();
 
   constructor(opts: ProxyOptions) {
     this.config = opts.config;
     this.log = opts.log;
-    this.topology = new Topology(opts.config.nodes);
+    this.lives = new LiveNodes(opts.config);
+    this.monitor = new Monitor({
+      config: opts.config,
+      holder: this.cluster,
+      lives: this.lives,
+      log: opts.log,
+      overrides: this.overrides,
+      onReachable: (node) => {
+        for (const p of this.pools.values()) if (p.node.name === node.name) p.resetBackoff();
+      },
+    });
+    this.topology = new Topology({
+      holder: this.cluster,
+      lives: this.lives,
+      balance: opts.config.balance,
+      onTrial: (node) => this.monitor.trial(node),
+      onAcquireFailed: (node, error) => this.monitor.acquireFailed(node, error),
+    });
+    // Health learns from live traffic: observed latency and the nodes' own failures (transaction pooling only).
+    this.observers.add(this.monitor);
+    // An operator's drain or role change applies to the next transaction, not the next check.
+    this.overrides.subscribe(() => this.monitor.publish());
+    this.traffic = new Traffic(opts.config.admin.top_queries);
+    this.observers.add(this.traffic);
     this.functions = functionLists(opts.config.routing);
+    this.policies = new Policies(opts.config, this.functions);
     // Every reload re-reads the certificate files, changed paths or not (certificates are renewed in place).
     this.reloadHooks.push((next) => this.prepareTls(next));
   }
@@ -108,9 +178,23 @@ export class Proxy implements SessionHost {
   async listen(): Promise<{ host: string; port: number }> {
     await loadParser();
     this.reloadTls();
+    // The first check of every node (bounded by the monitor's time limits) before the first client.
+    await this.monitor.start();
     const { host, port } = this.config.listen;
+    try {
+      this.listener = this.bind(host, port);
+    } catch (err) {
+      await this.monitor.stop();
+      throw err;
+    }
+    const bound = { host: this.listener.hostname, port: this.listener.port };
+    this.log.info("listening", { host: bound.host, port: bound.port, mode: this.config.pool.mode });
+    return bound;
+  }
+
+  private bind(host: string, port: number): TCPSocketListener<Session> {
     const proxy = this;
-    this.listener = Bun.listen<Session>({
+    return Bun.listen<Session>({
       hostname: host,
       port,
       socket: {
@@ -118,6 +202,7 @@ export class Proxy implements SessionHost {
           socket.setNoDelay(true);
           socket.data = new Session(socket, proxy);
           proxy.sessions.add(socket.data);
+          proxy.counters.clientsOpened++;
         },
         data(socket, chunk) {
           socket.data.onData(chunk);
@@ -134,13 +219,59 @@ export class Proxy implements SessionHost {
         },
       },
     });
-    const bound = { host: this.listener.hostname, port: this.listener.port };
-    this.log.info("listening", { host: bound.host, port: bound.port, mode: this.config.pool.mode });
-    return bound;
+  }
+
+  /** The table-size monitor, started on first need. */
+  private tableStats(): TableStatsMonitor {
+    this.tables ??= new TableStatsMonitor({
+      config: () => this.config,
+      node: () => this.topology.primary() ?? this.topology.primaryCandidates()[0] ?? null,
+      log: () => this.log,
+    });
+    return this.tables;
+  }
+
+  /** The current table sizes of `database` (none while no rule needs them). */
+  tableSizes(database: string): TableSizes {
+    if (!this.policies.needsSizes) return NO_SIZES;
+    const t = this.tableStats();
+    t.track(database);
+    return t.sizes(database);
+  }
+
+  /** Resolves once `database`'s table sizes are loaded, or after `pool.connect_timeout` (logins wait for this). */
+  tablesReady(database: string): Promise<void> {
+    if (!this.policies.needsSizes) return Promise.resolve();
+    return this.tableStats().ready(database, this.config.pool.connect_timeout_ms);
+  }
+
+  /** Reloads the table sizes of every database in use now (the monitor does it every `firewall.stats_interval`). */
+  refreshTableSizes(): Promise<void> {
+    return this.tables?.refresh() ?? Promise.resolve();
   }
 
   get clientCount(): number {
     return this.sessions.size;
+  }
+
+  /** Every client connection, for inspection. */
+  get clients(): Iterable<Session> {
+    return this.sessions.values();
+  }
+
+  /** The counters of node `name` (shared by its pools; they outlive pools a reload retires). */
+  nodeCounters(name: string): NodeCounters {
+    let c = this.perNode.get(name);
+    if (!c) {
+      c = new NodeCounters();
+      this.perNode.set(name, c);
+    }
+    return c;
+  }
+
+  /** The admin console of a client that logged in to database `pgroute`. */
+  openConsole(session: Session, user: UserConfig): ConsoleHandler {
+    return new AdminConsole(this, session, user);
   }
 
   /** Every pool, for inspection. */
@@ -158,7 +289,7 @@ export class Proxy implements SessionHost {
     const key = `${serverUser}\0${database}`;
     let group = this.groups.get(key);
     if (!group) {
-      group = new PoolGroup(this.topology, (node) => this.poolOn(node, serverUser, database, credentials));
+      group = new PoolGroup(this.topology, (node) => this.poolOn(node, serverUser, database, credentials), this.gate);
       this.groups.set(key, group);
     } else group.updateCredentials(credentials);
     return group;
@@ -176,14 +307,14 @@ export class Proxy implements SessionHost {
         config: this.config.pool,
         maxMessageSize: Math.max(this.config.limits.max_message_size, 1 << 30),
         log: this.log,
-        onLogin: (conn) => {
-          // conn.node: the node's settings when it was opened (a reload may have changed them since).
-          this.topology.learn(conn.node, conn.params.get("in_hot_standby"));
-          this.topology.recovered(conn.node);
-        },
-        onLoginFailed: () => this.topology.failed(node),
+        // conn.node: the node's settings when it was opened (a reload may have changed them since).
+        onLogin: (conn) => this.monitor.loginSucceeded(conn.node, conn.params.get("in_hot_standby")),
+        onLoginFailed: (error) => this.monitor.loginFailed(node, error),
+        counters: this.nodeCounters(node.name),
       });
+      if (this.overrides.isDrained(node.name)) pool.drain(true);
       this.pools.set(key, pool);
+      this.lives.get(node.name).attach(pool);
     }
     return pool;
   }
@@ -197,7 +328,7 @@ export class Proxy implements SessionHost {
   }
 
   closed(session: Session): void {
-    this.sessions.delete(session);
+    if (this.sessions.delete(session)) this.counters.clientsClosed++;
     // JSC sizes its collection threshold by a heap that includes the SQL parser's WebAssembly memory, so after a
     // wave of short-lived clients a full collection can be far off while garbage piles up: ask for one.
     if (++this.closedSinceGc >= 2_000) {
@@ -255,7 +386,12 @@ export class Proxy implements SessionHost {
     for (const s of [...this.sessions]) s.fatal(errors.shuttingDown());
     for (const p of this.pools.values()) p.close();
     this.pools.clear();
+    await this.monitor.stop();
     this.groups.clear();
+    // Clients held by PAUSE go on to find the pools closed.
+    this.gate.resume();
+    await this.tables?.stop();
+    this.tables = null;
     this.log.info("shutdown_complete", { graceful, ended: left });
   }
 
@@ -295,7 +431,16 @@ export class Proxy implements SessionHost {
     if (log) this.log = log;
     for (const commit of commits) commit?.();
     if (plan.routingChanged) this.functions = functionLists(next.routing);
-    if (plan.nodesChanged) this.topology.update(next.nodes);
+    // Firewall rules and role checks hold for open sessions at once; timeouts and routing from their next login.
+    this.policies = new Policies(next, this.functions);
+    if (!this.policies.needsSizes && this.tables) {
+      void this.tables.stop();
+      this.tables = null;
+    }
+    this.overrides.retain(new Set(next.nodes.map((n) => n.name)));
+    // The monitor applies new nodes, credentials and health settings and publishes; the topology follows it.
+    this.monitor.reconfigure(next, this.log);
+    this.topology.configure(next.balance);
     for (const [key, pool] of this.pools) {
       const action = plan.pool(pool.node.name, pool.user, pool.database);
       if (action.kind === "retire") {
@@ -307,9 +452,40 @@ export class Proxy implements SessionHost {
         this.log.info("pool_reconfigured", { pool: pool.name, changed: action.why.join(",") });
       }
     }
+    if (next.admin.top_queries !== prev.admin.top_queries) this.traffic.fingerprints.resize(next.admin.top_queries);
     for (const w of plan.warnings) this.log.warn("config_reload_warning", { warning: w });
-    this.log.info("config_reloaded", { changed: plan.changed.join(",") || "nothing" });
+    this.configVersion++;
+    this.configLoadedAt = Date.now();
+    this.log.info("config_reloaded", { changed: plan.changed.join(",") || "nothing", version: this.configVersion });
     return plan;
+  }
+
+  /**
+   * Loads a config with `load` and applies it ({@link Proxy.reload}); a config that does not load (every error
+   * with its key path) or that a reload hook refuses is logged line by line and the running one stays.
+   */
+  reloadFrom(load: () => Promise<Config>, log: Logger = this.log, file?: string): Promise<ReloadOutcome> {
+    const run = async (): Promise<ReloadOutcome> => {
+      try {
+        const next = await load();
+        return { ok: true, plan: this.reload(next, createLogger(next.log)) };
+      } catch (err) {
+        if (!(err instanceof ConfigLoadError)) throw err;
+        for (const error of err.errors) log.error("config_reload_failed", { file, error });
+        log.error("config_reload_kept_old", { file, errors: err.errors.length });
+        return { ok: false, errors: err.errors };
+      }
+    };
+    const result = this.reloading.then(run, run);
+    this.reloading = result.catch(() => {});
+    return result;
+  }
+
+  /** Reloads from {@link Proxy.reloadSource} (the admin API's and console's RELOAD). */
+  reloadFromSource(): Promise<ReloadOutcome> {
+    const source = this.reloadSource;
+    if (!source) return Promise.resolve({ ok: false, errors: ["this pgroute was not started from a configuration file: there is nothing to reload"] });
+    return this.reloadFrom(source);
   }
 }
 

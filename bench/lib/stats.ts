@@ -31,3 +31,6 @@ export function table(rows: readonly (readonly string[])[], left: readonly numbe
   const [head, ...body] = rows;
   return [line(head!), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
 }
+
+
+export { timeCalls, type Figure } from "./timing.ts";

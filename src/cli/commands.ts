@@ -4,7 +4,7 @@ import { demo } from "./demo.ts";
 import { cluster } from "./cluster.ts";
 import { init } from "./init.ts";
 import { explain } from "./explain.ts";
-import { check } from "./later.ts";
+import { check } from "./check.ts";
 import { bench } from "./bench.ts";
 
 /** Every subcommand, in the order `pgroute --help` lists them. */

@@ -49,13 +49,18 @@ export const demo: Command = {
       process.off("SIGINT", stopEarly);
       process.off("SIGTERM", stopEarly);
       const config = applyOverrides(await loadConfig(cluster.configPath), { logLevel: values["log-level"] });
-      const proxy = await startProxy(config);
+      const { proxy, admin, adminUrl } = await startProxy(config);
+      proxy.reloadSource = async () => applyOverrides(await loadConfig(cluster!.configPath), { logLevel: values["log-level"] });
       for (const n of cluster.nodes) console.error(`  ${n.name.padEnd(9)} ${n.role.padEnd(8)} 127.0.0.1:${n.port}`);
       console.log(`\npgroute is listening on 127.0.0.1:${port}. Connect with:\n`);
       console.log(`  ${pc.bold(`psql "postgres://${cluster.superuser}:${cluster.password}@127.0.0.1:${port}/postgres"`)}\n`);
+      console.log(`Admin console (SHOW NODES, SHOW QUERIES, PAUSE, DRAIN …):\n`);
+      console.log(`  ${pc.bold(`psql "postgres://${cluster.superuser}:${cluster.password}@127.0.0.1:${port}/pgroute"`)}\n`);
+      if (adminUrl) console.log(`Dashboard: ${pc.bold(adminUrl)}   metrics: ${adminUrl}metrics\n`);
       console.log(`Config: ${cluster.configPath}. Press Ctrl-C to stop and remove the cluster.`);
       await untilSignal();
       await proxy.stop();
+      admin?.stop();
       return 0;
     } finally {
       process.off("SIGINT", stopEarly);

@@ -5,6 +5,9 @@ import { loadParser } from "../router/parser.ts";
 import { describeRoute, type TargetSetting } from "../router/route.ts";
 import { splitScript } from "../router/split.ts";
 import { RouterState, virtualSetting } from "../router/state.ts";
+import { shape } from "../router/lexer.ts";
+import { NO_SIZES } from "../monitor/tables.ts";
+import { Policies, judge, type UserPolicy } from "../policy/policy.ts";
 import { UsageError, parseFlags, type Command } from "./command.ts";
 import { loadOrReport } from "./serve.ts";
 
@@ -17,7 +20,8 @@ why, simulating one session through the script: transactions, hints (/* pgroute:
 Options:
   --json          print an array of { line, sql, target, reason, transaction }
   --config FILE   apply that config's [routing] options and function lists
-  --user NAME     apply that user's default target (with --config)
+  --user NAME     apply that user's default target, role and firewall rules (with --config); rules on table
+                  sizes (min_rows, max_columns) need the database's statistics and are not applied here
   --no-replicas   decide as if no replica were healthy
 
 Exit codes: 0 every statement parsed, 1 some statement did not (message and position printed), 2 usage.`;
@@ -39,11 +43,14 @@ export interface ExplainOptions {
   transactions: "primary" | "first-statement";
   userTarget: TargetSetting;
   replicas: boolean;
+  /** The user's policies (role, firewall rules), when a user was named. */
+  policy?: UserPolicy | null;
 }
 
 /** Runs the router over a script; pure apart from the (loaded) parser. */
 export function explainScript(text: string, opts: ExplainOptions): ExplainRow[] {
-  const state = new RouterState({ functions: opts.functions, transactions: opts.transactions, userTarget: opts.userTarget, uncached: true });
+  const readOnly = opts.policy?.readOnly ?? false;
+  const state = new RouterState({ functions: opts.functions, transactions: opts.transactions, userTarget: opts.userTarget, defaultReadOnly: readOnly, uncached: true });
   const rows: ExplainRow[] = [];
   for (const item of splitScript(text)) {
     if (item.kind === "meta") {
@@ -58,6 +65,13 @@ export function explainScript(text: string, opts: ExplainOptions): ExplainRow[] 
       const err = v.op === "show" ? (shown === null ? `unrecognized configuration parameter "${v.name}"` : null) : state.setVirtual(v);
       const reason = err ?? (v.op === "show" ? `answered by pgroute (${shown})` : "session setting handled by pgroute");
       rows.push({ line: item.line, sql, target: "pgroute", reason, transaction: state.transaction });
+      continue;
+    }
+    // What serve's policies refuse never reaches the router (a statement that does not parse is reported below).
+    const refusal = opts.policy ? judge(opts.policy, sql, shape(sql).key, NO_SIZES).refusal : null;
+    if (refusal && refusal.code !== "42601") {
+      const reason = `${refusal.message}${refusal.detail ? ` (${refusal.detail})` : ""}`;
+      rows.push({ line: item.line, sql, target: "refused", reason, transaction: state.transaction });
       continue;
     }
     const d = state.decide(sql, opts.replicas);
@@ -134,11 +148,14 @@ export function renderExplain(rows: ExplainRow[], tty: boolean): string {
 export function optionsFrom(config: Config | null, userName: string | undefined, replicas: boolean): ExplainOptions {
   const user = userName ? config?.users.find((u) => u.name === userName) : undefined;
   if (userName && config && !user) throw new UsageError(`--user: no user "${userName}" in the config`);
+  const functions = config ? functionLists(config.routing) : DEFAULT_FUNCTIONS;
+  const policy = config && user ? new Policies(config, functions).forUser(user) : null;
   return {
-    functions: config ? functionLists(config.routing) : DEFAULT_FUNCTIONS,
+    functions: policy?.functions ?? functions,
     transactions: config?.routing.transactions ?? "primary",
     userTarget: user?.target ?? "auto",
     replicas,
+    policy: policy && (policy.readOnly || policy.rules) ? policy : null,
   };
 }
 

@@ -2,6 +2,7 @@ import pc from "picocolors";
 import { ConfigLoadError, loadConfig } from "../config/load.ts";
 import type { Config, LogFormat, LogLevel } from "../config/types.ts";
 import { createLogger, type Logger } from "../log.ts";
+import { AdminServer } from "../admin/http.ts";
 import { Proxy } from "../server.ts";
 import { UsageError, parseFlags, type Command } from "./command.ts";
 
@@ -14,6 +15,9 @@ Options:
       --listen HOST:PORT  override listen.host / listen.port
       --log-level LEVEL   debug | info | warn | error (overrides log.level)
       --log-format FMT    text | json (overrides log.format)
+
+With [admin] listen set, an HTTP listener serves /metrics (Prometheus), the admin API and a live dashboard;
+its address is logged (admin_listening). The admin console needs no listener: psql … dbname=pgroute.
 
 Signals:
   SIGTERM  stop accepting, let running transactions finish (limits.shutdown_timeout), then FATAL 57P01
@@ -83,21 +87,24 @@ export function onSignals(signals: readonly NodeJS.Signals[], handler: (sig: Nod
  * Returns whether the new config is in effect.
  */
 export async function reloadConfig(proxy: Proxy, path: string, overrides: ServeOverrides, log: Logger = proxy.log): Promise<boolean> {
-  let next: Config;
-  try {
-    next = applyOverrides(await loadConfig(path), overrides);
-    proxy.reload(next, createLogger(next.log));
-  } catch (err) {
-    if (!(err instanceof ConfigLoadError)) throw err;
-    for (const error of err.errors) log.error("config_reload_failed", { file: path, error });
-    log.error("config_reload_kept_old", { file: path, errors: err.errors.length });
-    return false;
-  }
-  return true;
+  return (await proxy.reloadFrom(configSource(path, overrides), log, path)).ok;
 }
 
-/** Starts a proxy for `config`, printing where it listens. */
-export async function startProxy(config: Config): Promise<Proxy> {
+/** Reads the config file and applies the command line's overrides: what every reload of `serve` loads. */
+function configSource(path: string, overrides: ServeOverrides): () => Promise<Config> {
+  return async () => applyOverrides(await loadConfig(path), overrides);
+}
+
+/** A running proxy and its admin listener (null when `admin.listen` is off). */
+export interface Started {
+  proxy: Proxy;
+  admin: AdminServer | null;
+  /** The dashboard's address, when there is an admin listener. */
+  adminUrl: string | null;
+}
+
+/** Starts a proxy for `config` and its admin listener, printing (logging) where they listen. */
+export async function startProxy(config: Config): Promise<Started> {
   const log = createLogger(config.log);
   const proxy = new Proxy({ config, log });
   try {
@@ -107,7 +114,17 @@ export async function startProxy(config: Config): Promise<Proxy> {
     const where = `${config.listen.host}:${config.listen.port}`;
     throw new Error(e.code === "EADDRINUSE" ? `${where} is already in use (choose another listen port)` : `cannot listen on ${where}: ${e.message}`);
   }
-  return proxy;
+  const at = config.admin.listen;
+  if (!at) return { proxy, admin: null, adminUrl: null };
+  const admin = new AdminServer(proxy);
+  try {
+    return { proxy, admin, adminUrl: admin.listen().url };
+  } catch (err) {
+    await proxy.stop();
+    const e = err as NodeJS.ErrnoException;
+    const where = `${at.host}:${at.port}`;
+    throw new Error(e.code === "EADDRINUSE" ? `admin.listen: ${where} is already in use` : `admin.listen: cannot listen on ${where}: ${e.message}`);
+  }
 }
 
 export const serve: Command = {
@@ -129,8 +146,10 @@ export const serve: Command = {
       logLevel: values["log-level"],
       logFormat: values["log-format"],
     });
-    const proxy = await startProxy(config);
     const overrides: ServeOverrides = { listen: values.listen, logLevel: values["log-level"], logFormat: values["log-format"] };
+    const { proxy, admin } = await startProxy(config);
+    // RELOAD from the admin API and console reads the same file as SIGHUP.
+    proxy.reloadSource = configSource(path, overrides);
     // Reloads run one at a time, in the order the signals came.
     let reloading = Promise.resolve();
     const offHup = onSignals(["SIGHUP"], () => {
@@ -145,6 +164,7 @@ export const serve: Command = {
     // second SIGINT or SIGTERM during the drain stops at once.
     const offAgain = onSignals(["SIGINT", "SIGTERM"], () => void proxy.shutdown({ graceful: false }));
     await proxy.shutdown({ graceful: sig === "SIGTERM" });
+    admin?.stop();
     offAgain();
     console.error(`pgroute: stopped (${sig})`);
     return 0;

@@ -27,6 +27,17 @@ export interface RequestSample {
   ms: number;
   /** Whether it ended in an error (or a rolled-back transaction). */
   failed: boolean;
+  /**
+   * Whether its ReadyForQuery left the session outside a transaction: one transaction completed (an autocommit
+   * request, or the one that ran COMMIT or ROLLBACK). Transactions per second are counted from this.
+   */
+  txEnd: boolean;
+  /**
+   * The SQLSTATE of its first error, null when none; `08006` when the server connection was lost while it ran
+   * (reported then, with `failed` set). Health tracking counts only the node's own failures (see
+   * src/cluster/faults.ts), not errors of the SQL.
+   */
+  errorCode: string | null;
 }
 
 export interface RequestObserver {

@@ -24,7 +24,18 @@ export interface ScoreParts {
   readonly latency: number;
   readonly errors: number;
   readonly load: number;
+  /** Queue depth: clients waiting in pgroute for the node plus queries active on it. */
+  readonly queue: number;
   readonly breaker: number;
+}
+
+/** A replica as its primary's walsender sees it (pg_stat_replication); lags in seconds, null when idle. */
+export interface ReplicationView {
+  readonly state: string | null;
+  readonly syncState: string | null;
+  readonly writeLagSeconds: number | null;
+  readonly flushLagSeconds: number | null;
+  readonly replayLagSeconds: number | null;
 }
 
 export interface NodeSnapshot {
@@ -46,7 +57,16 @@ export interface NodeSnapshot {
   /** 0–1 CPU (or stand-in: active backends / max_connections) saturation; null when unknown. */
   readonly load: number | null;
   /** What pgroute itself observed of queries it sent here over the sliding window. */
-  readonly observed: { readonly p99Ms: number | null; readonly errorRate: number; readonly requests: number; readonly waiting: number };
+  readonly observed: {
+    readonly p99Ms: number | null;
+    /** Share of requests that failed for the node's sake (src/cluster/faults.ts), not for their SQL. */
+    readonly errorRate: number;
+    readonly requests: number;
+    /** Clients waiting in pgroute for a server connection to this node. */
+    readonly waiting: number;
+    /** pgroute's server connections in use on this node plus clients waiting for one. */
+    readonly inFlight: number;
+  };
   /** 0–100, with its breakdown (replicas; the primary scores 100 while reachable). */
   readonly score: number;
   readonly scoreParts: ScoreParts;
@@ -54,6 +74,25 @@ export interface NodeSnapshot {
   /** Whether reads may go here now, and if not why (e.g. "lag 1.4 s > max_lag 1 s", "breaker open", "unreachable"). */
   readonly readable: boolean;
   readonly excludedBecause: string | null;
+  /** An operator drained the node: no new leases, reads or writes (running transactions finish). */
+  readonly drained: boolean;
+  /** What the node reports: pg_is_in_recovery() (or in_hot_standby at a server login); null before it was asked. */
+  readonly standby: boolean | null;
+  /**
+   * A replica that may take reads whatever the client's zone: reachable, its breaker letting traffic through, its
+   * score at least `health.min_score`. Lag limits aside: they depend on the client's zone (`readable` applies them
+   * for `balance.prefer_zone`).
+   */
+  readonly healthy: boolean;
+  /** The lag limit `readable` was judged against (max_lag, or max_lag_local/_remote for prefer_zone), ms; null for non-replicas. */
+  readonly lagLimitMs: number | null;
+  /** Replica: WAL replay is paused (pg_wal_replay_pause()); null when unknown. */
+  readonly replayPaused: boolean | null;
+  /** Replica: its primary's pg_stat_replication row, matched by application_name; null when none matched. */
+  readonly replication: ReplicationView | null;
+  /** The monitor's last ping round trip, and the p99 of its pings over the health window (or of a check's burst), ms. */
+  readonly pingMs: number | null;
+  readonly probeP99Ms: number | null;
   /** Epoch ms of the last successful check; null before the first. */
   readonly checkedAt: number | null;
   /** The last check's error message, if it failed. */

@@ -1,125 +1,142 @@
 /**
- * Which node is the primary and which are replicas, as far as pgroute knows: configured roles, and for
- * `role = "auto"` what the node itself reports (`in_hot_standby`, a ParameterStatus every server connection sends
- * at login since PostgreSQL 14). Replicas are taken in turn, weighted; a node whose logins fail is left out of
- * reads for a while. (Continuous health monitoring and scored balancing build on this.)
+ * What the pools ask of the cluster, answered from the latest published snapshot: each node's role, the primary
+ * (or the candidates for it while none is known), and the replica the next read goes to. Everything a read
+ * needs is rebuilt when a snapshot is published ({@link ReadPlan}); a pick reads those arrays and the nodes' live
+ * counters and allocates nothing. The monitor (src/monitor/) is the only writer of the snapshot; this class never
+ * probes and never changes a node's health — it only tells the monitor when a half-open breaker's trial was used.
  */
-import type { NodeConfig } from "../config/types.ts";
+import type { BalanceConfig, NodeConfig } from "../config/types.ts";
+import type { PgError } from "../errors.ts";
+import { createStrategy, type CandidateSet, type Strategy } from "./balance.ts";
+import type { LiveNodes } from "./live.ts";
+import { ReadPlan, type ZonePlan } from "./plan.ts";
+import type { ClusterSnapshot, NodeRole, SnapshotHolder } from "./state.ts";
 
-export type Role = "primary" | "replica" | "unknown";
+export type Role = NodeRole;
 
-const FAILURE_HOLD_MS = 5_000;
+export interface TopologyOptions {
+  holder: SnapshotHolder;
+  lives: LiveNodes;
+  balance: BalanceConfig;
+  /** A read was sent to a replica whose breaker is half-open: one of its trials is used. */
+  onTrial(node: NodeConfig): void;
+  /** A read picked for `node` got no connection there. */
+  onAcquireFailed?(node: NodeConfig, error: PgError): void;
+  /** Randomness for the strategies that draw (tests inject it). */
+  random?: () => number;
+}
 
 export class Topology {
-  private readonly roles = new Map<string, Role>();
-  private readonly failedUntil = new Map<string, number>();
-  /** Smooth weighted round-robin state (nginx's algorithm): deterministic and proportional to weights. */
-  private readonly current = new Map<string, number>();
+  nodes: readonly NodeConfig[] = [];
+  private roles = new Map<string, Role>();
+  private primaryNode: NodeConfig | null = null;
+  /** The primary, when an operator drained it (then there is no primary for new transactions). */
+  private drainedPrimaryNode: NodeConfig | null = null;
+  private candidates: readonly NodeConfig[] = [];
+  private plan!: ReadPlan;
+  private defaultPlan!: ZonePlan;
+  private balance: BalanceConfig;
+  private strategy: Strategy;
+  /** The set and index of the last {@link peekReplica}, for {@link takePeeked}. */
+  private peekedSet: CandidateSet | null = null;
+  private peekedIndex = -1;
 
-  constructor(
-    public nodes: readonly NodeConfig[],
-    private readonly now: () => number = Date.now,
-  ) {
-    for (const n of nodes) this.roles.set(n.name, n.role === "auto" ? "unknown" : n.role);
+  constructor(private readonly opts: TopologyOptions) {
+    this.balance = opts.balance;
+    this.strategy = createStrategy(opts.balance.strategy, opts.random);
+    this.rebuild(opts.holder.current);
+    opts.holder.subscribe((s) => this.rebuild(s));
   }
 
-  /**
-   * The node list of a reloaded config. A node whose address and role are unchanged keeps what was learned about
-   * it; any other starts afresh.
-   */
-  update(nodes: readonly NodeConfig[]): void {
-    const before = new Map(this.nodes.map((n) => [n.name, n]));
-    this.nodes = nodes;
-    for (const name of [...this.roles.keys()]) if (!nodes.some((n) => n.name === name)) this.forget(name);
-    for (const n of nodes) {
-      const old = before.get(n.name);
-      if (old && old.host === n.host && old.port === n.port && old.role === n.role) continue;
-      this.forget(n.name);
-      this.roles.set(n.name, n.role === "auto" ? "unknown" : n.role);
-    }
+  /** New `[balance]` settings (a reload). */
+  configure(balance: BalanceConfig): void {
+    if (balance.strategy !== this.balance.strategy) this.strategy = createStrategy(balance.strategy, this.opts.random);
+    this.balance = balance;
+    this.rebuild(this.opts.holder.current, true);
   }
 
-  private forget(name: string): void {
-    this.roles.delete(name);
-    this.failedUntil.delete(name);
-    this.current.delete(name);
+  private rebuild(s: ClusterSnapshot, fresh = false): void {
+    this.nodes = s.nodes.map((n) => n.node);
+    this.roles = new Map(s.nodes.map((n) => [n.name, n.role]));
+    const primary = s.nodes.find((n) => n.name === s.primary);
+    this.primaryNode = primary && !primary.drained ? primary.node : null;
+    this.drainedPrimaryNode = primary?.drained ? primary.node : null;
+    this.candidates = this.primaryNode
+      ? [this.primaryNode]
+      : this.drainedPrimaryNode
+        ? []
+        : s.nodes.filter((n) => n.role === "unknown" && !n.drained).map((n) => n.node);
+    this.plan = new ReadPlan(s, this.opts.lives, this.balance, fresh ? undefined : this.plan);
+    this.defaultPlan = this.plan.forZone(this.balance.prefer_zone);
+    this.peekedSet = null;
   }
 
   roleOf(node: NodeConfig): Role {
     return this.roles.get(node.name) ?? "unknown";
   }
 
-  /** What a server connection to `node` reported at login. */
-  learn(node: NodeConfig, inHotStandby: string | undefined): void {
-    if (node.role !== "auto" || inHotStandby === undefined) return;
-    this.roles.set(node.name, inHotStandby === "on" ? "replica" : "primary");
-  }
-
-  /** A login to `node` failed: no reads go there for a while. */
-  failed(node: NodeConfig): void {
-    this.failedUntil.set(node.name, this.now() + FAILURE_HOLD_MS);
-  }
-
-  /** A login to `node` succeeded. */
-  recovered(node: NodeConfig): void {
-    this.failedUntil.delete(node.name);
-  }
-
-  private up(node: NodeConfig): boolean {
-    return (this.failedUntil.get(node.name) ?? 0) <= this.now();
-  }
-
   /** The known primary, if any. */
   primary(): NodeConfig | null {
-    for (const n of this.nodes) if (this.roles.get(n.name) === "primary") return n;
-    return null;
+    return this.primaryNode;
   }
 
-  /** Nodes that might be the primary, in config order (known primary first). */
-  primaryCandidates(): NodeConfig[] {
-    const p = this.primary();
-    return p ? [p] : this.nodes.filter((n) => this.roleOf(n) === "unknown");
+  /** The primary an operator drained, if that is why there is none (new transactions then get 57P03). */
+  drainedPrimary(): NodeConfig | null {
+    return this.drainedPrimaryNode;
   }
 
-  private readyReplicas(): NodeConfig[] {
-    return this.nodes.filter((n) => this.roleOf(n) === "replica" && this.up(n));
+  /** Nodes that might be the primary, in config order: the known primary, else every node of unknown role. */
+  primaryCandidates(): readonly NodeConfig[] {
+    return this.candidates;
   }
 
-  get replicaAvailable(): boolean {
-    // Asked for every statement: no array built here.
-    for (const n of this.nodes) if (this.roles.get(n.name) === "replica" && this.up(n)) return true;
-    return false;
+  private zonePlan(zone: string | undefined): ZonePlan {
+    return zone === undefined || zone === this.balance.prefer_zone ? this.defaultPlan : this.plan.forZone(zone);
   }
 
-  /** The next replica for a read, in proportion to the nodes' weights; null when none is available. */
-  pickReplica(): NodeConfig | null {
-    return this.nextReplica(true);
+  /** Whether a read (of a client in `zone`, default `balance.prefer_zone`) has a replica to go to. */
+  replicaAvailable(zone?: string): boolean {
+    const p = this.zonePlan(zone);
+    return p.local !== null || p.spill !== null;
   }
 
   /**
-   * The replica {@link pickReplica} would return now, without taking the turn: a caller that may not use it (no
-   * idle connection there) must not skip that replica for everyone.
+   * The replica the next read (of a client in `zone`) goes to, without taking the turn: a caller that cannot use it
+   * (no idle connection there) must not skip that replica for everyone. {@link takePeeked} takes it.
    */
-  peekReplica(): NodeConfig | null {
-    return this.nextReplica(false);
+  peekReplica(zone?: string): NodeConfig | null {
+    const p = this.zonePlan(zone);
+    const set = p.local ?? p.spill;
+    if (!set) {
+      this.peekedSet = null;
+      return null;
+    }
+    const i = this.strategy.pick(set);
+    this.peekedSet = set;
+    this.peekedIndex = i;
+    return set.list[i]!.node;
   }
 
-  private nextReplica(take: boolean): NodeConfig | null {
-    const ready = this.readyReplicas();
-    if (ready.length === 0) return null;
-    let total = 0;
-    let best: NodeConfig | null = null;
-    let bestWeight = -Infinity;
-    for (const n of ready) {
-      const w = (this.current.get(n.name) ?? 0) + n.weight;
-      if (take) this.current.set(n.name, w);
-      total += n.weight;
-      if (w > bestWeight) {
-        bestWeight = w;
-        best = n;
-      }
-    }
-    if (take) this.current.set(best!.name, bestWeight - total);
-    return best;
+  /** The read goes to the replica {@link peekReplica} just returned. */
+  takePeeked(): void {
+    const set = this.peekedSet;
+    if (!set) return;
+    this.peekedSet = null;
+    const c = set.list[this.peekedIndex]!;
+    this.strategy.took(set, this.peekedIndex);
+    // Last: the monitor may publish (the trial was the last one), which rebuilds the plan.
+    if (c.trial) this.opts.onTrial(c.node);
+  }
+
+  /** A read picked for `node` got no connection there (the monitor judges what that means for its breaker). */
+  acquireFailed(node: NodeConfig, error: PgError): void {
+    this.opts.onAcquireFailed?.(node, error);
+  }
+
+  /** The replica the next read (of a client in `zone`) goes to; null when none may take it. */
+  pickReplica(zone?: string): NodeConfig | null {
+    const node = this.peekReplica(zone);
+    if (node) this.takePeeked();
+    return node;
   }
 }

@@ -6,7 +6,8 @@
  * Defaults are written in the table as raw TOML values ("5s", "64MiB") and go through the same conversion as
  * user input, so a default can never bypass validation, and `examples/pgroute.toml` is tested against this table.
  */
-import type { ClientAuthMethod, ClientTlsMode, Config, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode } from "./types.ts";
+import { checkFirewall } from "./firewall.ts";
+import type { BalanceStrategy, ClientAuthMethod, ClientTlsMode, Config, FirewallAction, FirewallRuleKind, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode, UserRole } from "./types.ts";
 
 /** One validation problem. Rendered as `path: message` by `formatConfigError`. */
 export interface ConfigError {
@@ -28,14 +29,21 @@ export type ValueType =
   | { readonly kind: "enum"; readonly values: readonly string[] }
   | { readonly kind: "int"; readonly min: number; readonly max?: number }
   | { readonly kind: "positive" }
-  /** A string like "1h30m" or an integer of milliseconds; stored in milliseconds. */
-  | { readonly kind: "duration" }
+  /** A number (not necessarily an integer) within [min, max]. */
+  | { readonly kind: "number"; readonly min: number; readonly max: number }
+  | { readonly kind: "bool" }
+  /** A string like "1h30m" or an integer of milliseconds; stored in milliseconds. `orZero`: 0 means "none". */
+  | { readonly kind: "duration"; readonly orZero?: boolean }
   /** A string like "64MiB" or an integer of bytes; stored in bytes. */
   | { readonly kind: "size"; readonly min: number; readonly max: number }
-  | { readonly kind: "strings" };
+  | { readonly kind: "strings" }
+  /** "HOST:PORT" (IPv6 in brackets), stored as `{ host, port }`; "" is stored as null (turned off). */
+  | { readonly kind: "address" }
+  /** An array of tables (`[[firewall.rules]]`), each read with these keys. */
+  | { readonly kind: "tables"; readonly keys: readonly KeySpec[] };
 
 /** A default as it would be written in TOML. */
-export type RawDefault = string | number | readonly string[];
+export type RawDefault = string | number | boolean | readonly string[];
 
 /** One key of a section. */
 export interface KeySpec {
@@ -66,6 +74,11 @@ const LOG_LEVELS = ["debug", "info", "warn", "error"] as const satisfies readonl
 const LOG_FORMATS = ["text", "json"] as const satisfies readonly LogFormat[];
 const TLS_MODES = ["disable", "allow", "require"] as const satisfies readonly ClientTlsMode[];
 const SSL_MODES = ["disable", "prefer", "require", "verify-ca", "verify-full"] as const satisfies readonly ServerSslMode[];
+const USER_ROLES = ["read-write", "read-only", "admin"] as const satisfies readonly UserRole[];
+const RULE_KINDS = ["statement", "missing_where", "unbounded_select", "select_star", "tables", "functions"] as const satisfies readonly FirewallRuleKind[];
+const RULE_ACTIONS = ["deny", "log"] as const satisfies readonly FirewallAction[];
+
+const STRATEGIES = ["weighted", "least_connections", "latency", "round_robin", "random"] as const satisfies readonly BalanceStrategy[];
 
 const KiB = 1024;
 const GiB = 1024 * 1024 * 1024;
@@ -74,6 +87,11 @@ const str = (nonEmpty = true): ValueType => ({ kind: "string", nonEmpty });
 const oneOf = (values: readonly string[]): ValueType => ({ kind: "enum", values });
 const int = (min: number, max?: number): ValueType => (max === undefined ? { kind: "int", min } : { kind: "int", min, max });
 const duration: ValueType = { kind: "duration" };
+/** A duration where 0 switches the feature off. */
+const durationOrZero: ValueType = { kind: "duration", orZero: true };
+const strings: ValueType = { kind: "strings" };
+const fraction: ValueType = { kind: "number", min: 0, max: 1 };
+const weight: ValueType = { kind: "number", min: 0, max: 1000 };
 
 function key(name: string, type: ValueType, dflt?: RawDefault): KeySpec {
   const field = type.kind === "duration" ? `${name}_ms` : name;
@@ -86,6 +104,8 @@ function required(name: string, type: ValueType): KeySpec {
 /** `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`, keys being base64 of 32 bytes, as Postgres stores it. */
 const SCRAM_VERIFIER = /^SCRAM-SHA-256\$[1-9]\d*:(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?\$[A-Za-z0-9+/]{43}=:[A-Za-z0-9+/]{43}=$/;
 const MD5_HASH = /^md5[0-9a-f]{32}$/;
+/** A plain table name, optionally schema-qualified (the heartbeat table), safe to quote as identifiers. */
+export const TABLE_NAME = /^[A-Za-z_][A-Za-z0-9_$]*(?:\.[A-Za-z_][A-Za-z0-9_$]*)?$/;
 
 /**
  * Every configuration key, its type and its default — the only place defaults are written.
@@ -133,6 +153,10 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("server_user", str()),
       key("server_password", { kind: "secret" }),
       key("target", oneOf(TARGETS), "auto"),
+      key("role", oneOf(USER_ROLES), "read-write"),
+      key("zone", str()),
+      key("statement_timeout", durationOrZero),
+      key("idle_in_transaction_timeout", durationOrZero),
     ],
   },
   {
@@ -170,9 +194,108 @@ export const SCHEMA: readonly SectionSpec[] = [
     ],
   },
   {
+    name: "policy",
+    many: false,
+    keys: [key("statement_timeout", durationOrZero, 0), key("idle_in_transaction_timeout", durationOrZero, 0)],
+  },
+  {
+    name: "firewall",
+    many: false,
+    keys: [
+      key("stats_interval", duration, "1m"),
+      key("stats_user", str()),
+      key("rules", {
+        kind: "tables",
+        keys: [
+          required("name", str()),
+          required("kind", oneOf(RULE_KINDS)),
+          key("action", oneOf(RULE_ACTIONS), "deny"),
+          key("message", str(false), ""),
+          key("users", strings, []),
+          key("statements", strings),
+          key("min_rows", int(0)),
+          key("max_columns", int(0)),
+          key("tables", strings),
+          key("functions", strings),
+        ],
+      }, []),
+    ],
+  },
+  {
+    name: "balance",
+    many: false,
+    keys: [
+      key("strategy", oneOf(STRATEGIES), "weighted"),
+      key("prefer_zone", str(false), ""),
+      key("max_lag", duration, "1s"),
+      key("max_lag_bytes", { kind: "size", min: 1, max: 2 ** 52 }),
+      key("max_lag_local", duration),
+      key("max_lag_remote", duration),
+      key("latency_decay", duration, "5s"),
+    ],
+  },
+  {
+    name: "monitor",
+    many: false,
+    keys: [
+      key("enabled", { kind: "bool" }, true),
+      key("user", str()),
+      key("password", { kind: "secret" }),
+      key("database", str(), "postgres"),
+      key("ping_interval", duration, "1s"),
+      key("ping_timeout", duration, "1s"),
+      key("probe_interval", duration, "5s"),
+      key("probe_timeout", duration, "3s"),
+      key("reconnect_max", duration, "10s"),
+      key("heartbeat_table", str()),
+      key("heartbeat_interval", duration, "250ms"),
+      key("cpu_query", str()),
+    ],
+  },
+  {
+    name: "health",
+    many: false,
+    keys: [
+      key("window", duration, "10s"),
+      key("min_score", { kind: "number", min: 0, max: 100 }, 0),
+      key("weight_lag", weight, 30),
+      key("weight_latency", weight, 20),
+      key("weight_errors", weight, 20),
+      key("weight_load", weight, 15),
+      key("weight_queue", weight, 10),
+      key("weight_breaker", weight, 5),
+      key("lag_good", duration, "5ms"),
+      key("lag_bad", duration, "250ms"),
+      key("latency_good", duration, "20ms"),
+      key("latency_bad", duration, "1s"),
+      key("error_rate_bad", fraction, 0.05),
+      key("load_good", fraction, 0.3),
+      key("load_bad", fraction, 0.9),
+      key("queue_good", int(0), 10),
+      key("queue_bad", int(1), 100),
+    ],
+  },
+  {
+    name: "breaker",
+    many: false,
+    keys: [
+      key("failures", int(1), 3),
+      key("error_rate", fraction, 0.02),
+      key("min_requests", int(1), 20),
+      key("cooldown", duration, "5s"),
+      key("max_cooldown", duration, "1m"),
+      key("half_open_trials", int(1, 1000), 3),
+    ],
+  },
+  {
     name: "log",
     many: false,
     keys: [key("level", oneOf(LOG_LEVELS), "info"), key("format", oneOf(LOG_FORMATS), "text")],
+  },
+  {
+    name: "admin",
+    many: false,
+    keys: [key("listen", { kind: "address" }, ""), key("token", { kind: "secret" }), key("top_queries", int(1, 10000), 100)],
   },
 ];
 
@@ -212,6 +335,19 @@ export function formatSize(bytes: number): string {
     if (bytes >= n && bytes % n === 0) return `${bytes / n}${unit}`;
   }
   return `${bytes}B`;
+}
+
+/** `HOST:PORT` (`[::1]:9930` for IPv6) → `{ host, port }`, or null when it is not one. */
+export function parseAddress(text: string): { host: string; port: number } | null {
+  const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : Number.NaN;
+  if (!m || port > 65535) return null;
+  return { host: m[1] ?? m[2]!, port };
+}
+
+/** Whether `host` can only be reached from this machine (127.0.0.0/8, ::1, localhost). */
+export function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }
 
 // ---- describing values in messages ----
@@ -274,10 +410,19 @@ function convert(type: ValueType, v: unknown, path: string): Converted {
     case "positive":
       if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) return fail(path, "a number > 0", describe(v));
       return { ok: true, value: v };
+    case "number":
+      if (typeof v !== "number" || !Number.isFinite(v) || v < type.min || v > type.max) {
+        return fail(path, `a number from ${type.min} to ${type.max}`, describe(v));
+      }
+      return { ok: true, value: v };
+    case "bool":
+      if (typeof v !== "boolean") return fail(path, "true or false", describe(v));
+      return { ok: true, value: v };
     case "duration": {
       const ms = typeof v === "string" ? parseDuration(v) : typeof v === "number" && Number.isInteger(v) ? v : undefined;
-      if (ms === undefined) return fail(path, `a duration like "5s" or "250ms"`, describe(v));
-      if (ms < 1 || ms > MAX_DURATION_MS) return fail(path, "a duration from 1ms to 596h", describe(v));
+      if (ms === undefined) return fail(path, type.orZero ? `a duration like "5s" or "250ms", or 0 for none` : `a duration like "5s" or "250ms"`, describe(v));
+      if (type.orZero && ms === 0) return { ok: true, value: 0 };
+      if (ms < 1 || ms > MAX_DURATION_MS) return fail(path, type.orZero ? "a duration from 1ms to 596h, or 0 for none" : "a duration from 1ms to 596h", describe(v));
       return { ok: true, value: ms };
     }
     case "size": {
@@ -292,6 +437,23 @@ function convert(type: ValueType, v: unknown, path: string): Converted {
       if (!Array.isArray(v)) return fail(path, "an array of strings", describe(v));
       const errors = v.flatMap((item, i) => (typeof item === "string" ? [] : [mismatch(`${path}[${i}]`, "a string", describe(item))]));
       return errors.length ? { ok: false, errors } : { ok: true, value: Object.freeze([...v]) };
+    }
+    case "address": {
+      if (typeof v !== "string") return fail(path, `an address like "127.0.0.1:9930"`, describe(v));
+      if (v === "") return { ok: true, value: null };
+      const address = parseAddress(v);
+      if (!address) return fail(path, `an address like "127.0.0.1:9930" (HOST:PORT, port 0-65535)`, describe(v));
+      return { ok: true, value: address };
+    }
+    case "tables": {
+      if (!Array.isArray(v)) return fail(path, "an array of tables", describe(v));
+      const errors: ConfigError[] = [];
+      const tables = v.flatMap((item, i) => {
+        if (isTable(item)) return [readTable(type.keys, item, `${path}[${i}]`, errors).values];
+        errors.push(mismatch(`${path}[${i}]`, "a table", describe(item)));
+        return [];
+      });
+      return errors.length ? { ok: false, errors } : { ok: true, value: tables };
     }
     default: {
       // ValueType is a closed union: a new kind without a case here is a type error.
@@ -340,22 +502,24 @@ interface Table {
 
 /** Converted defaults, computed once; a default that fails its own type is a bug caught at import. */
 const DEFAULTS = new Map<KeySpec, unknown>();
-for (const section of SCHEMA) {
-  for (const spec of section.keys) {
+function fillDefaults(keys: readonly KeySpec[], path: string): void {
+  for (const spec of keys) {
+    if (spec.type.kind === "tables") fillDefaults(spec.type.keys, `${path}.${spec.key}[]`);
     if (spec.default === undefined) continue;
-    const result = convert(spec.type, spec.default, `${section.name}.${spec.key}`);
+    const result = convert(spec.type, spec.default, `${path}.${spec.key}`);
     if (!result.ok) throw new Error(`bad default: ${result.errors.map(formatConfigError).join("; ")}`);
     DEFAULTS.set(spec, result.value);
   }
 }
+for (const section of SCHEMA) fillDefaults(section.keys, section.name);
 
-function readTable(section: SectionSpec, raw: Record<string, unknown>, path: string, errors: ConfigError[]): Table {
+function readTable(keys: readonly KeySpec[], raw: Record<string, unknown>, path: string, errors: ConfigError[]): Table {
   const values: Record<string, unknown> = {};
   const bad = new Set<string>();
-  const names = section.keys.map((k) => k.key);
+  const names = keys.map((k) => k.key);
   // Raw key order is document order, so errors come out in the order a reader meets them in the file.
   for (const [name, v] of Object.entries(raw)) {
-    const spec = section.keys.find((k) => k.key === name);
+    const spec = keys.find((k) => k.key === name);
     if (!spec) {
       errors.push(unknownKey(`${path}.${name}`, name, names));
       continue;
@@ -367,7 +531,7 @@ function readTable(section: SectionSpec, raw: Record<string, unknown>, path: str
       bad.add(name);
     }
   }
-  for (const spec of section.keys) {
+  for (const spec of keys) {
     if (spec.key in raw) continue;
     if (spec.required) {
       errors.push({ path: `${path}.${spec.key}`, message: "required" });
@@ -380,8 +544,8 @@ function readTable(section: SectionSpec, raw: Record<string, unknown>, path: str
 function readSection(section: SectionSpec, raw: unknown, errors: ConfigError[]): Table | Table[] | undefined {
   const path = section.name;
   if (!section.many) {
-    if (raw === undefined) return readTable(section, {}, path, errors);
-    if (isTable(raw)) return readTable(section, raw, path, errors);
+    if (raw === undefined) return readTable(section.keys, {}, path, errors);
+    if (isTable(raw)) return readTable(section.keys, raw, path, errors);
     errors.push({ path, message: `expected a table, got ${describe(raw)}` });
     return undefined;
   }
@@ -392,7 +556,7 @@ function readSection(section: SectionSpec, raw: unknown, errors: ConfigError[]):
   }
   const tables: Table[] = [];
   raw.forEach((item, i) => {
-    if (isTable(item)) tables.push(readTable(section, item, `${path}[${i}]`, errors));
+    if (isTable(item)) tables.push(readTable(section.keys, item, `${path}[${i}]`, errors));
     else errors.push({ path: `${path}[${i}]`, message: `expected a table, got ${describe(item)}` });
   });
   return tables;
@@ -452,6 +616,48 @@ function checkUsers(users: readonly Table[], errors: ConfigError[]): void {
   });
 }
 
+/** An admin listener anyone on the network can reach must ask for a token. */
+function checkAdmin(admin: Table, errors: ConfigError[]): void {
+  const listen = admin.values.listen as { host: string; port: number } | null | undefined;
+  if (!listen || admin.bad.has("token") || admin.values.token !== undefined || isLoopback(listen.host)) return;
+  errors.push({ path: "admin.token", message: `required when admin.listen is not a loopback address (${listen.host})` });
+}
+
+/** Each score signal's good threshold must be below its bad one, and the weights may not all be 0. */
+function checkHealth(health: Table, errors: ConfigError[]): void {
+  const v = health.values;
+  for (const [good, bad] of [
+    ["lag_good", "lag_bad"],
+    ["latency_good", "latency_bad"],
+    ["load_good", "load_bad"],
+    ["queue_good", "queue_bad"],
+  ] as const) {
+    if (health.bad.has(good) || health.bad.has(bad)) continue;
+    // Durations are stored under `<key>_ms`.
+    const value = (k: string) => (v[k] ?? v[`${k}_ms`]) as number;
+    if (value(good) >= value(bad)) errors.push({ path: `health.${good}`, message: `must be below health.${bad}` });
+  }
+  const weights = Object.entries(v).filter(([k]) => k.startsWith("weight_"));
+  if (weights.every(([, w]) => w === 0) && !weights.some(([k]) => health.bad.has(k))) {
+    errors.push({ path: "health.weight_lag", message: "at least one health weight must be above 0" });
+  }
+}
+
+/** The breaker's cooldown cap cannot be below the cooldown it doubles from. */
+function checkBreaker(breaker: Table, errors: ConfigError[]): void {
+  const v = breaker.values;
+  if (breaker.bad.has("cooldown") || breaker.bad.has("max_cooldown")) return;
+  if ((v.max_cooldown_ms as number) < (v.cooldown_ms as number)) errors.push({ path: "breaker.max_cooldown", message: "must be at least breaker.cooldown" });
+}
+
+/** A monitor user needs no password only when the servers trust it; a password without a user means nothing. */
+function checkMonitor(monitor: Table, errors: ConfigError[]): void {
+  const v = monitor.values;
+  const table = v.heartbeat_table as string | undefined;
+  if (table !== undefined && !TABLE_NAME.test(table)) errors.push({ path: "monitor.heartbeat_table", message: `expected a table name like "pgroute_heartbeat" or "schema.table", got ${describe(table)}` });
+  if (v.password !== undefined && v.user === undefined && !monitor.bad.has("user")) errors.push({ path: "monitor.user", message: "required when monitor.password is given" });
+}
+
 // ---- validate ----
 
 function deepFreeze<T>(value: T): T {
@@ -489,8 +695,20 @@ export function validate(raw: unknown): ValidateResult {
     }
     if (section.name === "users" && Array.isArray(table)) checkUsers(table, found);
     if (section.name === "tls" && table !== undefined && !Array.isArray(table)) checkTls(table, found);
+    if (section.name === "admin" && table !== undefined && !Array.isArray(table)) checkAdmin(table, found);
+    if (section.name === "health" && table !== undefined && !Array.isArray(table)) checkHealth(table, found);
+    if (section.name === "breaker" && table !== undefined && !Array.isArray(table)) checkBreaker(table, found);
+    if (section.name === "monitor" && table !== undefined && !Array.isArray(table)) checkMonitor(table, found);
     // Cross-field errors are found after a whole array is read; regroup them under their element.
     errors.push(...found.sort((a, b) => elementIndex(a.path) - elementIndex(b.path)));
+  }
+  // Rules name users, so they are checked once every section is read.
+  const firewall = read.get("firewall");
+  const users = read.get("users");
+  if (firewall !== undefined && !Array.isArray(firewall)) {
+    const found: ConfigError[] = [];
+    checkFirewall(firewall, Array.isArray(users) ? users : [], found);
+    errors.push(...found.sort((a, b) => ruleIndex(a.path) - ruleIndex(b.path)));
   }
   if (errors.length > 0) return { errors };
   const config: Record<string, unknown> = {};
@@ -504,6 +722,12 @@ export function validate(raw: unknown): ValidateResult {
 function rank(raw: Record<string, unknown>, name: string): number {
   const i = Object.keys(raw).indexOf(name);
   return i === -1 ? Number.MAX_SAFE_INTEGER : i;
+}
+
+/** `n` in `firewall.rules[n]...`; -1 for other paths, which sort first. */
+function ruleIndex(path: string): number {
+  const m = /^firewall\.rules\[(\d+)\]/.exec(path);
+  return m ? Number(m[1]) : -1;
 }
 
 /** `n` in `users[n]...`; -1 for a path about the whole section, which sorts first. */

@@ -15,6 +15,15 @@ export type LogFormat = "text" | "json";
 export type ClientTlsMode = "disable" | "allow" | "require";
 /** TLS towards a server, with libpq's meaning of each `sslmode`. */
 export type ServerSslMode = "disable" | "prefer" | "require" | "verify-ca" | "verify-full";
+/**
+ * What a user may do: `read-write` (the default), `read-only` (every statement must be read-only; writes get 25006
+ * from pgroute and reach no server) or `admin` (read-write, and may use the admin console).
+ */
+export type UserRole = "read-write" | "read-only" | "admin";
+/** What a firewall rule looks at (see src/policy/firewall.ts). */
+export type FirewallRuleKind = "statement" | "missing_where" | "unbounded_select" | "select_star" | "tables" | "functions";
+/** `deny`: ERROR 42501 and the statement never reaches a server; `log`: a log line, and the statement runs. */
+export type FirewallAction = "deny" | "log";
 
 export interface ListenConfig {
   readonly host: string;
@@ -51,6 +60,15 @@ export interface UserConfig {
   readonly server_password?: string;
   /** Where this user's statements go by default: `auto` decides per statement. */
   readonly target: "primary" | "replica" | "auto";
+  /** What the user may do; only `admin` users may change pgroute from the admin console (database `pgroute`). */
+  /** What the user may do (default `read-write`); only `admin` users may change pgroute from the admin console. */
+  readonly role?: UserRole;
+  /** The availability zone this user's clients run in (for zone-aware balancing). */
+  readonly zone?: string;
+  /** Longest a statement may run (ms, 0: no limit); absent: `[policy] statement_timeout`. */
+  readonly statement_timeout_ms?: number;
+  /** Longest a client may sit idle inside a transaction (ms, 0: no limit); absent: the `[policy]` default. */
+  readonly idle_in_transaction_timeout_ms?: number;
 }
 
 export interface PoolConfig {
@@ -90,12 +108,136 @@ export interface RoutingConfig {
   readonly read_functions: readonly string[];
 }
 
+/** How a replica is chosen for a read among those that may take it (src/cluster/balance.ts). */
+export type BalanceStrategy = "weighted" | "least_connections" | "latency" | "round_robin" | "random";
+
+/** The health monitor (src/monitor/): dedicated connections to every node, tiered checks. */
+export interface MonitorConfig {
+  /** False: no probes; roles come from server logins and health from live traffic only. */
+  readonly enabled: boolean;
+  /** Role the monitor logs in as (default: the first `[[users]]` entry with a server password). */
+  readonly user?: string;
+  readonly password?: string;
+  readonly database: string;
+  /** The lightweight check: role and WAL position. */
+  readonly ping_interval_ms: number;
+  readonly ping_timeout_ms: number;
+  /** The detailed check: activity, connections, replication, CPU. */
+  readonly probe_interval_ms: number;
+  readonly probe_timeout_ms: number;
+  /** Cap of the exponential (jittered) backoff between reconnection attempts to a node that is down. */
+  readonly reconnect_max_ms: number;
+  /** A table the monitor writes the time into on the primary and reads on replicas, for sub-second time lag. */
+  readonly heartbeat_table?: string;
+  readonly heartbeat_interval_ms: number;
+  /** A query returning one number, the node's CPU busy fraction 0–1 (default: active backends / max_connections). */
+  readonly cpu_query?: string;
+}
+
+/** How reads are spread over replicas, and which replicas are fresh enough to take them. */
+export interface BalanceConfig {
+  readonly strategy: BalanceStrategy;
+  /** The zone reads prefer (pgroute's own zone): replicas there first, others only when none is healthy. */
+  readonly prefer_zone: string;
+  /** A replica further behind than this gets no reads. */
+  readonly max_lag_ms: number;
+  readonly max_lag_bytes?: number;
+  /** Overrides of `max_lag` for replicas in the client's zone and in other zones. */
+  readonly max_lag_local_ms?: number;
+  readonly max_lag_remote_ms?: number;
+  /** Time constant of the latency strategy's moving average of observed latency. */
+  readonly latency_decay_ms: number;
+}
+
+/** The replica health score: each signal mapped to 0–100 between its good and bad thresholds, then weighted. */
+export interface HealthConfig {
+  /** Sliding window of what pgroute observed per node: latency p99 and error rate. */
+  readonly window_ms: number;
+  /** Replicas scoring below this get no reads (0: never excluded for their score). */
+  readonly min_score: number;
+  readonly weight_lag: number;
+  readonly weight_latency: number;
+  readonly weight_errors: number;
+  readonly weight_load: number;
+  readonly weight_queue: number;
+  readonly weight_breaker: number;
+  readonly lag_good_ms: number;
+  readonly lag_bad_ms: number;
+  readonly latency_good_ms: number;
+  readonly latency_bad_ms: number;
+  readonly error_rate_bad: number;
+  readonly load_good: number;
+  readonly load_bad: number;
+  readonly queue_good: number;
+  readonly queue_bad: number;
+}
+
+/** Per-node circuit breakers: closed → open → half-open → closed. */
+export interface BreakerConfig {
+  /** Consecutive failures that open it. */
+  readonly failures: number;
+  /** Share of requests failing for the node's sake, over `health.window`, that opens it. */
+  readonly error_rate: number;
+  /** Requests in the window before the error rate counts. */
+  readonly min_requests: number;
+  readonly cooldown_ms: number;
+  readonly max_cooldown_ms: number;
+  /** Trial requests let through half-open; that many successes close it. */
+  readonly half_open_trials: number;
+}
+
 export interface TlsConfig {
   readonly mode: ClientTlsMode;
   /** PEM certificate chain file served to clients (required unless `mode` is "disable"). */
   readonly cert?: string;
   /** PEM private key file of `cert`. */
   readonly key?: string;
+}
+
+/** The admin HTTP listener (metrics, JSON API, dashboard). */
+export interface AdminConfig {
+  /** Where it listens; null: no admin listener. */
+  readonly listen: ListenConfig | null;
+  /** Bearer token the API and /metrics require; mandatory for a listener that is not on a loopback address. */
+  readonly token?: string;
+  /** Query fingerprints tracked for counts and latency (the busiest are kept). */
+  readonly top_queries: number;
+}
+
+/** Defaults of the per-user policies. */
+export interface PolicyConfig {
+  /** The longest any statement may run on a server (ms); a client may lower it, not raise it. 0: no limit. */
+  readonly statement_timeout_ms: number;
+  /** A client idle inside a transaction longer than this has it rolled back (ms). 0: no limit. */
+  readonly idle_in_transaction_timeout_ms: number;
+}
+
+export interface FirewallRuleConfig {
+  readonly name: string;
+  readonly kind: FirewallRuleKind;
+  readonly action: FirewallAction;
+  /** Told to the client with the rule's name. */
+  readonly message: string;
+  /** Users the rule applies to; empty: every user. */
+  readonly users: readonly string[];
+  /** `statement`: command tags or their leading words ("DROP", "ALTER SYSTEM"); `missing_where`: DELETE and/or UPDATE. */
+  readonly statements?: readonly string[];
+  /** `unbounded_select`: tables with more rows than this. */
+  readonly min_rows?: number;
+  /** `select_star`: tables with more columns than this. */
+  readonly max_columns?: number;
+  /** `tables`: names as in SQL (`accounts`, `billing.invoices`, `"Mixed"`). */
+  readonly tables?: readonly string[];
+  /** `functions`: names as in SQL (`pg_sleep`, `app.purge`). */
+  readonly functions?: readonly string[];
+}
+
+export interface FirewallConfig {
+  /** How often table sizes (pg_class.reltuples, column counts) are reloaded for the size rules. */
+  readonly stats_interval_ms: number;
+  /** The user whose password logs the table-size monitor in (default: the first user with a password). */
+  readonly stats_user?: string;
+  readonly rules: readonly FirewallRuleConfig[];
 }
 
 export interface LogConfig {
@@ -110,6 +252,13 @@ export interface Config {
   readonly pool: PoolConfig;
   readonly limits: LimitsConfig;
   readonly routing: RoutingConfig;
+  readonly balance: BalanceConfig;
+  readonly monitor: MonitorConfig;
+  readonly health: HealthConfig;
+  readonly breaker: BreakerConfig;
   readonly tls: TlsConfig;
+  readonly policy: PolicyConfig;
+  readonly firewall: FirewallConfig;
   readonly log: LogConfig;
+  readonly admin: AdminConfig;
 }

@@ -80,9 +80,14 @@ export function pgrouteToml(nodes: readonly DevNode[], proxyPort: number, superu
     `name = ${s(superuser)}`,
     `password = ${s(password)}`,
     `auth = ${s("scram-sha-256")}`,
+    `role = ${s("admin")}`,
     "",
     "[pool]",
     `mode = ${s("transaction")}`,
+    "",
+    "# Metrics, admin API and dashboard on a free loopback port (pgroute serve logs which).",
+    "[admin]",
+    `listen = ${s("127.0.0.1:0")}`,
     "",
   );
   return lines.join("\n");

@@ -111,6 +111,13 @@ export class Demux implements FrameSink {
   /** The server is skipping to the next Sync after an extended-protocol error. */
   private skipping = false;
   private errorSinceReady = false;
+  /** The SQLSTATE of the first error since the previous ReadyForQuery. */
+  private firstErrorCode: string | null = null;
+  /**
+   * The SQLSTATE of the first error of the request a ReadyForQuery just ended (null if none), read by the owner in
+   * {@link DemuxOwner.ready}: health tracking tells a node's own failures (08xxx, 57P01, …) from the SQL's.
+   */
+  readyErrorCode: string | null = null;
   private rolledBack = false;
   private readonly splice: Splice;
   /** Set while a chunk is being processed, so local replies go out in order with it. */
@@ -266,7 +273,10 @@ export class Demux implements FrameSink {
     } else if (type !== B.ParameterStatus) {
       throw new DemuxError(`unexpected message "${String.fromCharCode(type)}" with no request pending`);
     }
-    if (error) this.errorSinceReady = true;
+    if (error) {
+      this.errorSinceReady = true;
+      this.firstErrorCode ??= error.code;
+    }
     const group = head?.retry;
     let hold = false;
     if (group && !group.committed && this.retrying !== group) {
@@ -308,6 +318,8 @@ export class Demux implements FrameSink {
       this.onStatus(status);
       const errored = this.errorSinceReady;
       const failed = errored || this.rolledBack;
+      this.readyErrorCode = this.firstErrorCode;
+      this.firstErrorCode = null;
       this.errorSinceReady = false;
       this.rolledBack = false;
       if (head && ends) {

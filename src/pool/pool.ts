@@ -8,6 +8,7 @@
 import type { NodeConfig, PoolConfig } from "../config/types.ts";
 import { PgError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { NodeCounters } from "../stats.ts";
 import { TxStatus } from "../wire/codes.ts";
 import { ServerConn, type ServerCredentials } from "./server.ts";
 
@@ -25,6 +26,8 @@ export interface PoolOptions {
   /** A server login succeeded (its ParameterStatus tells the node's role) or failed. */
   onLogin?: (conn: ServerConn) => void;
   onLoginFailed?: (error: PgError) => void;
+  /** Where this pool counts connections, checkouts and waits (shared by the pools of one node). */
+  counters?: NodeCounters;
 }
 
 interface Waiter {
@@ -56,6 +59,9 @@ export class Pool {
   /** Connections opened under settings a reload replaced: closed instead of reused once they are idle. */
   private readonly stale = new WeakSet<ServerConn>();
   private readonly now: () => number;
+  readonly counters: NodeCounters;
+  /** An operator drained the node: connections are closed as they come back instead of pooled. */
+  private draining = false;
 
   constructor(private readonly opts: PoolOptions) {
     this.node = opts.node;
@@ -64,6 +70,7 @@ export class Pool {
     this.credentials = opts.credentials;
     this.name = `${opts.node.name}/${opts.user}@${opts.database}`;
     this.now = opts.now ?? Date.now;
+    this.counters = opts.counters ?? new NodeCounters();
     this.sweeper = this.startSweeper();
   }
 
@@ -104,23 +111,59 @@ export class Pool {
     this.closeIdle();
   }
 
+  /**
+   * Drain (an operator's DRAIN): idle connections are closed now, the others as they come back; the pool keeps
+   * serving whoever still asks (routing sends nobody new). Off again: connections are pooled as usual.
+   */
+  drain(on: boolean): void {
+    this.draining = on;
+    if (on) this.closeIdle();
+  }
+
   private closeIdle(): void {
     for (const c of this.idle.splice(0)) {
-      this.all.delete(c);
+      this.forget(c);
       c.close();
     }
+  }
+
+  /** Removes a connection from the pool's books, counting it as closed. */
+  private forget(c: ServerConn): void {
+    if (this.all.delete(c)) this.counters.closed++;
   }
 
   get size(): number {
     return this.all.size;
   }
 
+  /** Server logins under way. */
+  get opening(): number {
+    return this.connecting;
+  }
+
+  /** Most connections this pool opens (`pool.size`). */
+  get max(): number {
+    return this.opts.config.size;
+  }
+
   get idleCount(): number {
     return this.idle.length;
   }
 
+  /** Clients waiting for a connection (the FIFO queue's depth). */
   get waiting(): number {
     return this.waiters.length;
+  }
+
+  /** Connections leased to clients, being validated or being reset: open and not idle. */
+  get busy(): number {
+    return this.all.size - this.idle.length;
+  }
+
+  /** The node answers again (the monitor says so): the next lease may log in at once instead of waiting out the backoff. */
+  resetBackoff(): void {
+    this.backoffMs = 0;
+    this.lastFailure = null;
   }
 
   /** Newer credentials (e.g. a SCRAM key recovered from a client's login) for future server logins. */
@@ -131,12 +174,17 @@ export class Pool {
   /** Leases a connection; rejects with 53300 after the checkout timeout, or with the server's login error. */
   acquire(): Promise<ServerConn> {
     if (this.closed) return Promise.reject(new PgError("08006", `pool ${this.name} is closed`));
+    this.counters.checkouts++;
     const conn = this.takeIdle();
     if (conn) return this.validated(conn);
     return new Promise((resolve, reject) => {
       const timeout = this.opts.config.checkout_timeout_ms;
+      const since = performance.now();
       const waiter: Waiter = {
-        resolve,
+        resolve: (c) => {
+          this.counters.waits.observe((performance.now() - since) / 1000);
+          resolve(c);
+        },
         reject,
         timer: setTimeout(() => {
           this.removeWaiter(waiter);
@@ -164,7 +212,10 @@ export class Pool {
         this.discard(c);
         continue;
       }
-      if (now - c.idleSince < this.opts.config.validate_after_ms) return c;
+      if (now - c.idleSince < this.opts.config.validate_after_ms) {
+        this.counters.checkouts++;
+        return c;
+      }
       this.idle.push(c); // needs a ping first: the asynchronous path does that
       return null;
     }
@@ -178,7 +229,7 @@ export class Pool {
       conn.afterCancel = () => this.release(conn);
       return;
     }
-    if (conn.closed || !conn.idle || this.closed || this.expired(conn)) {
+    if (conn.closed || !conn.idle || this.closed || this.draining || this.expired(conn)) {
       this.discard(conn);
       return;
     }
@@ -223,7 +274,7 @@ export class Pool {
 
   /** Drops a connection (closed, or in doubt) and makes room for a new one if clients are waiting. */
   discard(conn: ServerConn): void {
-    this.all.delete(conn);
+    this.forget(conn);
     const i = this.idle.indexOf(conn);
     if (i >= 0) this.idle.splice(i, 1);
     if (!conn.closed) conn.destroy();
@@ -239,6 +290,7 @@ export class Pool {
       w.reject(new PgError("57P01", `pool ${this.name} is shutting down`, "FATAL"));
     }
     for (const c of this.all) c.close();
+    this.counters.closed += this.all.size;
     this.all.clear();
     this.idle.length = 0;
   }
@@ -304,12 +356,14 @@ export class Pool {
         connectTimeoutMs: this.opts.config.connect_timeout_ms,
         maxMessageSize: this.opts.maxMessageSize,
         preparedCapacity: this.opts.config.prepared_statements,
+        counters: this.counters,
       });
     } catch (err) {
       this.connecting--;
       const e = err instanceof PgError ? err : new PgError("08001", String(err), "FATAL");
       this.backoffMs = Math.min(BACKOFF_MAX_MS, Math.max(BACKOFF_MIN_MS, this.backoffMs * 2));
       this.lastFailure = { at: this.now(), error: e };
+      this.counters.loginFailures++;
       this.opts.log.warn("server_login_failed", { pool: this.name, code: e.code, error: e.message, retry_ms: this.backoffMs });
       this.opts.onLoginFailed?.(e);
       // The clients waiting now get the server's own error rather than a timeout.
@@ -329,6 +383,7 @@ export class Pool {
       return;
     }
     this.all.add(conn);
+    this.counters.opened++;
     this.opts.log.debug("server_connected", { pool: this.name, conn: conn.id, size: this.all.size });
     conn.attach(null, "tracked");
     const w = this.waiters.shift();
@@ -344,7 +399,7 @@ export class Pool {
     for (const c of [...this.idle]) {
       if (c.closed || now - c.idleSince >= this.opts.config.idle_timeout_ms || this.expired(c)) {
         this.opts.log.debug("server_closed_idle", { pool: this.name, conn: c.id });
-        this.all.delete(c);
+        this.forget(c);
         this.idle.splice(this.idle.indexOf(c), 1);
         c.close();
       }

@@ -27,6 +27,7 @@ import { Auth, B, ErrorField, TxStatus, isTxStatus } from "../wire/codes.ts";
 import { startupMessage } from "../wire/encode.ts";
 import { FrameReader, typesOtherThan, type FrameSink } from "../wire/frame.ts";
 import { SCRAM_MECHANISM, ScramClient, md5Hash, md5Response, type ScramSecret } from "../wire/scram.ts";
+import type { NodeCounters } from "../stats.ts";
 import { Demux, DemuxError, TRACKED_TYPES, type DemuxOwner, type Entry, type Pending } from "./demux.ts";
 import { openServerSocket } from "./tls.ts";
 
@@ -49,6 +50,8 @@ export interface ServerLogin {
   maxMessageSize: number;
   /** Capacity of the per-connection prepared statement cache. */
   preparedCapacity?: number;
+  /** Where raw-mode (session pooling) requests and transactions are counted. */
+  counters?: NodeCounters;
 }
 
 /** Receives a relaying server connection's traffic. */
@@ -206,6 +209,11 @@ export class ServerConn implements FrameSink, OutboxOwner {
   /** Requests in flight in tracked mode. */
   get pending(): number {
     return this.demux.pending;
+  }
+
+  /** During {@link DemuxOwner.ready}: the SQLSTATE of the first error of the request just answered, else null. */
+  get readyErrorCode(): string | null {
+    return this.demux.readyErrorCode;
   }
 
   /** True when nothing is in flight and no transaction is open: safe to hand to another client. */
@@ -375,6 +383,11 @@ export class ServerConn implements FrameSink, OutboxOwner {
         this.txStatus = buf[start]!;
         this.outstanding--;
         this.sawReady = true;
+        const counters = this.login.counters;
+        if (counters) {
+          counters.sessionRequests++;
+          if (this.txStatus === TxStatus.Idle) counters.sessionTransactions++;
+        }
       } else if (type === B.ErrorResponse) {
         const sev = decodeServerError(buf, start, end).severity;
         if (sev === "FATAL" || sev === "PANIC") this.sentFatal = true;

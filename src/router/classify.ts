@@ -184,6 +184,14 @@ function label(type: string): string {
   return special[type] ?? type.replace(/Stmt$/, "").replace(/([a-z])([A-Z])/g, "$1 $2").toUpperCase();
 }
 
+/**
+ * One statement of a parse tree (`stmts[i].stmt`) judged on its own, for callers that look at each statement of a
+ * string (the read-only role, src/policy/roles.ts) rather than at the string as a whole.
+ */
+export function classifyStatement(stmt: Record<string, unknown>, lists: FunctionLists = DEFAULT_FUNCTIONS): Classification {
+  return statement(stmt as Node, lists);
+}
+
 function statement(stmt: Node, lists: FunctionLists): Classification {
   const [type, node] = Object.entries(stmt)[0] as [string, Node];
   switch (type) {

@@ -15,8 +15,8 @@ import { parseSql } from "./parser.ts";
 export type PinReason = "listen" | "hold_cursor" | "advisory_lock" | "temp_table" | "sql_prepare" | "set_config";
 
 export type SessionOp =
-  /** A session-level setting; `sql` replays it on another server connection. */
-  | { op: "set"; name: string; sql: string }
+  /** A session-level setting; `sql` replays it on another server connection; `value` when it is one constant. */
+  | { op: "set"; name: string; sql: string; value?: string }
   | { op: "reset"; name: string }
   | { op: "reset_all" }
   | { op: "savepoint"; name: string }
@@ -122,7 +122,12 @@ function variableSet(node: Node, text: string, ops: SessionOp[]): void {
   if (node.is_local) return; // SET LOCAL ends with the transaction
   const name = String(node.name ?? "").toLowerCase();
   switch (node.kind) {
-    case "VAR_SET_VALUE":
+    case "VAR_SET_VALUE": {
+      const args = (node.args ?? []) as Node[];
+      const value = args.length === 1 ? constString(args[0]) : null;
+      ops.push(value === null ? { op: "set", name, sql: text } : { op: "set", name, sql: text, value });
+      return;
+    }
     case "VAR_SET_CURRENT":
       ops.push({ op: "set", name, sql: text });
       return;
@@ -140,7 +145,8 @@ function variableSet(node: Node, text: string, ops: SessionOp[]): void {
   }
 }
 
-function constString(n: Node | undefined): string | null {
+/** A constant in a parse tree as text (`'off'`, `0`, `false`, `'5s'::interval`), or null when it is computed. */
+export function constString(n: Node | undefined): string | null {
   const c = n?.A_Const;
   if (!c) {
     const cast = n?.TypeCast;
@@ -168,7 +174,7 @@ function funcCall(node: Node, ops: SessionOp[]): void {
       // The setting is computed at run time: pgroute cannot replay it, so the session keeps its connection.
       ops.push({ op: "pin", reason: "set_config" });
     } else if (local === "false") {
-      ops.push({ op: "set", name: name.toLowerCase(), sql: `SELECT pg_catalog.set_config(${quote(name)}, ${quote(value)}, false)` });
+      ops.push({ op: "set", name: name.toLowerCase(), sql: `SELECT pg_catalog.set_config(${quote(name)}, ${quote(value)}, false)`, value });
     }
   }
 }

@@ -21,6 +21,8 @@ export interface RouterOptions {
   functions: FunctionLists;
   transactions: "primary" | "first-statement";
   userTarget: TargetSetting;
+  /** The session's `default_transaction_read_only` at login (on for read-only users: their BEGIN may use a replica). */
+  defaultReadOnly?: boolean;
   /**
    * Parse every statement, bypassing the shape cache (`pgroute explain`): a statement the parser rejects can share
    * its shape with one it accepts (`select 1abc` and `select 1`), and a tool must report the error either way.
@@ -102,6 +104,7 @@ export class RouterState {
   private readonly ctx: RouteContext;
 
   constructor(private readonly opts: RouterOptions) {
+    this.defaultReadOnly = opts.defaultReadOnly ?? false;
     this.ctx = {
       statement: READ_PLACEHOLDER,
       hint: null,
@@ -163,7 +166,7 @@ export class RouterState {
     // Only SET/RESET statements (or strings holding one) can change it; the rest are not looked at.
     if (c && c.reason.code !== "session_command" && c.statements < 2) return;
     const change = defaultReadOnlyChange(sql);
-    if (change !== null) this.defaultReadOnly = change === "reset" ? false : change;
+    if (change !== null) this.defaultReadOnly = change === "reset" ? (this.opts.defaultReadOnly ?? false) : change;
   }
 
   /**

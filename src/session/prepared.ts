@@ -35,6 +35,12 @@ export interface Statement {
 export class StatementRegistry {
   private readonly byKey = new Lru<string, Statement>(20_000);
   private next = 1;
+  /**
+   * The per-connection statement cache, counted over every session: a hit found a statement already prepared on
+   * the server connection a Parse, Bind or Describe ran on; a miss had to prepare it there first.
+   */
+  hits = 0;
+  misses = 0;
 
   get(query: string, types: Uint8Array): Statement {
     const key = types.length > 2 ? `${Buffer.from(types).toString("hex")}\0${query}` : query;
@@ -88,6 +94,12 @@ export function namesStatements(batch: readonly Message[]): boolean {
 export interface Message {
   type: number;
   frame: Uint8Array;
+  /**
+   * Set on a Parse pgroute refuses (a policy): the ErrorResponse the client gets at its position. The server is sent
+   * a Parse it is sure to reject instead, so what came before runs and what follows is skipped to Sync, as after any
+   * failed Parse; the statement is never created.
+   */
+  refusal?: Uint8Array;
 }
 
 export interface Built {
@@ -159,18 +171,19 @@ export class PreparedStatements {
   }
 
   /**
-   * The query texts a batch will execute (its Execute messages), and those it only parses or describes, without
-   * changing any state: where the batch runs is decided from them before it is built.
+   * The query texts a batch will execute (its Execute messages), with the index of the message that binds each
+   * (the Execute itself for a portal bound in an earlier batch), and the statement names it parses, without
+   * changing any state: where the batch runs, and whether policies let it, is decided from them before it is built.
    */
-  peek(batch: readonly Message[]): { executed: string[]; prepared: string[]; named: string[] } {
+  peek(batch: readonly Message[]): { executed: string[]; executedAt: number[]; named: string[] } {
     const executed: string[] = [];
-    const prepared: string[] = [];
+    const executedAt: number[] = [];
     const namedParses: string[] = [];
     let unnamed = this.unnamedText;
     const named = new Map<string, string>();
-    const portals = new Map<string, string>();
+    const portals = new Map<string, { text: string; at: number }>();
     const textOf = (name: string) => (name === "" ? unnamed : (named.get(name) ?? this.statements.get(name)?.query));
-    for (const m of batch) {
+    batch.forEach((m, i) => {
       const msg = m.frame; // decoders take offsets: the body starts at 5, after type and length
       try {
         switch (m.type) {
@@ -181,27 +194,42 @@ export class PreparedStatements {
               named.set(p.name, p.query);
               namedParses.push(p.name);
             }
-            prepared.push(p.query);
             break;
           }
           case F.Bind: {
             const b = decodeBind(msg, 5, msg.length);
             const t = textOf(b.statement);
-            if (t !== undefined) portals.set(b.portal, t);
+            if (t !== undefined) portals.set(b.portal, { text: t, at: i });
             break;
           }
           case F.Execute: {
             const portal = decodeExecute(msg, 5, msg.length);
-            const t = portals.get(portal) ?? this.portalText.get(portal);
-            if (t !== undefined) executed.push(t);
+            const bound = portals.get(portal);
+            const t = bound?.text ?? this.portalText.get(portal);
+            if (t !== undefined) {
+              executed.push(t);
+              executedAt.push(bound?.at ?? i);
+            }
             break;
           }
         }
       } catch {
         // A malformed message is the server's to reject; it does not change where the batch goes.
       }
-    }
-    return { executed, prepared, named: namedParses };
+    });
+    return { executed, executedAt, named: namedParses };
+  }
+
+  /** The query of a client statement ("" for the unnamed one), if it exists. */
+  statementText(name: string): string | undefined {
+    return name === "" ? this.unnamedText : this.statements.get(name)?.query;
+  }
+
+  /** Creates a client statement without a server (prepared on a connection when first used); false if the name is taken. */
+  declare(name: string, query: string, types: Uint8Array): boolean {
+    if (this.statements.has(name)) return false;
+    this.statements.set(name, this.registry.get(query, types));
+    return true;
   }
 
   /** Forgets client statement names (a batch that created them is being replayed elsewhere). */
@@ -226,8 +254,10 @@ export class PreparedStatements {
       inUse.add(s.name);
       if (conn.prepared.has(s.name)) {
         conn.prepared.touch(s.name);
+        this.registry.hits++;
         return;
       }
+      this.registry.misses++;
       this.evictFor(conn, inUse, out, entries);
       out.push(s.parse);
       conn.prepared.set(s.name, true);
@@ -241,6 +271,13 @@ export class PreparedStatements {
     for (const m of batch) {
       const type = m.type;
       const msg = m.frame; // decoders take offsets: the body starts at 5, after type and length
+      if (m.refusal) {
+        // A refused Parse: as after a failed one, the unnamed statement is gone and no name is created.
+        this.unnamedOps = [];
+        this.unnamedText = "";
+        poison(m.refusal);
+        continue;
+      }
       switch (type) {
         case F.Parse: {
           const p = decodeParse(msg, 5, msg.length);
@@ -263,9 +300,11 @@ export class PreparedStatements {
           inUse.add(s.name);
           if (conn.prepared.has(s.name)) {
             conn.prepared.touch(s.name);
+            this.registry.hits++;
             // Skipped after an earlier error in the batch, the Parse creates no name, as in Postgres.
             entries.push(this.track({ local: parseComplete, fail: forget }));
           } else {
+            this.registry.misses++;
             this.evictFor(conn, inUse, out, entries);
             out.push(s.parse);
             conn.prepared.set(s.name, true);
@@ -366,7 +405,7 @@ export class PreparedStatements {
   private referenced(batch: readonly Message[]): Set<string> {
     const names = new Set<string>();
     for (const m of batch) {
-      if (m.type !== F.Parse && m.type !== F.Bind && m.type !== F.Describe) continue;
+      if ((m.type !== F.Parse && m.type !== F.Bind && m.type !== F.Describe) || m.refusal) continue;
       const msg = m.frame; // decoders take offsets: the body starts at 5, after type and length
       try {
         if (m.type === F.Parse) {

@@ -5,6 +5,9 @@
  * client's startup settings, whose ParameterStatus values the client gets), then relay — session pooling
  * ({@link SessionRelay}: bytes pass unchanged) or transaction pooling ({@link TransactionRelay}: per message).
  *
+ * A client that asks for the database `pgroute` gets the admin console instead ({@link ConsoleRelay}): no server
+ * connection, commands answered by pgroute.
+ *
  * pgroute writes its own messages to a client only at a message boundary of the server stream, so they never
  * split a server message.
  */
@@ -19,6 +22,8 @@ import type { PoolGroup } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { FunctionLists } from "../router/classify.ts";
 import { RouterState } from "../router/state.ts";
+import { SessionPolicy, type PolicyHost } from "../policy/check.ts";
+import { isReadOnly, sessionTarget } from "../policy/roles.ts";
 import type { ServerConn, ServerCredentials } from "../pool/server.ts";
 import { F } from "../wire/codes.ts";
 import { MessageWriter, authenticationOk, backendKeyData, negotiateProtocolVersion, parameterStatus, readyForQuery } from "../wire/encode.ts";
@@ -31,11 +36,25 @@ import { SessionSettings } from "./settings.ts";
 import type { ClientSide } from "./relay.ts";
 import { TransactionRelay } from "./transaction.ts";
 import type { Observers } from "../cluster/observe.ts";
+import { ConsoleRelay, type ConsoleHandler } from "./console-relay.ts";
+import type { SessionCounters } from "./counters.ts";
+import type { PinReason } from "../router/effects.ts";
+
+/** The virtual database of the admin console. */
+export const ADMIN_DATABASE = "pgroute";
+
+/**
+ * What a client is doing: `login` (startup and authentication), `waiting` (for a server connection: a busy pool
+ * or PAUSE), `active` (holding a server connection), `idle` (logged in, between transactions), `console`.
+ */
+export type ClientState = "login" | "waiting" | "active" | "idle" | "console";
 
 /** What a session needs from the proxy that owns it. */
-export interface SessionHost {
+export interface SessionHost extends PolicyHost {
   readonly config: Config;
   readonly log: Logger;
+  /** Resolves once the table sizes of `database` are loaded (or could not be, within a bounded wait). */
+  tablesReady(database: string): Promise<void>;
   readonly statements: StatementRegistry;
   /** Function lists for the classifier (built-ins plus the config's). */
   readonly functions: FunctionLists;
@@ -53,6 +72,10 @@ export interface SessionHost {
   readonly clientTls?: ClientTls;
   /** Told about every request a transaction-pooled session completes (node health, metrics). */
   readonly observers?: Observers;
+  /** Where sessions count clients, routing decisions and pins. */
+  readonly counters?: SessionCounters;
+  /** The admin console for a client that logged in to database `pgroute`; absent: no console. */
+  openConsole?(session: Session, user: UserConfig): ConsoleHandler;
 }
 
 type Phase =
@@ -61,6 +84,7 @@ type Phase =
   | { kind: "login" }
   | { kind: "session"; relay: SessionRelay }
   | { kind: "transaction"; relay: TransactionRelay }
+  | { kind: "console"; relay: ConsoleRelay }
   | { kind: "closed" };
 
 const N = Uint8Array.of(0x4e); // 'N': no SSL / no GSS encryption
@@ -109,6 +133,8 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   readonly remote: string;
   /** Startup parameters as the client sent them. */
   params = new Map<string, string>();
+  /** Epoch ms when the client connected. */
+  readonly connectedAt = Date.now();
 
   constructor(
     private socket: Socket<Session>,
@@ -164,6 +190,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     switch (phase.kind) {
       case "session":
       case "transaction":
+      case "console":
       case "auth":
         return this.read(chunk);
       case "startup":
@@ -292,7 +319,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
 
   onFrame(type: number, buf: Uint8Array, start: number, end: number, msgStart: number, next: number): void {
     const phase = this.phase;
-    if (type === F.Terminate && (phase.kind === "session" || phase.kind === "transaction")) {
+    if (type === F.Terminate && (phase.kind === "session" || phase.kind === "transaction" || phase.kind === "console")) {
       this.terminateAt = Math.max(0, msgStart);
       this.reader.stop();
       return;
@@ -311,6 +338,8 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
               : new MessageWriter(end - start + 5).begin(type).bytes(buf.subarray(start, end)).end().done();
         return phase.relay.onMessage(type, frame);
       }
+      case "console":
+        return phase.relay.onMessage(type, buf, start, end);
       case "auth":
         if (type !== F.Password) {
           return this.fatal(errors.protocolViolation(`expected a password response, got message type "${String.fromCharCode(type)}"`));
@@ -339,6 +368,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
         if (allowed.length > 0 && !allowed.includes(this.database)) {
           return this.fatal(errors.notAllowed(this.user, this.database));
         }
+        if (this.database === ADMIN_DATABASE && this.host.openConsole) return this.startConsole(this.host.openConsole(this, user!));
         this.phase = { kind: "login" };
         void this.login(user!, step.credentials);
         return;
@@ -355,9 +385,17 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   private async login(user: UserConfig, credentials: ServerCredentials): Promise<void> {
     const cfg = this.host.config;
     const group = this.host.group(user, this.database, credentials);
-    const settings = new SessionSettings(this.params);
+    const policy = new SessionPolicy(this.host, user, this.database);
+    if (policy.needsSizes) {
+      // The first login to a database waits (boundedly) for its table sizes, so size rules hold from the start.
+      await this.host.tablesReady(this.database);
+      if (this.phase.kind !== "login") return;
+    }
+    const readOnly = isReadOnly(user);
+    const settings = new SessionSettings(this.params, { statementTimeoutMs: policy.capMs, readOnly });
+    const sessionPooling = cfg.pool.mode === "session";
     // Session pooling keeps this connection: it goes where the user's statements go by default.
-    const target = cfg.pool.mode === "session" && user.target === "replica" ? "replica" : "primary";
+    let target: "primary" | "replica" = sessionPooling ? sessionTarget(user) : "primary";
     let conn: ServerConn | null = null;
     let pool: Pool;
     let params: Map<string, string>;
@@ -370,7 +408,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       params = settings.reported(known);
     } else {
       try {
-        ({ conn, pool } = idle ?? (await group.acquire(target)));
+        ({ conn, pool, target } = idle ?? (await group.acquire(target)));
       } catch (err) {
         return this.loginFailed(err, group.primaryPool());
       }
@@ -389,37 +427,64 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       params = conn.params;
     }
 
-    const key = this.host.register(this);
-    this.pid = key.pid;
-    this.secret = key.secret;
-    if (this.loginTimer) clearTimeout(this.loginTimer);
-    this.loginTimer = null;
-
-    const w = new MessageWriter(512).bytes(authenticationOk());
-    for (const [k, v] of params) w.bytes(parameterStatus(k, v));
-    w.bytes(backendKeyData(this.pid, this.secret)).bytes(readyForQuery(conn?.txStatus ?? 0x49));
-    const welcome = w.done();
-
-    this.reader.want(F.Password, false);
+    const welcome = this.loggedIn(params, conn?.txStatus ?? 0x49);
     this.reader.wantAll = false;
     this.reader.setMaxLength(cfg.limits.max_message_size);
     this.reader.refuse(NOT_FRONTEND, (t) => `invalid frontend message type ${t}`);
-    if (cfg.pool.mode === "session") {
+    if (sessionPooling && !policy.enforces) {
       for (const t of SessionRelay.WATCHED) this.reader.want(t);
       this.phase = { kind: "session", relay: new SessionRelay(this, pool, conn) };
     } else {
+      // Transaction pooling; or session pooling with policies, which must see every message: the same relay,
+      // holding the client's one connection.
       this.reader.wantAll = true;
-      if (conn) pool.release(conn);
+      const hold = sessionPooling && conn ? { conn, pool, target } : null;
+      if (conn && !hold) pool.release(conn);
       const prepared = new PreparedStatements(this.host.statements);
-      const router = new RouterState({ functions: this.host.functions, transactions: cfg.routing.transactions, userTarget: user.target });
+      const router = new RouterState({ functions: policy.functions, transactions: cfg.routing.transactions, userTarget: user.target, defaultReadOnly: readOnly });
       const observer = this.host.observers && !this.host.observers.empty ? this.host.observers : null;
-      this.phase = { kind: "transaction", relay: new TransactionRelay(this, group, settings, prepared, router, this.host.log, observer) };
+      const relay = new TransactionRelay(this, group, settings, prepared, router, this.host.log, observer, this.host.counters ?? null, {
+        policy: policy.enforces ? policy : null,
+        hold,
+      });
+      this.phase = { kind: "transaction", relay };
     }
     this.send(welcome);
     this.host.log.debug("session_start", { user: this.user, database: this.database, pool: pool.name, client: this.remote });
     const early = this.pending;
     this.pending = null;
     this.pauseRead(READ_LOGIN, false);
+    if (early) this.receive(early);
+  }
+
+  /**
+   * Login is over: the client gets its BackendKeyData, the login timer stops, and the reader takes messages of
+   * every frontend type up to `limits.max_message_size`. Returns the welcome (AuthenticationOk, the ParameterStatus
+   * values, BackendKeyData, ReadyForQuery) for the caller to send once its relay is in place.
+   */
+  private loggedIn(params: ReadonlyMap<string, string>, status: number): Uint8Array {
+    const key = this.host.register(this);
+    this.pid = key.pid;
+    this.secret = key.secret;
+    if (this.loginTimer) clearTimeout(this.loginTimer);
+    this.loginTimer = null;
+    const w = new MessageWriter(512).bytes(authenticationOk());
+    for (const [k, v] of params) w.bytes(parameterStatus(k, v));
+    w.bytes(backendKeyData(this.pid, this.secret)).bytes(readyForQuery(status));
+    this.reader.want(F.Password, false);
+    this.reader.setMaxLength(this.host.config.limits.max_message_size);
+    this.reader.refuse(NOT_FRONTEND, (t) => `invalid frontend message type ${t}`);
+    return w.done();
+  }
+
+  /** The admin console: logged in without a server connection; pgroute answers every query. */
+  private startConsole(handler: ConsoleHandler): void {
+    const welcome = this.loggedIn(handler.params, 0x49);
+    this.phase = { kind: "console", relay: new ConsoleRelay(this, handler) };
+    this.send(welcome);
+    this.host.log.info("admin_console_login", { user: this.user, client: this.remote });
+    const early = this.pending;
+    this.pending = null;
     if (early) this.receive(early);
   }
 
@@ -498,6 +563,35 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     return conn === null || conn.idle;
   }
 
+  /** What the client is doing now (SHOW CLIENTS, metrics). */
+  get state(): ClientState {
+    const p = this.phase;
+    switch (p.kind) {
+      case "startup":
+      case "auth":
+      case "closed":
+        return "login";
+      case "login":
+        return "waiting";
+      case "console":
+        return "console";
+      case "session":
+        return "active";
+      case "transaction":
+        return p.relay.waiting ? "waiting" : p.relay.cancelTarget ? "active" : "idle";
+    }
+  }
+
+  /** Why a transaction-pooled client keeps its server connection, if it does. */
+  get pinnedBy(): PinReason | null {
+    return this.phase.kind === "transaction" ? this.phase.relay.pinnedBy : null;
+  }
+
+  /** Whether the client connection is encrypted. */
+  get encrypted(): boolean {
+    return this.tls !== null;
+  }
+
   /** The server connection a CancelRequest should reach right now, if any. */
   get cancelTarget(): ServerConn | null {
     const p = this.phase;
@@ -525,7 +619,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     this.phase = { kind: "closed" };
     if (this.loginTimer) clearTimeout(this.loginTimer);
     this.loginTimer = null;
-    if (phase.kind === "session" || phase.kind === "transaction") phase.relay.close();
+    if (phase.kind === "session" || phase.kind === "transaction" || phase.kind === "console") phase.relay.close();
     this.outbox.clear();
     this.host.closed(this);
   }

@@ -4,6 +4,7 @@
  * count only once it commits — a rollback (or a ROLLBACK TO SAVEPOINT) undoes them, as in Postgres.
  */
 import type { PinReason, SessionOp } from "../router/effects.ts";
+import { capSql, withinCap } from "../policy/timeout.ts";
 
 export interface Setting {
   /** Lower-case parameter name (`search_path`, `role`, `session characteristics`). */
@@ -21,6 +22,8 @@ export interface SettingsCarrier {
   /** The signature of the settings `applied` matches, when known. */
   appliedSignature: string | null;
 }
+
+const TIMEOUT = "statement_timeout";
 
 /** Startup parameters that are not settings. */
 const NOT_SETTINGS = new Set(["user", "database", "replication", "options"]);
@@ -81,6 +84,14 @@ export function parseOptions(options: string): [string, string][] {
   return out;
 }
 
+/** What the user's policies impose on its settings (src/policy). */
+export interface SettingsPolicy {
+  /** The statement_timeout cap (ms): the client's own value holds only when it is lower and not 0. 0: no cap. */
+  statementTimeoutMs?: number;
+  /** Read-only users' server connections run with default_transaction_read_only on, whatever the client says. */
+  readOnly?: boolean;
+}
+
 export class SessionSettings {
   /** Settings from the startup packet: what RESET ALL / DISCARD ALL return to. */
   private readonly startup = new Map<string, Setting>();
@@ -95,14 +106,25 @@ export class SessionSettings {
   /** Why the client must keep its server connection; empty when it need not. */
   readonly pins = new Map<PinReason, number>();
 
-  constructor(params: ReadonlyMap<string, string>) {
+  /** The statement_timeout cap in ms (0: none). */
+  private readonly cap: number;
+
+  constructor(params: ReadonlyMap<string, string>, policy: SettingsPolicy = {}) {
     const add = (name: string, value: string) => {
       const n = name.toLowerCase();
       this.startup.set(n, { name: n, sql: `SET ${quoteName(n)} TO ${quoteLiteral(value)}`, value });
     };
     for (const [k, v] of params) if (!NOT_SETTINGS.has(k) && !k.startsWith("_pq_")) add(k, v);
     for (const [k, v] of parseOptions(params.get("options") ?? "")) add(k, v);
+    if (policy.readOnly) add("default_transaction_read_only", "on");
+    this.cap = policy.statementTimeoutMs ?? 0;
+    if (this.cap > 0) this.startup.set(TIMEOUT, this.capped(this.startup.get(TIMEOUT)));
     this.desired = new Map(this.startup);
+  }
+
+  /** The client's statement_timeout setting when the cap allows it, else the cap's. */
+  private capped(s: Setting | undefined): Setting {
+    return s && withinCap(s.value, this.cap) ? s : { name: TIMEOUT, sql: capSql(this.cap) };
   }
 
   /**
@@ -181,13 +203,16 @@ export class SessionSettings {
     const before = this.version;
     for (const op of effective(txn)) {
       switch (op.op) {
-        case "set":
+        case "set": {
           this.desired.delete(op.name); // re-inserted last: replay order follows the order of SETs
-          this.desired.set(op.name, { name: op.name, sql: op.sql });
+          // Above the cap, the client's SET ran but the cap is what the session keeps (and restores next).
+          const capped = this.cap > 0 && op.name === TIMEOUT;
+          this.desired.set(op.name, capped ? this.capped({ name: op.name, sql: op.sql, value: op.value }) : { name: op.name, sql: op.sql });
           conn.applied.delete(op.name);
           conn.applied.set(op.name, op.sql);
           this.version++;
           break;
+        }
         case "reset": {
           // The server went back to its own default; a startup value is re-applied before the next request.
           this.desired.delete(op.name);

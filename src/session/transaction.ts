@@ -14,23 +14,41 @@ import type { PoolGroup, Target } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { ServerConn } from "../pool/server.ts";
 import { ClientRelay, type ClientSide } from "./relay.ts";
-import { RESERVED_PREFIX, sessionEffects, type SessionOp } from "../router/effects.ts";
-import { shapeOf } from "../router/lexer.ts";
+import { RESERVED_PREFIX, sessionEffects, type PinReason, type SessionOp } from "../router/effects.ts";
+import { shapeOf, type Shape } from "../router/lexer.ts";
 import type { Classification } from "../router/classify.ts";
 import { describeRoute, type Route, type RouteReason } from "../router/route.ts";
 import type { RequestKind, RequestObserver, RequestSample } from "../cluster/observe.ts";
+import type { SessionCounters } from "./counters.ts";
 import { virtualSetting, type Decision, type RouterState } from "../router/state.ts";
 import { F, TxStatus } from "../wire/codes.ts";
 import { MessageWriter, errorResponse, readyForQuery, writeError, type ErrorFields } from "../wire/encode.ts";
 import { concatBytes, copyBytes } from "../wire/bytes.ts";
+import { commandComplete, showReply } from "../wire/results.ts";
 import { decodeQuery } from "../wire/frontend.ts";
 import { PreparedStatements, namesStatements, type Message } from "./prepared.ts";
 import type { SessionSettings } from "./settings.ts";
+import type { SessionPolicy } from "../policy/check.ts";
+import { refusals, type Refusal } from "../policy/refusal.ts";
+import { AbortedTransaction } from "./aborted.ts";
+import { IdleClock, type IdleState } from "./idle.ts";
+import { judgeBatch } from "./policed.ts";
 
 
 type Request = (
-  | ({ kind: "simple"; frame: Uint8Array; end: "query" | "function"; ops: readonly SessionOp[]; prefix?: Uint8Array; retry?: boolean } & About)
-  | ({ kind: "batch"; messages: Message[]; sync: boolean; retry?: boolean; creates?: string[] } & About)
+  | ({
+      kind: "simple";
+      frame: Uint8Array;
+      end: "query" | "function";
+      ops: readonly SessionOp[];
+      prefix?: Uint8Array;
+      retry?: boolean;
+      /** Sent to the client instead of the server's error (a refusal sent as a poisoned Query, see refusePolicy). */
+      replaceError?: Uint8Array;
+      /** The request may leave statement_timeout above the policy's cap: restore it before the next one. */
+      capAfter?: boolean;
+    } & About)
+  | ({ kind: "batch"; messages: Message[]; sync: boolean; retry?: boolean; creates?: string[]; capAfter?: boolean } & About)
   | { kind: "copy"; frame: Uint8Array }
   | { kind: "local"; bytes: Uint8Array }
 ) & { target: Target };
@@ -48,18 +66,20 @@ function kindOf(c: Classification): RequestKind {
   return c.tx !== null ? "other" : c.readOnly ? "read" : "write";
 }
 
+/** A Query the server is sure to reject (a syntax error), carrying a refusal into a transaction: see refusePolicy. */
+const POISON_QUERY = new Uint8Array(serialize.query("pgroute"));
+/** The same as a Parse, for a refusal that replaces a whole extended-protocol batch. */
+const POISON_PARSE = new Uint8Array(serialize.parse({ name: "", text: "pgroute" }));
+
+/** What a relay enforces beyond routing (src/policy), and whether it keeps one server connection (session pooling). */
+export interface RelayOptions {
+  policy?: SessionPolicy | null;
+  /** Session pooling with policies: the client keeps this connection from login to disconnect. */
+  hold?: { conn: ServerConn; pool: Pool; target: Target } | null;
+}
+
 const warning = (message: string) => writeError(new MessageWriter(), { severity: "WARNING", code: "01000", message }, true).done();
 
-const commandComplete = (tag: string) => new MessageWriter(32).begin(0x43).cstring(tag).end().done();
-
-/** The reply Postgres gives a SHOW of one text setting. */
-function showReply(name: string, value: string): Uint8Array {
-  const w = new MessageWriter(128);
-  w.begin(0x54).int16(1).cstring(name).int32(0).int16(0).int32(25).int16(-1).int32(-1).int16(0).end(); // RowDescription, text
-  const v = new TextEncoder().encode(value);
-  w.begin(0x44).int16(1).int32(v.length).bytes(v).end(); // DataRow
-  return w.bytes(commandComplete("SHOW")).done();
-}
 
 export class TransactionRelay extends ClientRelay {
   private conn: ServerConn | null = null;
@@ -79,6 +99,16 @@ export class TransactionRelay extends ClientRelay {
   private inflight: RequestSample[] = [];
   /** A batch ended by Flush: it is answered (and observed) with the Sync that follows. */
   private flushed: { about: About; startedAt: number } | null = null;
+  private readonly policy: SessionPolicy | null;
+  /** Session pooling: the connection is the client's until it leaves. */
+  private readonly hold: boolean;
+  /** A transaction pgroute rolled back after the idle-in-transaction timeout, answered locally until it ends. */
+  private aborted: AbortedTransaction | null = null;
+  /** The idle-in-transaction timeout's clock, when the user has one. */
+  private readonly idle: IdleClock | null;
+  /** The last statement text whose shape was taken, and that shape. */
+  private lastText: string | null = null;
+  private lastShape: Shape | null = null;
 
   constructor(
     client: ClientSide,
@@ -89,9 +119,17 @@ export class TransactionRelay extends ClientRelay {
     private readonly log: Logger,
     /** Told about every completed request; null when nobody listens (nothing is recorded then). */
     private readonly observer: RequestObserver | null = null,
+    /** Where routing decisions and pins are counted. */
+    private readonly counters: SessionCounters | null = null,
+    opts: RelayOptions = {},
   ) {
     super(client);
     prepared.onSettled = () => this.drainQueue();
+    this.policy = opts.policy ?? null;
+    this.hold = !!opts.hold;
+    const limit = this.policy?.idleTimeoutMs ?? 0;
+    this.idle = limit > 0 ? new IdleClock(limit, () => this.idleState(), () => this.rollBackIdle(limit)) : null;
+    if (opts.hold) this.adopt(opts.hold.conn, opts.hold.pool, opts.hold.target);
   }
 
   /**
@@ -107,6 +145,16 @@ export class TransactionRelay extends ClientRelay {
     return this.conn;
   }
 
+  /** Why the session keeps its server connection between transactions, if it does. */
+  get pinnedBy(): PinReason | null {
+    return this.settings.pinned ? this.settings.pins.keys().next().value! : null;
+  }
+
+  /** A request waits for a server connection (a busy pool, or PAUSE). */
+  get waiting(): boolean {
+    return this.acquiring;
+  }
+
   /**
    * A batch ended by Flush was sent and no Sync yet: the server is inside the implicit transaction that batch
    * opened, so everything up to the next Sync runs on the same connection.
@@ -115,26 +163,31 @@ export class TransactionRelay extends ClientRelay {
 
   /** Whether the next request must stay on the current connection. */
   private get bound(): boolean {
-    return this.conn !== null && (this.unsynced || this.conn.txStatus !== TxStatus.Idle || this.settings.pinned || this.router.transaction !== null);
+    return this.conn !== null && (this.unsynced || this.hold || this.conn.txStatus !== TxStatus.Idle || this.settings.pinned || this.router.transaction !== null);
   }
 
   private status(): number {
+    if (this.aborted) return TxStatus.Failed;
     return this.router.transaction || this.deferredBegin ? TxStatus.InTransaction : TxStatus.Idle;
   }
 
   /** One complete frontend message; `frame` may be a view into the client's chunk. */
   onMessage(type: number, frame: Uint8Array): void {
+    this.idle?.touch();
     if (this.skippingToSync) {
       if (type !== F.Sync) return;
       this.skippingToSync = false;
-      this.client.send(readyForQuery(TxStatus.Idle));
+      this.client.send(readyForQuery(this.status()));
       return;
     }
+    if (this.aborted) return this.aborted.onMessage(type, frame);
     switch (type) {
       case F.Query:
         return this.query(frame);
       case F.FunctionCall:
-        return this.submit({ kind: "simple", frame, end: "function", ops: [], target: "primary", ...UNPLACED, about: "write" });
+        // A function by OID cannot be judged: refused for users whose statements are checked (fail closed).
+        if (this.policy?.failsClosed) return this.refusePolicy(refusals.functionCall(this.policy.user));
+        return this.submit({ kind: "simple", frame, end: "function", ops: [], target: this.hold ? this.target : "primary", ...UNPLACED, about: "write" });
       case F.Parse:
       case F.Bind:
       case F.Describe:
@@ -173,9 +226,19 @@ export class TransactionRelay extends ClientRelay {
       else reply = v.op === "show" ? showReply(v.name, value!) : commandComplete(v.op === "set" ? "SET" : "RESET");
       return this.local(new MessageWriter(64).bytes(reply).bytes(readyForQuery(this.status())).done());
     }
+    let capAfter = false;
+    if (this.policy?.checks) {
+      const verdict = this.policy.check(sql, sh.key);
+      if (verdict.refusal) return this.refusePolicy(verdict.refusal);
+      const change = this.policy.timeoutChange(sql, verdict);
+      if (change === "refuse") return this.refusePolicy(refusals.timeoutNotLast(this.policy.user, this.policy.capMs));
+      capAfter = change === "cap";
+    }
     const ops = sessionEffects(sql, sh.key);
     const taken = reservedName(ops);
     if (taken) return this.refuse(reservedError(taken), true);
+    // Session pooling: everything runs on the client's own connection; nothing to route.
+    if (this.hold) return this.submit({ kind: "simple", frame, end: "query", ops, target: this.target, capAfter, ...UNPLACED, fingerprint: sh.key });
     this.router.pinned = this.pinnedTo();
     const d = this.router.decide(sql, this.group.replicaAvailable, sh, ops);
     const route = this.pinsToPrimary(d.route, ops);
@@ -196,7 +259,7 @@ export class TransactionRelay extends ClientRelay {
     this.router.noteSettings(sql, d.classification);
     // A read sent to a replica outside a transaction may be retried on the primary if the replica refuses it.
     const retry = route.target === "replica" && !this.bound && !prefix && d.classification.statements === 1;
-    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry, fingerprint: sh.key, about: kindOf(d.classification), reason: route.reason.code });
+    this.submit({ kind: "simple", frame, end: "query", ops, target: route.target, prefix, retry, capAfter, fingerprint: sh.key, about: kindOf(d.classification), reason: route.reason.code });
   }
 
   /** Where the session is pinned, for the router (which then says so): the node of the connection it keeps. */
@@ -212,17 +275,31 @@ export class TransactionRelay extends ClientRelay {
   }
 
   private batchRequest(messages: Message[], sync: boolean): void {
-    const { executed, named } = this.prepared.peek(messages);
+    const { executed, executedAt, named } = this.prepared.peek(messages);
+    let capAfter = false;
+    if (this.policy?.checks) {
+      const v = judgeBatch(this.policy, messages, executed, executedAt, this.shaped);
+      if (v.kind === "refuse") return this.refuseBatch(messages, v.error, sync);
+      capAfter = v.capAfter;
+    }
     let target: Target = "primary";
     const about: About = { ...UNPLACED };
-    if (this.bound) target = this.target;
-    else if (executed.length > 0) {
+    if (this.bound) {
+      target = this.target;
+      // Where it runs is settled (the transaction's connection); what it runs is still counted and reported.
+      for (const sql of executed) {
+        const sh = shapeOf(sql);
+        const d = this.router.decide(sql, this.group.replicaAvailable, sh);
+        this.trace(sql, d.route, d);
+        describeInto(about, sh.key, d);
+      }
+    } else if (executed.length > 0) {
       // The batch runs on one node: a replica only when every statement it executes may run there.
       target = "replica";
       for (const sql of executed) {
         this.router.pinned = this.pinnedTo();
         // One lexer pass for the effects and the decision (a prepared statement's text comes back every Execute).
-        const sh = shapeOf(sql);
+        const sh = this.shaped(sql);
         const ops = sessionEffects(sql, sh.key);
         const taken = reservedName(ops);
         if (taken) return this.refuse(reservedError(taken), sync);
@@ -231,19 +308,23 @@ export class TransactionRelay extends ClientRelay {
         this.trace(sql, r, d);
         if (r.target === "refuse") return this.refuse({ code: "25006", message: `pgroute: ${describeRoute(r.reason)}` }, sync);
         if (r.target !== "replica") target = "primary";
-        if (about.reason === null) {
-          about.fingerprint = sh.key;
-          about.reason = r.reason.code;
-        }
-        const kind = kindOf(d.classification);
-        if (about.about !== "write" && kind !== "other") about.about = kind;
+        describeInto(about, sh.key, { route: r, classification: d.classification });
       }
     }
     // A read a replica refuses is sent again to the primary, whole batches up to their Sync (names the batch
     // created are given up first, so its Parse can create them again).
     const retry = target === "replica" && !this.bound && sync;
-    this.submit({ kind: "batch", messages, sync, target, retry, creates: named, ...about });
+    this.submit({ kind: "batch", messages, sync, target, retry, creates: named, capAfter, ...about });
   }
+
+  /** A statement's shape; the last one is kept, as a batch's statement is looked at by policy and router alike. */
+  private readonly shaped = (sql: string): Shape => {
+    if (sql !== this.lastText) {
+      this.lastText = sql;
+      this.lastShape = shapeOf(sql);
+    }
+    return this.lastShape!;
+  };
 
   /**
    * A request pgroute answers with its own error, in order with the replies still owed: then ReadyForQuery when
@@ -256,7 +337,40 @@ export class TransactionRelay extends ClientRelay {
     if (!sync) this.skippingToSync = true;
   }
 
+  /**
+   * A policy's refusal of a simple Query (or FunctionCall). With nothing in flight and no transaction open it is
+   * answered locally. Otherwise it goes to the server as a Query that fails, its error replaced by the refusal:
+   * the replies stay in order, and an open transaction fails as it would in Postgres, so a later COMMIT rolls back
+   * rather than committing what ran before the refused statement.
+   */
+  private refusePolicy(fields: Refusal): void {
+    if (this.quiet()) return this.refuse(fields, true);
+    const prefix = this.deferredBegin ?? undefined;
+    this.deferredBegin = null;
+    this.router.deferredBegin = null;
+    const replaceError = errorResponse({ severity: "ERROR", ...fields });
+    this.submit({ kind: "simple", frame: POISON_QUERY, end: "query", ops: [], target: this.conn ? this.target : "primary", prefix, replaceError, ...UNPLACED });
+  }
+
+  /** A whole batch refused (`error`: an ErrorResponse): as {@link refusePolicy}, where its first message failed. */
+  private refuseBatch(messages: Message[], error: Uint8Array, sync: boolean): void {
+    if (this.quiet()) {
+      this.local(sync ? concatBytes([error, readyForQuery(this.status())]) : error);
+      if (!sync) this.skippingToSync = true;
+      return;
+    }
+    const refused: Message[] = [{ type: F.Parse, frame: POISON_PARSE, refusal: error }, messages[messages.length - 1]!];
+    this.submit({ kind: "batch", messages: refused, sync, target: this.conn ? this.target : "primary", ...UNPLACED });
+  }
+
+  /** Nothing in flight, no transaction: a reply of pgroute's own can answer the next request. */
+  private quiet(): boolean {
+    return this.queue.length === 0 && !this.acquiring && (this.conn === null || this.conn.pending === 0) && this.status() === TxStatus.Idle;
+  }
+
+  /** Counts a routing decision, and logs it at debug. */
   private trace(sql: string, r: Route, d: Decision): void {
+    this.counters?.route(r);
     if (!this.log.enabled("debug")) return;
     this.log.debug("route", { target: r.target, reason: describeRoute(r.reason), statement: sql.length > 80 ? `${sql.slice(0, 79)}…` : sql, cached: d.classification.reason.code });
   }
@@ -264,7 +378,10 @@ export class TransactionRelay extends ClientRelay {
   private pinFor(ops: readonly SessionOp[]): void {
     for (const op of ops) {
       if (op.op === "pin") {
-        if (!this.settings.pins.has(op.reason)) this.client.log("pinned", { reason: op.reason });
+        if (!this.settings.pins.has(op.reason)) {
+          this.client.log("pinned", { reason: op.reason });
+          if (this.counters) this.counters.pins[op.reason]++;
+        }
         this.settings.pin(op.reason);
       }
     }
@@ -378,6 +495,7 @@ export class TransactionRelay extends ClientRelay {
         if (req.prefix) ok = conn.send(req.prefix, [{ end: "query", mode: "swallow", onSwallowedError: relayWarning }]);
         const entry: Entry = { end: req.end, mode: "forward", tag: req.ops };
         if (req.retry) entry.retry = this.retryGroup(conn, req);
+        if (req.replaceError) entry.replaceError = req.replaceError;
         ok = ok && conn.send(req.frame, [entry]);
         break;
       }
@@ -396,8 +514,13 @@ export class TransactionRelay extends ClientRelay {
         break;
       }
     }
+    if (!ok) return this.client.fatal(errors.serverGone(conn.node.name, "the connection is closed"));
     if (this.observer && req.kind !== "copy") this.track(req);
-    if (!ok) this.client.fatal(errors.serverGone(conn.node.name, "the connection is closed"));
+    if (req.kind !== "copy" && req.capAfter) {
+      // The connection may now run with a statement_timeout above the cap: the next request brings it back.
+      conn.applied.delete("statement_timeout");
+      conn.appliedSignature = null;
+    }
   }
 
   /** Remembers a request just sent, for its observers (answered in order, so a queue pairs them up). */
@@ -417,7 +540,7 @@ export class TransactionRelay extends ClientRelay {
         if (req.reason === null) about = flushed.about;
       }
     }
-    this.inflight.push({ target: req.target, kind: about.about, fingerprint: about.fingerprint, reason: about.reason, startedAt, ms: 0, failed: false });
+    this.inflight.push({ target: req.target, kind: about.about, fingerprint: about.fingerprint, reason: about.reason, startedAt, ms: 0, failed: false, txEnd: false, errorCode: null });
   }
 
   /** How a read sent to a replica outside a transaction is retried on the primary when the replica refuses it. */
@@ -442,7 +565,8 @@ export class TransactionRelay extends ClientRelay {
 
   /** Brings the client's session settings to `conn`, pipelined before its request. */
   private syncSettings(conn: ServerConn): void {
-    if (conn.appliedSignature === this.settings.signature) return;
+    // In a failed transaction nothing runs but its end; the settings follow with the next request.
+    if (conn.appliedSignature === this.settings.signature || conn.txStatus === TxStatus.Failed) return;
     const sql = this.settings.diff(conn);
     const before = conn.applied;
     this.settings.markApplied(conn);
@@ -470,6 +594,8 @@ export class TransactionRelay extends ClientRelay {
     if (sample && this.observer) {
       sample.ms = performance.now() - sample.startedAt;
       sample.failed = failed;
+      sample.txEnd = status === TxStatus.Idle;
+      if (failed) sample.errorCode = conn.readyErrorCode;
       this.observer.request(conn.node, sample);
     }
     this.router.transaction = status === TxStatus.Idle ? null : this.target;
@@ -479,16 +605,65 @@ export class TransactionRelay extends ClientRelay {
       this.prepared.clear();
     }
     if (this.settings.version !== version) conn.appliedSignature = null;
-    if (conn.idle && !this.settings.pinned) {
+    if (conn.idle && !this.settings.pinned && !this.hold) {
       this.conn = null;
       this.pool?.release(conn);
       if (this.queue.length > 0) this.acquire();
     } else this.drainQueue();
+    if (status !== TxStatus.Idle && this.idle && this.queue.length === 0 && conn.pending === 0) this.idle.idle();
+  }
+
+  // --- idle in transaction --------------------------------------------------------------------------------
+
+  private idleState(): IdleState {
+    const conn = this.conn;
+    if (this.closed || this.aborted || !conn || conn.txStatus === TxStatus.Idle) return "done";
+    return this.queue.length > 0 || this.batch.length > 0 || conn.pending > 0 ? "busy" : "idle";
+  }
+
+  /**
+   * Past the idle-in-transaction timeout: the transaction is rolled back on the server and its connection goes
+   * back to the pool (a pinned or session-pooled one stays with the client, rolled back); the client's session is
+   * left in a failed transaction that pgroute answers until the client ends it (src/session/aborted.ts).
+   */
+  private rollBackIdle(limit: number): void {
+    const conn = this.conn!;
+    this.log.warn("idle_in_transaction_timeout", { node: conn.node.name, timeout_ms: limit, user: this.policy!.user });
+    this.settings.ready(TxStatus.Idle, true, undefined, conn); // what the transaction did to the session is undone
+    this.router.transaction = null;
+    if (this.settings.pinned || this.hold) {
+      conn.query("ROLLBACK").catch(() => {}); // a failure closes the connection, and the client learns it then
+    } else {
+      this.conn = null;
+      this.pool?.recycle(conn, false);
+    }
+    this.aborted = new AbortedTransaction(
+      {
+        local: (bytes) => this.local(bytes),
+        statementText: (name) => this.prepared.statementText(name),
+        declare: (name, query, types) => this.prepared.declare(name, query, types),
+        forget: (name) => this.prepared.forget([name]),
+        ended: (rest) => {
+          this.aborted = null;
+          for (const m of rest) this.onMessage(m.type, m.frame);
+        },
+      },
+      refusals.idleInTransaction(limit),
+    );
   }
 
   onServerClose(error: PgError | null): void {
     const conn = this.conn;
     this.conn = null;
+    // Requests the server took down with it failed for the node's sake: observers hear of them (health counts them).
+    if (error && conn && this.observer) {
+      for (const sample of this.inflight) {
+        sample.ms = performance.now() - sample.startedAt;
+        sample.failed = true;
+        sample.errorCode = "08006";
+        this.observer.request(conn.node, sample);
+      }
+    }
     this.inflight = [];
     this.flushed = null;
     this.unsynced = false;
@@ -505,13 +680,24 @@ export class TransactionRelay extends ClientRelay {
     this.closed = true;
     this.queue = [];
     this.batch = [];
+    this.idle?.stop();
     const conn = this.conn;
     const pool = this.pool;
     this.conn = null;
     if (!conn || !pool) return;
     // Session-scoped state (LISTEN, temp tables, advisory locks, cursors, SQL PREPARE) must not reach the next client.
-    pool.recycle(conn, this.settings.pinned);
+    pool.recycle(conn, this.settings.pinned || this.hold);
   }
+}
+
+/** Adds one executed statement to what observers are told of its batch: the first one names it, any write makes it a write. */
+function describeInto(about: About, key: string, d: Pick<Decision, "route" | "classification">): void {
+  if (about.reason === null) {
+    about.fingerprint = key;
+    about.reason = d.route.reason.code;
+  }
+  const kind = kindOf(d.classification);
+  if (about.about !== "write" && kind !== "other") about.about = kind;
 }
 
 /** The name of a reserved statement a statement uses, if any. */

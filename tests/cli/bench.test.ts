@@ -6,10 +6,11 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { chromium } from "playwright-core";
 import postgres from "postgres";
 import type { BenchResults } from "../../src/bench/results.ts";
 import { guardCluster, startCluster, waitForReplay, type DevCluster, type Watchdog } from "../../src/devcluster/index.ts";
-import { evaluateInPage } from "../support/chromium.ts";
 import { processesUsing } from "../support/cluster.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
@@ -164,9 +165,15 @@ describe("pgroute bench against a cluster", () => {
 
   test("the HTML report renders its charts in headless Chromium", async () => {
     expect(existsSync(html)).toBe(true);
-    const charts = await evaluateInPage<{ width: number; height: number; lines: { target: string; points: number; length: number }[]; bars: { target: string; round: string; height: number }[] }[]>(
-      html,
-      `[...document.querySelectorAll("svg.chart")].map((svg) => {
+    const CHROMIUM = "/usr/bin/chromium";
+    if (!(await Bun.file(CHROMIUM).exists())) throw new Error(`${CHROMIUM} is missing: apt-get install chromium (.ci/run installs it)`);
+    const browser = await chromium.launch({ executablePath: CHROMIUM });
+    let charts: { width: number; height: number; lines: { target: string; points: number; length: number }[]; bars: { target: string; round: string; height: number }[] }[];
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 2000 } });
+      await page.goto(pathToFileURL(html).href);
+      // Laid out by the browser: boxes and path lengths are only non-zero for marks that are actually drawn.
+      charts = await page.evaluate(`[...document.querySelectorAll("svg.chart")].map((svg) => {
         const box = svg.getBoundingClientRect();
         return {
           width: box.width,
@@ -174,8 +181,10 @@ describe("pgroute bench against a cluster", () => {
           lines: [...svg.querySelectorAll("polyline.series")].map((p) => ({ target: p.dataset.target, points: p.points.numberOfItems, length: p.getTotalLength() })),
           bars: [...svg.querySelectorAll("rect.bar")].map((b) => ({ target: b.dataset.target, round: b.dataset.round, height: b.getBBox().height })),
         };
-      })`,
-    );
+      })`);
+    } finally {
+      await browser.close();
+    }
     expect(charts).toHaveLength(2);
     const [latency, tps] = charts;
     for (const c of charts) {

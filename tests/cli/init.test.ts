@@ -64,8 +64,8 @@ describe("pgroute init from flags", () => {
       { name: "r1", host: "::1", port: 5433, role: "auto", weight: 1, zone: "", sslmode: "prefer" },
     ]);
     expect(config.users).toEqual([
-      { name: "app", password: SECRET, auth: "md5", databases: [], target: "auto" },
-      { name: "ro", password: "pw2", auth: "md5", databases: [], target: "auto" },
+      { name: "app", password: SECRET, auth: "md5", databases: [], target: "auto", role: "read-write" },
+      { name: "ro", password: "pw2", auth: "md5", databases: [], target: "auto", role: "read-write" },
     ]);
     expect(config.pool).toMatchObject({ mode: "transaction", size: 7 });
     expect((await stat(out)).mode & 0o777).toBe(0o600);
@@ -115,7 +115,7 @@ describe("pgroute init from flags", () => {
   test("--user NAME without a password is allowed for trust", async () => {
     const out = join(await tempDir(), "x.toml");
     expect((await runInit(["--out", out, "--user", "guest", "--auth", "trust"])).code).toBe(0);
-    expect((await loadConfig(out)).users).toEqual([{ name: "guest", auth: "trust", databases: [], target: "auto" }]);
+    expect((await loadConfig(out)).users).toEqual([{ name: "guest", auth: "trust", databases: [], target: "auto", role: "read-write" }]);
   });
 });
 
@@ -227,7 +227,7 @@ describe("pgroute init on a terminal", () => {
       ["primary", "db2", 5433, "primary"],
       ["replica2", "db3", 5434, "replica"],
     ]);
-    expect(config.users).toEqual([{ name: "alice", auth: "md5", password: SECRET, databases: [], target: "auto" }]);
+    expect(config.users).toEqual([{ name: "alice", auth: "md5", password: SECRET, databases: [], target: "auto", role: "read-write" }]);
     expect(config.pool).toMatchObject({ mode: "session", size: 9 });
   });
 
@@ -252,7 +252,7 @@ describe("pgroute init on a terminal", () => {
     const config = await loadConfig(join(dir, "pgroute.toml"));
     expect(config.listen).toEqual({ host: "127.0.0.1", port: 6432 });
     expect(config.nodes).toEqual([{ name: "node1", host: "127.0.0.1", port: 5432, role: "auto", weight: 1, zone: "", sslmode: "prefer" }]);
-    expect(config.users).toEqual([{ name: "app", auth: "scram-sha-256", password: "pw", databases: [], target: "auto" }]);
+    expect(config.users).toEqual([{ name: "app", auth: "scram-sha-256", password: "pw", databases: [], target: "auto", role: "read-write" }]);
     expect(config.pool).toMatchObject({ mode: "transaction", size: 20 });
   });
 

@@ -11,21 +11,14 @@ import postgres from "postgres";
 import type { DevCluster } from "../../src/devcluster/index.ts";
 import { testCluster } from "../support/cluster.ts";
 import { freePort } from "../support/net.ts";
-import { watch } from "../support/proc.ts";
+import { CLI_ENV, SERVE, watch } from "../support/proc.ts";
 import { RawClient } from "../support/raw-client.ts";
 
 // Bun 1.4.5 applies the preload's setDefaultTimeout to the first test file only; this file sets its own.
 setDefaultTimeout(60_000);
 
 const ROOT = join(import.meta.dir, "../..");
-const SERVE = [process.execPath, join(ROOT, "src/cli/main.ts"), "serve"];
-/** No colours, whatever the environment running the tests asks for. */
-const ENV = (() => {
-  const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: "1" };
-  delete env.FORCE_COLOR;
-  delete env.PGROUTE_CONFIG;
-  return env;
-})();
+const ENV = CLI_ENV;
 
 let cluster: DevCluster;
 let dir: string;
@@ -167,6 +160,37 @@ describe("pgroute serve", () => {
       "",
     ]);
     expect(stdout.text()).toBe("");
+  });
+
+  test("the admin listener: started with the proxy, its address logged, RELOAD re-reads the file", async () => {
+    const port = await freePort();
+    const admin = await freePort();
+    const base = configToml(port).replace(`name = ${s(cluster.superuser)}`, `name = ${s(cluster.superuser)}\nrole = "admin"`);
+    const path = await writeConfig("admin.toml", `${base}\n[admin]\nlisten = "127.0.0.1:${admin}"\n`);
+    const { proc, stderr } = serve(["-c", path]);
+    try {
+      await stderr.until(new RegExp(`INFO  admin_listening host=127\\.0\\.0\\.1 port=${admin} dashboard=http://127\\.0\\.0\\.1:${admin}/ token="none \\(loopback only\\)"`));
+      await waitAccepting(port, proc);
+      const metrics = await (await fetch(`http://127.0.0.1:${admin}/metrics`)).text();
+      expect(metrics).toContain(`pgroute_node_role{node="${cluster.primary.name}",role="primary"} 1`);
+      await writeFile(path, `${base}\n[admin]\nlisten = "127.0.0.1:${admin}"\ntop_queries = 7\n`);
+      const reload = await fetch(`http://127.0.0.1:${admin}/reload`, { method: "POST" });
+      expect(await reload.json()).toEqual({ ok: true, message: "configuration reloaded (version 2; changed: admin)" });
+      const r = await psql(port, "/* pgroute: primary */ select 1");
+      expect(r.code).toBe(0);
+      proc.kill("SIGTERM");
+      expect(await exitCode(proc)).toBe(0);
+    } finally {
+      proc.kill("SIGKILL");
+    }
+  });
+
+  test("an admin listener on a non-loopback address without a token: exit 2, naming the key", async () => {
+    const path = await writeConfig("open-admin.toml", `${configToml(await freePort())}\n[admin]\nlisten = "0.0.0.0:0"\n`);
+    const { proc, stderr } = serve(["-c", path]);
+    expect(await exitCode(proc)).toBe(2);
+    await stderr.done;
+    expect(stderr.text()).toBe(`${path}: admin.token: required when admin.listen is not a loopback address (0.0.0.0)\n`);
   });
 
   test("a missing configuration file: exit 2, saying which file", async () => {

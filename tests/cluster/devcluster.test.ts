@@ -136,13 +136,15 @@ describe("testCluster()", () => {
     const config = parseToml(await Bun.file(cluster.configPath).text()) as {
       listen: { host: string; port: number };
       nodes: { name: string; host: string; port: number; role: string }[];
-      users: { name: string; password: string; auth: string }[];
+      users: { name: string; password: string; auth: string; role: string }[];
       pool: { mode: string };
+      admin: { listen: string };
     };
     expect(config.listen).toEqual({ host: "127.0.0.1", port: 6432 });
     expect(config.nodes).toEqual(cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })));
-    expect(config.users).toEqual([{ name: "postgres", password: cluster.password, auth: "scram-sha-256" }]);
+    expect(config.users).toEqual([{ name: "postgres", password: cluster.password, auth: "scram-sha-256", role: "admin" }]);
     expect(config.pool.mode).toBe("transaction");
+    expect(config.admin.listen).toBe("127.0.0.1:0");
   });
 });
 

@@ -261,6 +261,8 @@ describe("no server connection for a client that fails authentication", () => {
     const counted = await startTestProxy({
       nodes: [{ name: "primary", host: "127.0.0.1", port: relay.port, role: "primary" }],
       users: [...testUsers(cluster), { name: AUTH_USERS.scram.user, password: AUTH_USERS.scram.password, databases: [APP_DATABASE] }],
+      // The relay counts every connection to the server: the health monitor's own would be one more.
+      monitor: { enabled: false },
     });
     const app = `pgroute_noauth_${process.pid}_${Date.now()}`;
     const backends = async () =>

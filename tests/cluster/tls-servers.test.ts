@@ -213,6 +213,31 @@ describe("against a server with ssl = on", () => {
   });
 });
 
+describe("the health monitor's own connections", () => {
+  test("follow the node's sslmode: verify-full reaches it encrypted; another CA or a name the certificate lacks leaves it unreachable, saying why", async () => {
+    const direct = postgres(secure.url(secure.primary), { max: 1, onnotice: () => {} });
+    const monitorSsl = async () =>
+      (await direct<{ ssl: boolean }[]>`select s.ssl from pg_stat_activity a join pg_stat_ssl s using (pid) where a.application_name = 'pgroute-monitor'`).map((r) => r.ssl);
+    try {
+      await through(node({ host: "localhost", sslmode: "verify-full", sslrootcert: ca.certPath }), async (_sql, tp) => {
+        expect(tp.proxy.cluster.current.nodes[0]).toMatchObject({ reachable: true, role: "primary", error: null });
+        expect(await monitorSsl()).toEqual([true]);
+      });
+      await through(node({ host: "localhost", sslmode: "verify-full", sslrootcert: otherCa.certPath }), async (_sql, tp) => {
+        expect(tp.proxy.cluster.current.nodes[0]).toMatchObject({ reachable: false, error: expect.stringMatching(/certificate|self.signed|issuer/i) });
+      });
+      await through(node({ host: "127.0.0.1", sslmode: "verify-full", sslrootcert: ca.certPath }), async (_sql, tp) => {
+        expect(tp.proxy.cluster.current.nodes[0]).toMatchObject({ reachable: false, error: expect.stringMatching(/127\.0\.0\.1|altname|host/i) });
+      });
+      await through(node({ host: "127.0.0.1", sslmode: "verify-ca", sslrootcert: ca.certPath }), async (_sql, tp) => {
+        expect(tp.proxy.cluster.current.nodes[0]).toMatchObject({ reachable: true, error: null });
+      });
+    } finally {
+      await direct.end();
+    }
+  });
+});
+
 describe("against a server with ssl = off", () => {
   test("require and verify-full never fall back to plaintext: 08001", async () => {
     for (const sslmode of ["require", "verify-ca", "verify-full"]) {

@@ -387,8 +387,8 @@ const backendDecoders: FuzzTarget<Uint8Array> = {
 };
 
 // Users for the authentication target, built once (a SCRAM verifier costs a PBKDF2 run).
-const scramUser: UserConfig = Object.freeze({ name: "alice", password: "correct horse", auth: "scram-sha-256", databases: [], target: "auto" });
-const md5User: UserConfig = Object.freeze({ name: "bob", md5_hash: md5Hash("battery staple", "bob"), auth: "md5", databases: [], target: "auto" });
+const scramUser: UserConfig = Object.freeze({ name: "alice", password: "correct horse", auth: "scram-sha-256", databases: [], target: "auto", role: "read-write" });
+const md5User: UserConfig = Object.freeze({ name: "bob", md5_hash: md5Hash("battery staple", "bob"), auth: "md5", databases: [], target: "auto", role: "read-write" });
 const verifier = makeVerifier("correct horse");
 
 /** Client SCRAM messages: random, and well-shaped ones with random parts (the right nonce when `echo` is set). */

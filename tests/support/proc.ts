@@ -37,3 +37,14 @@ export function watch(stream: ReadableStream<Uint8Array>) {
     },
   };
 }
+
+/** `pgroute serve` as a child process: the CLI run from source. */
+export const SERVE = [process.execPath, new URL("../../src/cli/main.ts", import.meta.url).pathname, "serve"];
+
+/** The environment for a CLI child: no colours, whatever the environment running the tests asks for, and no config from it. */
+export const CLI_ENV = (() => {
+  const env: Record<string, string | undefined> = { ...process.env, NO_COLOR: "1" };
+  delete env.FORCE_COLOR;
+  delete env.PGROUTE_CONFIG;
+  return env;
+})();

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "smol-toml";
 import { ConfigLoadError, configFrom, loadConfig, parseConfig } from "../../src/config/load.ts";
-import { formatConfigError, parseDuration, parseSize, SCHEMA, validate } from "../../src/config/schema.ts";
+import { formatConfigError, parseDuration, parseSize, SCHEMA, validate, type KeySpec } from "../../src/config/schema.ts";
 import type { Config } from "../../src/config/types.ts";
 
 const EXAMPLE = join(import.meta.dir, "../../examples/pgroute.toml");
@@ -111,6 +111,23 @@ describe("validate: exact messages", () => {
     ]);
   });
 
+  test("admin.listen is HOST:PORT; off when empty; a non-loopback listener needs a token", () => {
+    expect(configFrom({ ...minimal, admin: { listen: "127.0.0.1:0" } }).admin.listen).toEqual({ host: "127.0.0.1", port: 0 });
+    expect(configFrom({ ...minimal, admin: { listen: "[::1]:9930" } }).admin.listen).toEqual({ host: "::1", port: 9930 });
+    expect(configFrom({ ...minimal, admin: { listen: "localhost:9930" } }).admin.token).toBeUndefined();
+    expect(configFrom({ ...minimal, admin: { listen: "0.0.0.0:9930", token: "s3cret-token" } }).admin.listen).toEqual({ host: "0.0.0.0", port: 9930 });
+    expect(errorsOf({ ...minimal, admin: { listen: "0.0.0.0:9930" } })).toEqual([`admin.token: required when admin.listen is not a loopback address (0.0.0.0)`]);
+    expect(errorsOf({ ...minimal, admin: { listen: "10.1.2.3:9930" } })).toEqual([`admin.token: required when admin.listen is not a loopback address (10.1.2.3)`]);
+    expect(errorsOf({ ...minimal, admin: { listen: "9930" } })).toEqual([`admin.listen: expected an address like "127.0.0.1:9930" (HOST:PORT, port 0-65535), got "9930"`]);
+    expect(errorsOf({ ...minimal, admin: { listen: "127.0.0.1:70000" } })).toEqual([
+      `admin.listen: expected an address like "127.0.0.1:9930" (HOST:PORT, port 0-65535), got "127.0.0.1:70000"`,
+    ]);
+    expect(errorsOf({ ...minimal, admin: { listen: 9930 } })).toEqual([`admin.listen: expected an address like "127.0.0.1:9930", got 9930`]);
+    expect(errorsOf({ ...minimal, users: [{ name: "u", password: "pw", role: "root" }] })).toEqual([
+      `users[0].role: expected one of "read-write", "read-only", "admin", got "root"`,
+    ]);
+  });
+
   test("values are described by kind", () => {
     expect(errorsOf({ nodes: [{ name: "a", port: [1], host: {}, weight: 0, zone: true }] })).toEqual([
       "nodes[0].port: expected an integer 1-65535, got an array",
@@ -123,6 +140,25 @@ describe("validate: exact messages", () => {
       "users[0].databases[1]: expected a string, got 2",
     ]);
     expect(errorsOf("x")).toEqual([`expected a table, got "x"`]);
+  });
+
+  test("numbers, booleans and the health, breaker and monitor cross-checks", () => {
+    expect(errorsOf(withSection("health", { error_rate_bad: 1.5, min_score: "high" }))).toEqual([
+      "health.error_rate_bad: expected a number from 0 to 1, got 1.5",
+      `health.min_score: expected a number from 0 to 100, got "high"`,
+    ]);
+    expect(errorsOf(withSection("monitor", { enabled: "yes" }))).toEqual([`monitor.enabled: expected true or false, got "yes"`]);
+    expect(errorsOf(withSection("health", { lag_good: "1s", lag_bad: "500ms", load_good: 0.9, load_bad: 0.5 }))).toEqual([
+      "health.lag_good: must be below health.lag_bad",
+      "health.load_good: must be below health.load_bad",
+    ]);
+    const zero = Object.fromEntries(["lag", "latency", "errors", "load", "queue", "breaker"].map((k) => [`weight_${k}`, 0]));
+    expect(errorsOf(withSection("health", zero))).toEqual(["health.weight_lag: at least one health weight must be above 0"]);
+    expect(errorsOf(withSection("breaker", { cooldown: "10s", max_cooldown: "5s" }))).toEqual(["breaker.max_cooldown: must be at least breaker.cooldown"]);
+    expect(errorsOf(withSection("monitor", { password: "x" }))).toEqual(["monitor.user: required when monitor.password is given"]);
+    expect(errorsOf(withSection("balance", { strategy: "fastest" }))).toEqual([
+      `balance.strategy: expected one of "weighted", "least_connections", "latency", "round_robin", "random", got "fastest"`,
+    ]);
   });
 
   test("multiple errors are reported together, in document order", () => {
@@ -160,7 +196,7 @@ describe("validate: values", () => {
     const expected: Config = {
       listen: { host: "127.0.0.1", port: 6432 },
       nodes: [{ name: "p", host: "127.0.0.1", port: 5432, role: "auto", weight: 1, zone: "", sslmode: "prefer" }],
-      users: [{ name: "u", password: "pw", auth: "scram-sha-256", databases: [], target: "auto" }],
+      users: [{ name: "u", password: "pw", auth: "scram-sha-256", databases: [], target: "auto", role: "read-write" }],
       pool: {
         mode: "transaction",
         size: 20,
@@ -179,8 +215,42 @@ describe("validate: values", () => {
         shutdown_timeout_ms: 30_000,
       },
       routing: { transactions: "primary", write_functions: [], read_functions: [] },
+      balance: { strategy: "weighted", prefer_zone: "", max_lag_ms: 1_000, latency_decay_ms: 5_000 },
+      monitor: {
+        enabled: true,
+        database: "postgres",
+        ping_interval_ms: 1_000,
+        ping_timeout_ms: 1_000,
+        probe_interval_ms: 5_000,
+        probe_timeout_ms: 3_000,
+        reconnect_max_ms: 10_000,
+        heartbeat_interval_ms: 250,
+      },
+      health: {
+        window_ms: 10_000,
+        min_score: 0,
+        weight_lag: 30,
+        weight_latency: 20,
+        weight_errors: 20,
+        weight_load: 15,
+        weight_queue: 10,
+        weight_breaker: 5,
+        lag_good_ms: 5,
+        lag_bad_ms: 250,
+        latency_good_ms: 20,
+        latency_bad_ms: 1_000,
+        error_rate_bad: 0.05,
+        load_good: 0.3,
+        load_bad: 0.9,
+        queue_good: 10,
+        queue_bad: 100,
+      },
+      breaker: { failures: 3, error_rate: 0.02, min_requests: 20, cooldown_ms: 5_000, max_cooldown_ms: 60_000, half_open_trials: 3 },
       tls: { mode: "disable" },
+      policy: { statement_timeout_ms: 0, idle_in_transaction_timeout_ms: 0 },
+      firewall: { stats_interval_ms: 60_000, rules: [] },
       log: { level: "info", format: "text" },
+      admin: { listen: null, top_queries: 100 },
     };
     expect(configFrom(minimal)).toStrictEqual(expected);
   });
@@ -215,7 +285,7 @@ describe("validate: values", () => {
 
   test("optional credentials are absent, not undefined, when not given", () => {
     const user = configFrom(minimal).users[0]!;
-    expect(Object.keys(user).sort()).toEqual(["auth", "databases", "name", "password", "target"]);
+    expect(Object.keys(user).sort()).toEqual(["auth", "databases", "name", "password", "role", "target"]);
   });
 });
 
@@ -273,7 +343,7 @@ describe("examples/pgroute.toml", () => {
     const text = await Bun.file(EXAMPLE).text();
     return text
       .split("\n")
-      .map((line) => line.replace(/^# (?=\[\[?[a-z_]+\]\]?\s*$|[a-z0-9_]+ = )/, ""))
+      .map((line) => line.replace(/^# (?=\[\[?[a-z_.]+\]\]?\s*$|[a-z0-9_]+ = )/, ""))
       .join("\n");
   }
 
@@ -287,28 +357,42 @@ describe("examples/pgroute.toml", () => {
     const text = await exampleUncommented();
     const raw = parse(text) as Record<string, unknown>;
     const lines = text.split("\n");
-    for (const section of SCHEMA) {
-      const value = raw[section.name];
-      const tables = (section.many ? value : [value]) as Record<string, unknown>[];
-      for (const spec of section.keys) {
+    const documents = (name: string, tables: Record<string, unknown>[], keys: readonly KeySpec[]) => {
+      for (const spec of keys) {
         // The first occurrence documents a key; later ones (other users) show alternatives.
         const first = tables.find((t) => spec.key in t);
-        expect(first, `${section.name}.${spec.key} is not in the example`).toBeDefined();
-        if (spec.default !== undefined) expect(first![spec.key], `${section.name}.${spec.key}`).toEqual(spec.default);
-        const line = lines.find((l) => l.startsWith(`${spec.key} = `) && sectionOf(lines, l) === section.name);
-        expect(line, `${section.name}.${spec.key} has no comment`).toMatch(/ # \S/);
+        expect(first, `${name}.${spec.key} is not in the example`).toBeDefined();
+        if (spec.type.kind === "tables") {
+          // An array of tables ([[firewall.rules]]): its keys are documented under its own header.
+          documents(`${name}.${spec.key}`, first![spec.key] as Record<string, unknown>[], spec.type.keys);
+          continue;
+        }
+        if (spec.default !== undefined) expect(first![spec.key], `${name}.${spec.key}`).toEqual(spec.default);
+        const line = lines.find((l) => l.startsWith(`${spec.key} = `) && sectionOf(lines, l) === name);
+        expect(line, `${name}.${spec.key} has no comment`).toMatch(/ # \S/);
       }
+    };
+    for (const section of SCHEMA) {
+      const value = raw[section.name];
+      documents(section.name, (section.many ? value : [value]) as Record<string, unknown>[], section.keys);
     }
   });
 
   test("every key in the example is in the table", async () => {
     const raw = parse(await exampleUncommented()) as Record<string, unknown>;
     expect(Object.keys(raw).sort()).toEqual(SCHEMA.map((s) => s.name).sort());
+    const known = (tables: Record<string, unknown>[], keys: readonly KeySpec[]) => {
+      for (const table of tables) {
+        for (const k of Object.keys(table)) {
+          const spec = keys.find((s) => s.key === k);
+          expect(spec, k).toBeDefined();
+          if (spec!.type.kind === "tables") known(table[k] as Record<string, unknown>[], spec!.type.keys);
+        }
+      }
+    };
     for (const section of SCHEMA) {
       const value = raw[section.name];
-      for (const table of (section.many ? value : [value]) as Record<string, unknown>[]) {
-        for (const k of Object.keys(table)) expect(section.keys.map((s) => s.key)).toContain(k);
-      }
+      known((section.many ? value : [value]) as Record<string, unknown>[], section.keys);
     }
   });
 });
@@ -318,6 +402,6 @@ function sectionOf(lines: string[], line: string): string | undefined {
   const header = lines
     .slice(0, lines.indexOf(line))
     .reverse()
-    .find((l) => /^\[\[?[a-z_]+\]\]?/.test(l));
+    .find((l) => /^\[\[?[a-z_.]+\]\]?/.test(l));
   return header?.replace(/[[\]]/g, "").trim();
 }
