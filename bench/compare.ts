@@ -18,6 +18,7 @@ import { startBenchCluster } from "./lib/cluster.ts";
 import { treeCpuSeconds } from "./lib/cpu.ts";
 import { bunVersion, err, gitState, loadavg, machine, machineLine, out, which } from "./lib/env.ts";
 import { addDiagnostic, guard, runMain } from "./lib/main.ts";
+import { psqlValue } from "./lib/pgbench.ts";
 import { pgpoolVersion, startPgpool } from "./lib/pgpool.ts";
 import { cpuSeconds, stopChild } from "./lib/proc.ts";
 import { ROOT, logProblems, pgbouncerVersion, startPgbouncer, startPgroute, type ProxyProcess } from "./lib/proxies.ts";
@@ -42,6 +43,9 @@ Options:
   --json FILE      pgroute bench's JSON results (default: a temporary file)
   --html FILE      pgroute bench's HTML report
   -h, --help       show this help`;
+
+/** The database the benchmark runs in. */
+const DATABASE = "bench";
 
 interface Options {
   workload: string;
@@ -121,33 +125,37 @@ async function main(): Promise<number> {
   out(machineLine(m));
   err("starting a primary and 2 replicas…");
   const bc = await startBenchCluster({ shared_buffers: "256MB", shared_preload_libraries: "pg_stat_statements" }, 2);
+  // A database of its own, so the servers' per-node counts hold the benchmark's statements only (pgroute's monitor
+  // and Pgpool-II's checks run in \`postgres\`).
+  await psqlValue(bc.direct, `CREATE DATABASE ${DATABASE}`);
+  const up = { ...bc.up, database: DATABASE };
   const nodes = bc.cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role }));
   for (const n of bc.cluster.replicas) addDiagnostic(`PostgreSQL ${n.name} log`, n.logFile);
   out(`versions: Bun ${bunVersion()}, PostgreSQL ${bc.version}, ${bouncer}, ${pgpool}`);
   out(`pgroute : ${git.text}`);
 
   const [pgroutePort, bouncerPort, pgpoolPort] = [await freePort(), await freePort(), await freePort()];
-  const pgroute = await startPgroute(pgroutePort, bc.up, o.pool, {
+  const pgroute = await startPgroute(pgroutePort, up, o.pool, {
     mode: "transaction",
     replicas: bc.cluster.replicas.map((r) => ({ name: r.name, host: r.host, port: r.port })),
   });
   addDiagnostic("pgroute log", pgroute.logFile);
-  const pgbouncer = await startPgbouncer(bouncerPort, bc.up, o.pool, { mode: "transaction" });
+  const pgbouncer = await startPgbouncer(bouncerPort, up, o.pool, { mode: "transaction" });
   addDiagnostic("pgbouncer log", pgbouncer.logFile);
-  const pool = await startPgpool(pgpoolPort, nodes, bc.up.user, bc.up.password, o.clients + 8);
+  const pool = await startPgpool(pgpoolPort, nodes, up.user, up.password, o.clients + 8);
   addDiagnostic("pgpool log", pool.logFile);
   out(`setup   : pgroute pid ${pgroute.pid} (bun src/cli/main.ts serve, transaction pooling, pool ${o.pool}, reads to replicas); PgBouncer pid ${pgbouncer.pid} (transaction pooling, pool ${o.pool}, primary only); Pgpool-II pid ${pool.pid} (streaming replication, statement-level load balancing over the replicas, ${o.clients + 8} children)`);
   out(`load avg: ${loadavg()} (at start)`);
 
   const json = o.json ? resolve(o.json) : join(mkdtempSync(join(tmpdir(), "pgroute-compare-")), "results.json");
-  const url = (port: number) => `postgres://${bc.up.user}:${bc.up.password}@127.0.0.1:${port}/${bc.up.database}?sslmode=disable`;
+  const url = (port: number) => `postgres://${up.user}:${up.password}@127.0.0.1:${port}/${DATABASE}?sslmode=disable`;
   const argv = [
-    "bench", "-c", pgroute.configPath, "--direct",
+    "bench", "-c", pgroute.configPath, "--direct", "-d", DATABASE,
     "--target", `pgbouncer=${url(bouncerPort)}`, "--target", `pgpool=${url(pgpoolPort)}`,
     "--workload", o.workload, "--protocol", o.protocol, "--rounds", o.rounds, "--duration", o.duration, "--warmup", o.warmup,
     "--clients", String(o.clients), "--scale", o.scale, "--json", json, ...(o.html ? ["--html", resolve(o.html)] : []),
   ];
-  out(`command : pgroute ${argv.join(" ").replaceAll(`:${bc.up.password}@`, ":***@")}`);
+  out(`command : pgroute ${argv.join(" ").replaceAll(`:${up.password}@`, ":***@")}`);
   const cpu = (p: ProxyProcess, tree: boolean) => (tree ? treeCpuSeconds(p.pid) : cpuSeconds(p.pid));
   const proxies: [string, ProxyProcess, boolean][] = [["pgroute", pgroute, false], ["pgbouncer", pgbouncer, false], ["pgpool", pool, true]];
   const before = proxies.map(([, p, tree]) => cpu(p, tree));

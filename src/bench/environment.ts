@@ -59,6 +59,9 @@ export interface EnvironmentPlan {
   signal?: AbortSignal;
 }
 
+/** The database `--local` creates for the benchmark unless `--database` names another. */
+export const LOCAL_DATABASE = "pgroute_bench";
+
 /** The role a node reports, for `role = "auto"` nodes and compose services. */
 async function probeRole(spec: ConnSpec): Promise<"primary" | "replica"> {
   const sql = connect(spec, "pgroute-bench-setup");
@@ -153,7 +156,18 @@ export async function openEnvironment(plan: EnvironmentPlan): Promise<Environmen
         guard.dismiss();
       };
       try {
-        const credentials = credentialsFrom(null, { ...plan, user: plan.user ?? cluster.superuser }, { user: cluster.superuser, password: cluster.password });
+        // A database of its own, so the per-node counts hold the benchmark's statements only (pgroute's monitor,
+        // for one, probes the nodes in `postgres`).
+        const database = plan.database ?? LOCAL_DATABASE;
+        if (plan.database === undefined) {
+          const admin = connect({ name: "primary", host: cluster.primary.host, port: cluster.primary.port, user: cluster.superuser, password: cluster.password, database: "postgres", sslmode: "disable" }, "pgroute-bench-setup");
+          try {
+            await admin.unsafe(`CREATE DATABASE ${LOCAL_DATABASE}`);
+          } finally {
+            await admin.end({ timeout: 5 }).catch(() => {});
+          }
+        }
+        const credentials = credentialsFrom(null, { ...plan, user: plan.user ?? cluster.superuser, database }, { user: cluster.superuser, password: cluster.password });
         const nodes: BenchNode[] = cluster.nodes.map((n) => ({
           name: n.name,
           host: n.host,

@@ -41,7 +41,9 @@ Cluster (default: the nodes of --config):
                            examples/docker-compose.yml; needs a Docker engine with Compose)
   -U, --user NAME          who to log in as (default: the config's first user with a password, else postgres)
       --password PW        its password (default: from the config, else $PGPASSWORD)
-  -d, --database DB        database holding the pgbench tables (default postgres)
+  -d, --database DB        database holding the pgbench tables (default postgres; with --local, a new
+                           pgroute_bench); in a database of its own the per-node counts hold the benchmark's
+                           statements only
 
 Workload:
   -w, --workload LIST      read-only (default: point selects), read-write (mix, see --read-ratio), tpcb
