@@ -20,14 +20,14 @@ export interface BenchCluster {
 }
 
 /**
- * Starts a primary without replicas on a free loopback port (stopped and removed by the registered
+ * Starts a primary (and `replicas` streaming replicas) on free loopback ports (stopped and removed by the registered
  * tear-down), with extra postgresql.conf `settings`.
  */
-export async function startBenchCluster(settings: Record<string, string | number>): Promise<BenchCluster> {
+export async function startBenchCluster(settings: Record<string, string | number>, replicas = 0): Promise<BenchCluster> {
   const abort = new AbortController();
   let cluster: DevCluster | undefined;
   const clusterP = startCluster({
-    replicas: 0,
+    replicas,
     port: 0,
     proxyPort: await freePort(),
     settings,

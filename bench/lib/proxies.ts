@@ -53,6 +53,8 @@ export interface ProxyOptions {
   maxClients?: number;
   /** pgroute only: write a CPU profile (Bun's --cpu-prof, .cpuprofile and .md) into this directory when it stops. */
   profileDir?: string;
+  /** pgroute only: streaming replicas of the upstream, added as `role = "replica"` nodes (reads go there). */
+  replicas?: { name: string; host: string; port: number }[];
 }
 
 function tomlString(v: string): string {
@@ -73,6 +75,14 @@ export function pgrouteToml(listenPort: number, up: Upstream, poolSize: number, 
     `port = ${up.port}`,
     `role = ${tomlString("primary")}`,
     "",
+    ...(o.replicas ?? []).flatMap((r) => [
+      "[[nodes]]",
+      `name = ${tomlString(r.name)}`,
+      `host = ${tomlString(r.host)}`,
+      `port = ${r.port}`,
+      `role = ${tomlString("replica")}`,
+      "",
+    ]),
     "[[users]]",
     `name = ${tomlString(up.user)}`,
     up.scramVerifier ? `scram_verifier = ${tomlString(up.scramVerifier)}` : `password = ${tomlString(up.password)}`,
@@ -88,7 +98,7 @@ export function pgrouteToml(listenPort: number, up: Upstream, poolSize: number, 
 }
 
 /** Start pgroute as `bun src/cli/main.ts serve -c <config> --log-level warn` and wait until it accepts connections. */
-export async function startPgroute(listenPort: number, up: Upstream, poolSize: number, o: ProxyOptions = {}): Promise<ProxyProcess> {
+export async function startPgroute(listenPort: number, up: Upstream, poolSize: number, o: ProxyOptions = {}): Promise<ProxyProcess & { configPath: string }> {
   const dir = mkdtempSync(join(tmpdir(), "pgroute-bench-"));
   const rm = () => rmSync(dir, { recursive: true, force: true });
   onCleanup({ name: "pgroute temp dir", run: rm, sync: rm }); // kept until the end: the report reads the log
@@ -112,6 +122,7 @@ export async function startPgroute(listenPort: number, up: Upstream, poolSize: n
   }
   return {
     name: "pgroute",
+    configPath,
     host: "127.0.0.1",
     port: listenPort,
     pid: proc.pid,
@@ -227,7 +238,7 @@ export async function startPgbouncer(listenPort: number, up: Upstream, poolSize:
   };
 }
 
-/** Lines of a proxy's log that are worth showing (pgroute runs at --log-level warn; pgbouncer logs LOG lines). */
+/** Lines of a proxy's log that are worth showing. */
 export function logProblems(p: ProxyProcess): string[] {
   let text = "";
   try {
@@ -236,6 +247,7 @@ export function logProblems(p: ProxyProcess): string[] {
     return [];
   }
   const lines = text.split("\n").filter((l) => l.trim() !== "");
-  if (p.name === "pgbouncer") return lines.filter((l) => /\b(WARNING|ERROR|FATAL|PANIC)\b/.test(l));
+  // PgBouncer and Pgpool-II log routine LOG lines; pgroute runs at --log-level warn, so all of its lines count.
+  if (p.name !== "pgroute") return lines.filter((l) => /\b(WARNING|ERROR|FATAL|PANIC)\b/.test(l));
   return lines;
 }

@@ -17,7 +17,8 @@ let bin: string;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "pgroute-bin-"));
   bin = join(dir, "pgroute");
-  const build = Bun.spawnSync(["bun", "build", "src/cli/main.ts", "--compile", "--outfile", bin], { cwd: root });
+  // The same entry points as package.json "build": the bench's load-generator thread is a second one.
+  const build = Bun.spawnSync(["bun", "build", "src/cli/main.ts", "src/bench/worker.ts", "--compile", "--outfile", bin], { cwd: root });
   if (build.exitCode !== 0) throw new Error(`build failed: ${build.stderr.toString()}`);
 });
 
@@ -71,5 +72,25 @@ describe("compiled pgroute binary", () => {
     }
     proc.kill("SIGTERM");
     expect(await proc.exited).toBe(0);
+  });
+
+  test("bench runs its load-generator threads from the binary", async () => {
+    const cluster = await testCluster();
+    const admin = postgres(cluster.url(cluster.primary), { max: 1, onnotice: () => {} });
+    try {
+      await admin.unsafe("drop database if exists binbench");
+      await admin.unsafe("create database binbench");
+    } finally {
+      await admin.end();
+    }
+    const url = `postgres://postgres:${cluster.password}@127.0.0.1:${cluster.primary.port}/binbench?sslmode=disable`;
+    const r = run(["bench", "--target", `db=${url}`, "-s", "1", "--clients", "2", "--threads", "2", "--duration", "1", "--rounds", "1", "--warmup", "0", "--json", "-"]);
+    expect(r.stderr.toString()).not.toContain("crashed");
+    expect(r.exitCode).toBe(0);
+    const results = JSON.parse(r.stdout.toString());
+    expect(results.settings.threads).toBe(2);
+    const round = results.scenarios[0].targets[0].rounds[0];
+    expect(round.transactions).toBeGreaterThan(0);
+    expect(round.errors).toBe(0);
   });
 });
