@@ -249,6 +249,18 @@ describe("validate: values", () => {
       tls: { mode: "disable" },
       policy: { statement_timeout_ms: 0, idle_in_transaction_timeout_ms: 0 },
       firewall: { stats_interval_ms: 60_000, rules: [] },
+      consistency: { mode: "none", sticky_ms: 1_000, wait_ms: 0, lsn_poll_interval_ms: 100 },
+      failover: {
+        failures: 3,
+        primary_wait_timeout_ms: 10_000,
+        search_interval_ms: 250,
+        patroni: [],
+        patroni_endpoint: "cluster",
+        dns_name: "",
+        dns_port: 0,
+        discovery_interval_ms: 1_000,
+        promote: false,
+      },
       log: { level: "info", format: "text" },
       admin: { listen: null, top_queries: 100 },
     };
