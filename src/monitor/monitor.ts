@@ -20,11 +20,13 @@ import type { LiveNodes } from "../cluster/live.ts";
 import type { RequestObserver, RequestSample } from "../cluster/observe.ts";
 import { lagExcess, loosestLag } from "../cluster/plan.ts";
 import type { ClusterSnapshot, SnapshotHolder } from "../cluster/state.ts";
-import { assemble, emptyState, primaryOf, roleOf, walsenderOf, type NodeState } from "./assemble.ts";
+import { assemble, emptyState, primaryOf, walsenderOf, type NodeState } from "./assemble.ts";
+import { Failover, type FailoverDeps } from "./failover.ts";
+import { elect, isDown, roleOf } from "./roles.ts";
 import { connectPostgres, type CheckConnection, type Connect, type Credentials } from "./connection.ts";
 import { quoteTable, readHeartbeat, writeHeartbeat } from "./heartbeat.ts";
 import { LsnHistory, replicaLag } from "./lag.ts";
-import { CheckError, ping, probe, type PingResult, type ProbeResult } from "./probe.ts";
+import { CheckError, PROMOTE_SQL, ping, probe, replayPosition, type PingResult, type ProbeResult } from "./probe.ts";
 
 /** Wall-clock (epoch ms, for snapshots and breakers) and monotonic (for latency windows) time. */
 export interface Clock {
@@ -50,7 +52,12 @@ export interface MonitorOptions {
   onReachable?: (node: NodeConfig) => void;
   /** What operators decided (drained nodes, roles set by hand): folded into every snapshot, republished on change. */
   overrides?: Overrides;
+  /** Patroni's HTTP client and the DNS resolver of failover discovery (tests inject fakes). */
+  failover?: FailoverDeps;
 }
+
+/** How long a session's `SET pgroute.min_lsn` keeps the fast replay poll running (when no user has `lsn`). */
+const REPLAY_DEMAND_MS = 60_000;
 
 /**
  * Who the monitor logs in as: `[monitor] user`/`password`, else the first `[[users]]` entry with a server password
@@ -101,6 +108,14 @@ export class Monitor implements RequestObserver {
   private beating = false;
   /** Problems already logged, so a repeating one is logged once. */
   private readonly warned = new Set<string>();
+  /** The primary the last election chose (before operator overrides), or null. */
+  private elected: string | null = null;
+  /** Discovery through Patroni and DNS, and promotion, while the primary is lost. */
+  private readonly failover: Failover;
+  /** The fast poll of replicas' replay positions (read-your-writes), and until when a session asked for it. */
+  private replayTimer: ReturnType<typeof setInterval> | null = null;
+  private replayDemandUntil = 0;
+  private polling = false;
 
   constructor(private readonly opts: MonitorOptions) {
     this.config = opts.config;
@@ -109,6 +124,21 @@ export class Monitor implements RequestObserver {
     this.connect = opts.connect ?? connectPostgres;
     this.random = opts.random ?? Math.random;
     this.creds = this.credentialsOf(opts.config);
+    const monitor = this;
+    this.failover = new Failover(
+      {
+        get config() {
+          return monitor.config;
+        },
+        get log() {
+          return monitor.log;
+        },
+        checkNow: (name) => this.checkNow(name),
+        promote: (name) => this.promote(name),
+        hintsChanged: () => void this.publish(),
+      },
+      opts.failover,
+    );
     for (const n of opts.config.nodes) this.addNode(n);
     this.publish();
   }
@@ -152,15 +182,18 @@ export class Monitor implements RequestObserver {
     }
     this.startHeartbeat();
     await this.round();
-    for (const [name, w] of this.watches) this.schedule(this.states.get(name)!, w, this.config.monitor.ping_interval_ms);
+    for (const [name, w] of this.watches) this.schedule(this.states.get(name)!, w, this.nextCheckMs());
+    this.startReplayPoll();
   }
 
   /** Stops every check and closes the check connections. */
   async stop(): Promise<void> {
     this.running = false;
+    this.failover.stop();
     if (this.breakerTimer) clearTimeout(this.breakerTimer);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    this.breakerTimer = this.heartbeatTimer = null;
+    if (this.replayTimer) clearInterval(this.replayTimer);
+    this.breakerTimer = this.heartbeatTimer = this.replayTimer = null;
     await Promise.all([...this.watches.values()].map((w) => this.stopWatch(w)));
   }
 
@@ -206,7 +239,10 @@ export class Monitor implements RequestObserver {
         if (this.running) void this.check(s, fresh, true, true);
       }
     }
-    if (this.running) this.startHeartbeat();
+    if (this.running) {
+      this.startHeartbeat();
+      this.startReplayPoll(true);
+    }
     this.publish();
   }
 
@@ -215,7 +251,7 @@ export class Monitor implements RequestObserver {
   /** One detailed probe of every node now, then a publication (`pgroute check lag`, and the first round of `start`). */
   async round(): Promise<ClusterSnapshot> {
     // The primary first: replicas' lag is measured against its WAL position.
-    const primary = primaryOf([...this.states.values()]);
+    const primary = this.primaryState();
     const order = [...this.watches].sort(([a], [b]) => Number(b === primary?.node.name) - Number(a === primary?.node.name));
     const [first, ...rest] = order;
     if (first) await this.check(this.states.get(first[0])!, first[1], true, false);
@@ -247,12 +283,46 @@ export class Monitor implements RequestObserver {
     return ceiling * (0.5 + this.random() / 2);
   }
 
+  /** The delay to the next check of a node that answers: `ping_interval`, shorter while no primary is known. */
+  private nextCheckMs(): number {
+    const m = this.config.monitor;
+    return this.elected === null ? Math.min(m.ping_interval_ms, this.config.failover.search_interval_ms) : m.ping_interval_ms;
+  }
+
+  /**
+   * After `failures` failed checks: the first `failover.failures - 1` retries come at the usual pace (a node is
+   * taken for down after that many checks, `ping_interval` apart), later ones back off.
+   */
+  private retryMs(failures: number): number {
+    const n = this.config.failover.failures;
+    return failures < n ? this.nextCheckMs() : this.backoff(failures - n + 1);
+  }
+
+  /** Checks node `name` as soon as it can (a hint named it the primary). */
+  checkNow(name: string): void {
+    const s = this.states.get(name);
+    const w = this.watches.get(name);
+    if (s && w && this.running && !w.busy) this.schedule(s, w, 0);
+  }
+
+  /** Runs pg_promote() on node `name` over the monitor's connection (failover.promote). */
+  private async promote(name: string): Promise<void> {
+    const w = this.watches.get(name);
+    if (!w) throw new Error(`node "${name}" is not checked by the monitor`);
+    await w.conn.query(PROMOTE_SQL, this.config.monitor.probe_timeout_ms);
+  }
+
+  /** The state of the elected primary, else of the primary by the rules alone. */
+  private primaryState(): NodeState | undefined {
+    return (this.elected === null ? undefined : this.states.get(this.elected)) ?? primaryOf([...this.states.values()], this.config.failover.failures);
+  }
+
   /** Runs one check of a node (a probe when `detailed`), records it, publishes, and schedules the next when `reschedule`. */
   private async check(s: NodeState, w: Watch, detailed: boolean, reschedule: boolean): Promise<void> {
     if (w.busy || w.stopped) return;
     w.busy = true;
     const m = this.config.monitor;
-    let next = m.ping_interval_ms;
+    let next = this.nextCheckMs();
     const connects = w.conn.connects;
     try {
       const r = detailed ? await probe(w.conn, m.probe_timeout_ms, m.cpu_query) : await ping(w.conn, m.ping_timeout_ms);
@@ -266,9 +336,9 @@ export class Monitor implements RequestObserver {
       if (e.kind === "down") {
         w.failures++;
         w.nextProbeAt = 0; // back: a full probe first
-        next = this.backoff(w.failures);
+        next = this.retryMs(w.failures);
       }
-      if (!w.stopped) this.checkFailed(s, e);
+      if (!w.stopped) this.checkFailed(s, e, w.failures);
     } finally {
       w.busy = false;
     }
@@ -299,6 +369,8 @@ export class Monitor implements RequestObserver {
     s.reachable = true;
     s.error = null;
     s.checkedAt = now;
+    s.failures = 0;
+    s.timeline = r.timeline;
     if (timed) {
       s.pingMs = r.ms;
       live.pings.add(mono, r.ms, false);
@@ -319,7 +391,8 @@ export class Monitor implements RequestObserver {
       if (r.cpuError) this.warnOnce("monitor_cpu_query_failed", { node: s.node.name, error: r.cpuError });
     }
     const role = roleOf(s);
-    const primary = primaryOf([...this.states.values()]);
+    const primary = this.primaryState();
+    this.noteReplay(s, role === "replica" ? r.lsn : null);
     if (role === "primary" && primary === s) {
       if (this.historyOf !== s.node.name) {
         this.history.clear();
@@ -352,7 +425,7 @@ export class Monitor implements RequestObserver {
   }
 
   /** A check failed: the node is unreachable (and one failure nearer an open breaker), or the monitor cannot see it. */
-  private checkFailed(s: NodeState, e: CheckError): void {
+  private checkFailed(s: NodeState, e: CheckError, failures: number): void {
     if (e.kind === "blind") {
       // The node answers but the monitor cannot check it (authentication, privileges): it is not the node's fault.
       this.warnOnce("monitor_cannot_check", { node: s.node.name, error: e.message });
@@ -364,6 +437,8 @@ export class Monitor implements RequestObserver {
     if (s.reachable !== false) this.log.warn("node_unreachable", { node: s.node.name, error: e.message });
     s.reachable = false;
     s.error = e.message;
+    s.failures = failures;
+    this.noteReplay(s, null);
     if (s.live.breaker.failure(this.clock.now(), "check", e.message)) this.breakerChanged(s);
     this.publish();
   }
@@ -381,7 +456,7 @@ export class Monitor implements RequestObserver {
   }
 
   private async beat(table: string): Promise<void> {
-    const primary = primaryOf([...this.states.values()]);
+    const primary = this.primaryState();
     const w = primary && this.watches.get(primary.node.name);
     if (!w || primary.reachable !== true || this.beating) return;
     this.beating = true;
@@ -525,8 +600,81 @@ export class Monitor implements RequestObserver {
     this.log.warn(event, fields);
   }
 
+  // --- replay positions (read-your-writes) ---------------------------------------------------------------
+
+  /** Whether a session may need replicas' replay positions between checks: a user with `lsn`, or a recent min_lsn. */
+  private get replayWanted(): boolean {
+    const c = this.config;
+    return !this.passive && (c.consistency.mode === "lsn" || c.users.some((u) => u.consistency === "lsn") || this.clock.now() < this.replayDemandUntil);
+  }
+
+  /** A session set `pgroute.min_lsn`: replay positions are read fast for a while, whatever the config says. */
+  wantReplay(): void {
+    this.replayDemandUntil = this.clock.now() + REPLAY_DEMAND_MS;
+    if (!this.replayTimer) this.startReplayPoll();
+  }
+
+  /** Starts (or with `restart`, re-times) the fast replay poll when it is wanted; it stops itself when it is not. */
+  private startReplayPoll(restart = false): void {
+    if (restart && this.replayTimer) {
+      clearInterval(this.replayTimer);
+      this.replayTimer = null;
+    }
+    if (this.replayTimer || !this.running || !this.replayWanted) return;
+    this.replayTimer = setInterval(() => {
+      if (!this.replayWanted) {
+        clearInterval(this.replayTimer!);
+        this.replayTimer = null;
+        return;
+      }
+      void this.pollReplay();
+    }, this.config.consistency.lsn_poll_interval_ms);
+    this.replayTimer.unref?.();
+  }
+
+  /**
+   * Reads every reachable replica's replay position: one cheap statement per replica. Asked of the replicas rather
+   * than of the primary's pg_stat_replication, whose replay_lsn is only as fresh as the standby's last status
+   * message (wal_receiver_status_interval, 10 s by default, when the primary is quiet).
+   */
+  async pollReplay(): Promise<void> {
+    if (this.polling) return;
+    this.polling = true;
+    try {
+      let advanced = false;
+      await Promise.all(
+        [...this.states.values()].map(async (s) => {
+          const w = this.watches.get(s.node.name);
+          if (!w || w.stopped || s.reachable !== true || roleOf(s) !== "replica") return;
+          try {
+            const lsn = await replayPosition(w.conn, this.config.monitor.ping_timeout_ms);
+            if (lsn !== null && lsn > s.live.replayLsn) advanced = true;
+            if (!w.stopped) s.live.replayLsn = lsn ?? -1;
+          } catch {
+            // The next check says what is wrong with the node.
+          }
+        }),
+      );
+      if (advanced) this.opts.lives.replay.fire();
+    } finally {
+      this.polling = false;
+    }
+  }
+
+  /** A check's view of a replica's replay position (null: not a replica, or unknown). */
+  private noteReplay(s: NodeState, lsn: number | null): void {
+    const before = s.live.replayLsn;
+    s.live.replayLsn = lsn ?? -1;
+    if (lsn !== null && lsn > before) this.opts.lives.replay.fire();
+  }
+
   /** Publishes a snapshot of what is known now. */
   publish(): ClusterSnapshot {
+    const states = [...this.states.values()];
+    const previous = this.elected;
+    const winner = this.passive ? undefined : elect(states, { failures: this.config.failover.failures, hinted: this.failover.hinted, incumbent: previous });
+    this.elected = winner?.node.name ?? null;
+    if (this.elected !== previous) this.electionChanged(previous, winner);
     const snapshot = assemble({
       config: this.config,
       states: [...this.states.values()],
@@ -536,8 +684,27 @@ export class Monitor implements RequestObserver {
       passive: this.passive,
       trialsOut: (s) => s.live.breaker.state === "half-open" && !s.live.breaker.admits,
       overrides: this.opts.overrides,
+      elected: this.passive ? undefined : this.elected,
     });
     this.opts.holder.publish(snapshot);
+    if (this.running) this.failover.update({ states, elected: winner, previous });
     return snapshot;
+  }
+
+  /** A new primary, or none: logged; with none, every node is checked at the search pace from now on. */
+  private electionChanged(previous: string | null, winner: NodeState | undefined): void {
+    if (winner) {
+      const fields: Record<string, string | number> = { node: winner.node.name };
+      if (previous !== null) fields.previous = previous;
+      if (winner.timeline !== null) fields.timeline = winner.timeline;
+      if (this.failover.hinted.has(winner.node.name)) fields.hinted = "yes";
+      this.log.info("primary_elected", fields);
+      return;
+    }
+    const was = previous === null ? undefined : this.states.get(previous);
+    this.log.warn("primary_lost", { node: previous ?? "", reason: was && isDown(was, this.config.failover.failures) ? `down after ${was.failures} failed checks` : was?.standby ? "in recovery" : "not the primary any more" });
+    if (!this.running) return;
+    const soon = this.nextCheckMs();
+    for (const [name, w] of this.watches) if (!w.busy) this.schedule(this.states.get(name)!, w, soon);
   }
 }
