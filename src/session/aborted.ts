@@ -48,7 +48,9 @@ export function endsTransaction(sql: string): boolean {
 }
 
 export class AbortedTransaction {
-  private readonly error: Uint8Array;
+  private error: Uint8Array;
+  /** The error after the first one, when they differ (a lost connection first, then 25P02). */
+  private readonly later: Uint8Array | null;
   /** An error was sent in this batch: skip to Sync. */
   private skipping = false;
   /** The batch's exit statement has run: what follows goes the usual way at Sync. */
@@ -61,9 +63,19 @@ export class AbortedTransaction {
   constructor(
     private readonly host: AbortedHost,
     error: Omit<ErrorFields, "severity">,
+    /** What every statement after the first gets (default: the same error). */
+    later?: Omit<ErrorFields, "severity">,
   ) {
     this.error = errorResponse({ severity: "ERROR", ...error });
+    this.later = later ? errorResponse({ severity: "ERROR", ...later }) : null;
     this.unnamed = host.statementText("");
+  }
+
+  /** The error for this statement (the first one may differ from the rest). */
+  private take(): Uint8Array {
+    const e = this.error;
+    if (this.later) this.error = this.later;
+    return e;
   }
 
   onMessage(type: number, frame: Uint8Array): void {
@@ -99,10 +111,11 @@ export class AbortedTransaction {
   }
 
   private failed(): Uint8Array {
-    return new MessageWriter(this.error.length + 8).bytes(this.error).bytes(readyForQuery(TxStatus.Failed)).done();
+    const e = this.take();
+    return new MessageWriter(e.length + 8).bytes(e).bytes(readyForQuery(TxStatus.Failed)).done();
   }
 
-  private fail(error: Uint8Array = this.error): void {
+  private fail(error: Uint8Array = this.take()): void {
     this.host.local(error);
     this.skipping = true;
   }

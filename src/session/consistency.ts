@@ -50,8 +50,8 @@ export interface ConsistencyOptions {
   waitMs: number;
   /** Epoch ms (tests inject a clock). */
   now?: () => number;
-  /** A session set `pgroute.min_lsn`: the monitor should read replay positions fast for a while. */
-  onMinLsn?: () => void;
+  /** A session set `pgroute.min_lsn` or `pgroute.consistency = lsn`: the monitor should read replay positions fast for a while. */
+  onNeedsReplay?: () => void;
 }
 
 export class Consistency {
@@ -180,7 +180,7 @@ export class Consistency {
         const lsn = parseLsn(v.value.trim());
         if (lsn === null || !/^[0-9a-f]{1,8}\/[0-9a-f]{1,8}$/i.test(v.value.trim())) return `invalid value for parameter "pgroute.min_lsn": "${v.value}" (expected a WAL position like 16/B374D848)`;
         this.floor = lsn;
-        if (lsn > 0) this.opts.onMinLsn?.();
+        if (lsn > 0) this.opts.onNeedsReplay?.();
         return null;
       }
       case "pgroute.consistency": {
@@ -191,6 +191,7 @@ export class Consistency {
         const value = v.value.toLowerCase();
         if (!MODES.includes(value)) return `invalid value for parameter "pgroute.consistency": "${v.value}" (expected none, sticky or lsn)`;
         this.mode = value as ConsistencyMode;
+        if (this.mode === "lsn") this.opts.onNeedsReplay?.();
         return null;
       }
     }

@@ -447,7 +447,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       const router = new RouterState({ functions: policy.functions, transactions: cfg.routing.transactions, userTarget: user.target, defaultReadOnly: readOnly });
       const observer = this.host.observers && !this.host.observers.empty ? this.host.observers : null;
       const rc = cfg.consistency;
-      const consistency = hold ? null : new Consistency({ mode: user.consistency ?? rc.mode, stickyMs: rc.sticky_ms, waitMs: rc.wait_ms, onMinLsn: () => this.host.monitor?.wantReplay() });
+      const consistency = hold ? null : new Consistency({ mode: user.consistency ?? rc.mode, stickyMs: rc.sticky_ms, waitMs: rc.wait_ms, onNeedsReplay: () => this.host.monitor?.wantReplay() });
       const relay = new TransactionRelay(this, group, settings, prepared, router, this.host.log, observer, this.host.counters ?? null, {
         policy: policy.enforces ? policy : null,
         hold,

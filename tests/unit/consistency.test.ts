@@ -12,9 +12,9 @@ import { MessageWriter } from "../../src/wire/encode.ts";
 
 const READ: Route = { target: "replica", reason: { code: "read_only" } };
 
-function session(mode: "none" | "sticky" | "lsn", extra: { waitMs?: number; onMinLsn?: () => void } = {}) {
+function session(mode: "none" | "sticky" | "lsn", extra: { waitMs?: number; onNeedsReplay?: () => void } = {}) {
   const clock = { now: 1_000 };
-  const c = new Consistency({ mode, stickyMs: 500, waitMs: extra.waitMs ?? 0, now: () => clock.now, onMinLsn: extra.onMinLsn });
+  const c = new Consistency({ mode, stickyMs: 500, waitMs: extra.waitMs ?? 0, now: () => clock.now, onNeedsReplay: extra.onNeedsReplay });
   return { c, clock };
 }
 
@@ -71,7 +71,7 @@ describe("lsn", () => {
     expect(c.committed(true, 0, () => {})).toBeNull();
     answer(ask, "16/B374D848");
     expect(settled).toBe(1);
-    expect(c.readBound()).toEqual({ minLsn: parseLsn("16/B374D848"), waitMs: 200, avoid: null });
+    expect(c.readBound()).toEqual({ minLsn: parseLsn("16/B374D848")!, waitMs: 200, avoid: null });
     expect(c.show("pgroute.lsn")).toBe("16/B374D848");
     // Nothing new written: nothing asked.
     expect(c.committed(true, 0, () => {})).toBeNull();
@@ -84,7 +84,7 @@ describe("lsn", () => {
     expect(c.readBound()).toBeNull();
     expect(c.show("pgroute.lsn")).toBeNull();
     answer(c.committed(true, 0, () => {})!, "0/3000060");
-    expect(c.readBound()?.minLsn).toBe(parseLsn("0/3000060"));
+    expect(c.readBound()?.minLsn).toBe(parseLsn("0/3000060")!);
   });
 
   test("a write sent while the position was asked is not covered by the answer", () => {
@@ -102,7 +102,7 @@ describe("lsn", () => {
 describe("SET / SHOW", () => {
   test("pgroute.min_lsn binds reads in any mode, and asks the monitor for fast replay positions", () => {
     let asked = 0;
-    const { c } = session("none", { onMinLsn: () => asked++ });
+    const { c } = session("none", { onNeedsReplay: () => asked++ });
     expect(c.set({ op: "set", name: "pgroute.min_lsn", value: "0/5000" })).toBeNull();
     expect(asked).toBe(1);
     expect(c.readBound()?.minLsn).toBe(0x5000);
