@@ -34,7 +34,7 @@ function statusJson(role: "master" | "replica") {
   };
 }
 
-let servers: Server[] = [];
+let servers: Server<undefined>[] = [];
 let leader = "pg2";
 
 /** A member's REST API: /cluster for the whole cluster, /leader 200 on the leader, 503 elsewhere. */
