@@ -723,7 +723,7 @@ export class TransactionRelay extends ClientRelay {
   }
 
   /** The session is in a transaction that failed without its server: pgroute answers it until it ends. */
-  private enterAborted(error: Omit<ErrorFields, "severity">, later?: Omit<ErrorFields, "severity">): void {
+  private enterAborted(error: Omit<ErrorFields, "severity">, later?: Omit<ErrorFields, "severity">, reportFirst = false): void {
     this.aborted = new AbortedTransaction(
       {
         local: (bytes) => this.local(bytes),
@@ -737,6 +737,7 @@ export class TransactionRelay extends ClientRelay {
       },
       error,
       later,
+      reportFirst,
     );
   }
 
@@ -802,7 +803,8 @@ export class TransactionRelay extends ClientRelay {
     this.queue = [];
     if (inTx) {
       // A client idle in its transaction learns of it at its next statement; one that was answered, by 25P02.
-      this.enterAborted(lost.steps.length > 0 ? IN_FAILED_TRANSACTION : { code: error.code, message: error.message, detail: error.detail, hint: error.hint }, IN_FAILED_TRANSACTION);
+      const told = lost.steps.includes("error");
+      this.enterAborted(told ? IN_FAILED_TRANSACTION : { code: error.code, message: error.message, detail: error.detail, hint: error.hint }, IN_FAILED_TRANSACTION, !told);
       for (const q of queued) this.replay(q);
     } else {
       this.queue = queued;
