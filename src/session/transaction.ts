@@ -661,6 +661,7 @@ export class TransactionRelay extends ClientRelay {
   ready(status: number, failed: boolean, entry: Entry): void {
     const conn = this.conn;
     if (!conn) return;
+    this.retryable = null; // answered: nothing in flight is a read that may still be retried
     const sample = this.inflight.shift();
     if (sample && this.observer) {
       sample.ms = performance.now() - sample.startedAt;
@@ -678,7 +679,8 @@ export class TransactionRelay extends ClientRelay {
     if (this.settings.version !== version) conn.appliedSignature = null;
     // Read-your-writes: a transaction that wrote has committed; in `lsn` mode its WAL position is asked for on
     // this connection before it goes back (and the session's next read waits for the answer).
-    const ask = this.target === "primary" ? (this.consistency?.committed(status === TxStatus.Idle, conn.pending, () => this.settle(conn)) ?? null) : null;
+    // Its answer settles the connection after the chunk it arrived in is processed: what that chunk still holds is ours.
+    const ask = this.target === "primary" ? (this.consistency?.committed(status === TxStatus.Idle, conn.pending, () => queueMicrotask(() => this.settle(conn))) ?? null) : null;
     if (ask) conn.send(this.consistency!.lsnQuery, [ask]);
     this.settle(conn);
     if (status !== TxStatus.Idle && this.idle && this.queue.length === 0 && conn.pending === 0) this.idle.idle();
