@@ -9,26 +9,34 @@
 //   COMMIT fails: never a quiet success).
 // The cluster is this file's own (nodes are stopped and promoted), stopped in afterAll. FAILOVER_REPORT=1 prints the
 // figures (time from the promotion to the first acknowledged write, errors by SQLSTATE).
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { beforeAll, describe, expect, test } from "bun:test";
 import pg from "pg";
 import postgres from "postgres";
-import { configFrom } from "../../src/config/load.ts";
-import { findPgBin, guardCluster, startCluster, stopCluster, waitForReplay, type DevCluster, type DevNode, type Watchdog } from "../../src/devcluster/index.ts";
+import { findPgBin, waitForReplay, type DevCluster, type DevNode } from "../../src/devcluster/index.ts";
 import { runAs, runPg } from "../../src/devcluster/exec.ts";
-import { createLogger } from "../../src/log.ts";
-import { Proxy } from "../../src/server.ts";
+import { ownCluster } from "../support/own-cluster.ts";
 import { eventually, waitFor } from "../support/wait.ts";
 
 const WRITERS = 50;
 const IN_TRANSACTIONS = 10; // of the writers, those that write in BEGIN … COMMIT
 const IDLE = 10;
 
+const own = ownCluster("failover", { replicas: 2, settings: { fsync: "off" } }, async (c) => {
+  const [r1] = c.replicas as [DevNode];
+  const primary = postgres(c.url(c.primary), { max: 1, onnotice: () => {} });
+  try {
+    // Set after the replicas were cloned, so the one promoted later does not wait for itself.
+    await primary.unsafe(`alter system set synchronous_standby_names = '${r1.name}'`);
+    await primary.unsafe("select pg_reload_conf()");
+    await waitFor("replica1 to be the synchronous standby", async () => (await primary.unsafe<{ s: string }[]>(`select sync_state as s from pg_stat_replication where application_name = '${r1.name}'`))[0]?.s, (s) => s === "sync");
+    await primary.unsafe("create table fo (client int, n int, primary key (client, n))");
+  } finally {
+    await primary.end();
+  }
+  await waitForReplay(c);
+});
+
 let cluster: DevCluster;
-let guard: Watchdog | undefined;
-let proxy: Proxy;
 let port = 0;
 let replica1: DevNode;
 let replica2: DevNode;
@@ -43,40 +51,17 @@ function direct(node: DevNode): postgres.Sql {
 }
 
 beforeAll(async () => {
-  const dir = mkdtempSync(join(tmpdir(), "pgroute-failover-"));
-  guard = guardCluster(dir);
-  cluster = await startCluster({ dir, replicas: 2, port: 0, settings: { fsync: "off" } });
+  cluster = own.cluster;
   [replica1, replica2] = cluster.replicas as [DevNode, DevNode];
-  const primary = direct(cluster.primary);
-  try {
-    // Set after the replicas were cloned, so the one promoted later does not wait for itself.
-    await primary.unsafe(`alter system set synchronous_standby_names = '${replica1.name}'`);
-    await primary.unsafe("select pg_reload_conf()");
-    await waitFor("replica1 to be the synchronous standby", async () => (await primary.unsafe<{ s: string }[]>(`select sync_state as s from pg_stat_replication where application_name = '${replica1.name}'`))[0]?.s, (s) => s === "sync");
-    await primary.unsafe("create table fo (client int, n int, primary key (client, n))");
-  } finally {
-    await primary.end();
-  }
-  await waitForReplay(cluster);
-  const config = configFrom({
-    listen: { host: "127.0.0.1", port: 0 },
+  port = await own.serve({
     // role "auto": pgroute takes each node's role from pg_is_in_recovery(), so it follows the promotion.
     nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port })),
     users: [{ name: cluster.superuser, password: cluster.password }],
     pool: { mode: "transaction", size: 70 },
     monitor: { ping_interval: "200ms", probe_interval: "1s", ping_timeout: "500ms", reconnect_max: "1s" },
     failover: { failures: 3, search_interval: "100ms", primary_wait_timeout: "15s" },
-    log: { level: process.env.PGROUTE_TEST_LOG ?? "error" },
   });
-  proxy = new Proxy({ config, log: createLogger(config.log) });
-  ({ port } = await proxy.listen());
-}, 90_000);
-
-afterAll(async () => {
-  await proxy?.stop();
-  if (cluster) await stopCluster(cluster.dir);
-  guard?.dismiss();
-});
+}, 30_000);
 
 /** A node-postgres client through pgroute (it never reconnects by itself), noting whether it was disconnected. */
 async function connect(): Promise<{ c: pg.Client; lost: () => string | null; close: () => Promise<void> }> {
@@ -130,7 +115,7 @@ async function sleepersOn(node: DevNode, n: number): Promise<number[]> {
 
 describe("a replica failing under a read that has not returned rows", () => {
   test("its backend terminated (FATAL 57P01): the read runs once more on another node", async () => {
-    await eventually("both replicas to take reads", () => proxy.cluster.current.nodes.filter((n) => n.readable && n.role === "replica").length === 2);
+    await eventually("both replicas to take reads", () => own.proxy.cluster.current.nodes.filter((n) => n.readable && n.role === "replica").length === 2);
     const reads = slowReads(6);
     const pids = await sleepersOn(replica1, 6);
     const sql = direct(replica1);
@@ -145,7 +130,7 @@ describe("a replica failing under a read that has not returned rows", () => {
   });
 
   test("its server stopped (immediate): the read runs once more on another node", async () => {
-    await eventually("both replicas to take reads again", () => proxy.cluster.current.nodes.filter((n) => n.readable && n.role === "replica").length === 2, 15_000);
+    await eventually("both replicas to take reads again", () => own.proxy.cluster.current.nodes.filter((n) => n.readable && n.role === "replica").length === 2, 15_000);
     const reads = slowReads(6);
     await sleepersOn(replica2, 6);
     await pgCtl(replica2, "stop", "-m", "immediate", "-w");
@@ -205,13 +190,13 @@ describe("failover under load", () => {
     try {
       await waitFor("writes through pgroute", acked, (n) => n >= 300, 20_000);
       await pgCtl(cluster.primary, "stop", "-m", "immediate", "-w");
-      await eventually("the monitor to lose the primary", () => proxy.cluster.current.nodes.find((n) => n.name === cluster.primary.name)!.reachable === false, 10_000);
+      await eventually("the monitor to lose the primary", () => own.proxy.cluster.current.nodes.find((n) => n.name === cluster.primary.name)!.reachable === false, 10_000);
       await pgCtl(replica1, "promote", "-w");
       const promotedAt = Date.now();
       const firstAfter = await waitFor("a write acknowledged after the promotion", () => Math.min(...writers.flatMap((w) => w.acked.filter((a) => a.at > promotedAt).map((a) => a.at))), (t) => Number.isFinite(t), 15_000);
       expect(firstAfter - promotedAt).toBeLessThan(5_000);
       if (process.env.FAILOVER_REPORT) console.log(`first write acknowledged ${firstAfter - promotedAt} ms after the promotion`);
-      expect(proxy.cluster.current.primary).toBe(replica1.name);
+      expect(own.proxy.cluster.current.primary).toBe(replica1.name);
       const before = acked();
       await waitFor("more writes on the new primary", acked, (n) => n >= before + 300, 20_000);
     } finally {

@@ -5,34 +5,16 @@
 // replica catches up it takes reads again; `sticky` keeps reads on the primary for `sticky`, then lets them go to
 // the replicas. The causality token works across two client connections: SHOW pgroute.lsn after a write on one,
 // SET pgroute.min_lsn on the other, and the other's reads see the write. The cluster is this file's own.
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { beforeAll, describe, expect, test } from "bun:test";
 import postgres from "postgres";
-import { configFrom } from "../../src/config/load.ts";
-import { guardCluster, startCluster, stopCluster, waitForReplay, type DevCluster, type Watchdog } from "../../src/devcluster/index.ts";
-import { createLogger } from "../../src/log.ts";
-import { Proxy } from "../../src/server.ts";
+import { waitForReplay, type DevCluster } from "../../src/devcluster/index.ts";
+import { ownCluster } from "../support/own-cluster.ts";
 import { waitFor } from "../support/wait.ts";
 
 const ROUNDS = 500;
 
-let cluster: DevCluster;
-let guard: Watchdog | undefined;
-let proxy: Proxy;
-let port = 0;
-let delayed: number;
-let fresh: number;
-
-beforeAll(async () => {
-  const dir = mkdtempSync(join(tmpdir(), "pgroute-ryw-"));
-  guard = guardCluster(dir);
-  cluster = await startCluster({ dir, replicas: 2, port: 0, settings: { fsync: "off" } });
-  const [r1, r2] = cluster.replicas as [DevCluster["replicas"][0], DevCluster["replicas"][0]];
-  delayed = r1.port;
-  fresh = r2.port;
-  const admin = postgres(cluster.url(r1), { max: 1, onnotice: () => {} });
+const own = ownCluster("ryw", { replicas: 2, settings: { fsync: "off" } }, async (c) => {
+  const admin = postgres(c.url(c.replicas[0]!), { max: 1, onnotice: () => {} });
   try {
     // ALTER SYSTEM works on a standby (postgresql.auto.conf is not WAL-logged); the delay is reloadable.
     await admin.unsafe("alter system set recovery_min_apply_delay = '2s'");
@@ -41,15 +23,24 @@ beforeAll(async () => {
   } finally {
     await admin.end();
   }
-  const primary = postgres(cluster.url(cluster.primary), { max: 1, onnotice: () => {} });
+  const primary = postgres(c.url(c.primary), { max: 1, onnotice: () => {} });
   try {
     await primary.unsafe("create table ryw (id bigint primary key, who text)");
   } finally {
     await primary.end();
   }
-  await waitForReplay(cluster);
-  const config = configFrom({
-    listen: { host: "127.0.0.1", port: 0 },
+  await waitForReplay(c);
+});
+
+let cluster: DevCluster;
+let port = 0;
+let delayed: number;
+let fresh: number;
+
+beforeAll(async () => {
+  cluster = own.cluster;
+  [delayed, fresh] = cluster.replicas.map((r) => r.port) as [number, number];
+  port = await own.serve({
     nodes: cluster.nodes.map((n) => ({ name: n.name, host: n.host, port: n.port, role: n.role })),
     users: [
       { name: cluster.superuser, password: cluster.password },
@@ -61,17 +52,8 @@ beforeAll(async () => {
     balance: { strategy: "round_robin", max_lag: "1h" },
     monitor: { ping_interval: "200ms", probe_interval: "1s" },
     consistency: { sticky: "3s", wait: "300ms", lsn_poll_interval: "10ms" },
-    log: { level: process.env.PGROUTE_TEST_LOG ?? "error" },
   });
-  proxy = new Proxy({ config, log: createLogger(config.log) });
-  ({ port } = await proxy.listen());
-}, 90_000);
-
-afterAll(async () => {
-  await proxy?.stop();
-  if (cluster) await stopCluster(cluster.dir);
-  guard?.dismiss();
-});
+}, 30_000);
 
 function client(user: string): postgres.Sql {
   return postgres({ host: "127.0.0.1", port, user, password: cluster.password, database: "postgres", max: 1, prepare: false, onnotice: () => {} });
