@@ -116,6 +116,8 @@ export class Monitor implements RequestObserver {
   private replayTimer: ReturnType<typeof setInterval> | null = null;
   private replayDemandUntil = 0;
   private polling = false;
+  /** The first round of checks is over: what the election says from now on is news (logged at info). */
+  private settled = false;
 
   constructor(private readonly opts: MonitorOptions) {
     this.config = opts.config;
@@ -184,6 +186,7 @@ export class Monitor implements RequestObserver {
     await this.round();
     for (const [name, w] of this.watches) this.schedule(this.states.get(name)!, w, this.nextCheckMs());
     this.startReplayPoll();
+    this.settled = true;
   }
 
   /** Stops every check and closes the check connections. */
@@ -691,18 +694,24 @@ export class Monitor implements RequestObserver {
     return snapshot;
   }
 
-  /** A new primary, or none: logged; with none, every node is checked at the search pace from now on. */
+  /**
+   * A new primary, or none: logged (at debug until the first round of checks is over: what the config and the
+   * first answers say is no news); with none, every node is checked at the search pace from now on.
+   */
   private electionChanged(previous: string | null, winner: NodeState | undefined): void {
     if (winner) {
       const fields: Record<string, string | number> = { node: winner.node.name };
       if (previous !== null) fields.previous = previous;
       if (winner.timeline !== null) fields.timeline = winner.timeline;
       if (this.failover.hinted.has(winner.node.name)) fields.hinted = "yes";
-      this.log.info("primary_elected", fields);
+      if (this.settled) this.log.info("primary_elected", fields);
+      else this.log.debug("primary_elected", fields);
       return;
     }
     const was = previous === null ? undefined : this.states.get(previous);
-    this.log.warn("primary_lost", { node: previous ?? "", reason: was && isDown(was, this.config.failover.failures) ? `down after ${was.failures} failed checks` : was?.standby ? "in recovery" : "not the primary any more" });
+    const fields = { node: previous ?? "", reason: was && isDown(was, this.config.failover.failures) ? `down after ${was.failures} failed checks` : was?.standby ? "in recovery" : "not the primary any more" };
+    if (this.settled) this.log.warn("primary_lost", fields);
+    else this.log.debug("primary_lost", fields);
     if (!this.running) return;
     const soon = this.nextCheckMs();
     for (const [name, w] of this.watches) if (!w.busy) this.schedule(this.states.get(name)!, w, soon);

@@ -776,8 +776,9 @@ export class TransactionRelay extends ClientRelay {
    * The server went away under the session (it crashed, was shut down, failed over). Unless the session kept
    * server-side state there (a pin, session pooling), it survives: a read that had not returned anything is sent
    * once more to another node; otherwise each request in flight gets an error — never sent again, since it may
-   * have run — and a transaction that was open is failed: statements get 25P02 until ROLLBACK (or COMMIT,
-   * answered ROLLBACK). Requests queued behind go on a new connection. Returns false when the client must go.
+   * have run — and a transaction that was open is failed: statements get 25P02 until ROLLBACK (a COMMIT before the
+   * client was told gets the error; one after, ROLLBACK). Requests queued behind go on a new connection, or, in the
+   * failed transaction, to the answers of it. Returns false when the client must go.
    */
   private survive(conn: ServerConn): boolean {
     const lost = conn.lost;

@@ -39,7 +39,7 @@ test("the primary stops: pgroute promotes the replica, and the write that waited
   }
   const direct = postgres(c.url(replica), { max: 1, onnotice: () => {} });
   try {
-    expect(await direct.unsafe("select n from promoted")).toEqual([{ n: 1 }]);
+    expect([...(await direct.unsafe<{ n: number }[]>("select n from promoted"))]).toEqual([{ n: 1 }]);
   } finally {
     await direct.end();
   }
