@@ -92,6 +92,11 @@ export class Failover {
     if (this.lost !== null && f.promote && !this.promoting) void this.promote(e.states);
   }
 
+  /** New settings (a reload): discovery, if it runs, starts again at the next election with them. */
+  reconfigure(): void {
+    this.stopDiscovery();
+  }
+
   /** Stops discovery for good (the monitor stops). */
   stop(): void {
     this.stopped = true;

@@ -245,6 +245,7 @@ export class Monitor implements RequestObserver {
     if (this.running) {
       this.startHeartbeat();
       this.startReplayPoll(true);
+      this.failover.reconfigure();
     }
     this.publish();
   }
