@@ -280,6 +280,12 @@ export class Demux implements FrameSink {
       error = decodeServerError(buf, start, end);
       // Unasked, only a FATAL makes sense: the server is going away and says why.
       if (error.severity !== "FATAL" && error.severity !== "PANIC") throw new DemuxError(`unexpected ErrorResponse: ${error.message}`);
+      // Between requests (a client idle in its transaction, a pinned session): its owner may keep the client.
+      if (this.owner.absorbFatal?.(error)) {
+        this.splice.cut(msgStart, next);
+        this.updateWant();
+        return;
+      }
     } else if (type !== B.ParameterStatus) {
       throw new DemuxError(`unexpected message "${String.fromCharCode(type)}" with no request pending`);
     }
