@@ -75,6 +75,11 @@ const MISBEHAVIOURS: Record<string, Misbehaviour> = {
     be.send(rawError({ S: "FATAL", M: "going away" }));
     be.end();
   },
+  // A server shutting down (fast shutdown, pg_terminate_backend) under the query: not broken, gone.
+  "FATAL 57P01, then a close": (be) => {
+    be.send(rawError({ S: "FATAL", V: "FATAL", C: "57P01", M: "terminating connection due to administrator command" }));
+    be.end();
+  },
   // A second ReadyForQuery right behind the answer: nothing is pending when it arrives.
   "ReadyForQuery out of nowhere": (be) => be.send(rowDescription("a"), dataRowOf("1"), commandComplete("SELECT 1"), readyForQuery(I), readyForQuery(I)),
   "ReadyForQuery with an unknown status": (be) => be.send(rowDescription("a"), dataRowOf("1"), commandComplete("SELECT 1"), readyForQuery(0x58)),
@@ -109,6 +114,15 @@ function expectOutcome(name: string, mode: "session" | "transaction", seen: Seen
       return lost(/ErrorResponse without a SQLSTATE: it broke/);
     case "FATAL without a SQLSTATE, then a close":
       return lost(/ErrorResponse without a SQLSTATE: going away/);
+    case "FATAL 57P01, then a close":
+      // Session mode relays the server's own FATAL; transaction mode keeps the client: the request fails with the
+      // server's words, and the session goes on (runQuery checked a query after it).
+      if (mode === "session") {
+        expect(seen.errors.map((e) => [e.severity, e.code, e.message])).toEqual([["FATAL", "57P01", "terminating connection due to administrator command"]]);
+        return void expect(seen.closed).toBe(true);
+      }
+      expect(seen.errors.map((e) => [e.severity, e.code, e.message])).toEqual([["ERROR", "08006", 'server connection to node "fake" was lost: terminating connection due to administrator command']]);
+      return void expect(seen.closed).toBe(false);
     case "ReadyForQuery out of nowhere":
       // Transaction mode had given the connection back: only that connection is lost, the client never noticed.
       if (mode === "transaction") return void expect(seen.errors).toEqual([]);
