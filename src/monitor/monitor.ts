@@ -26,7 +26,8 @@ import { elect, isDown, roleOf } from "./roles.ts";
 import { connectPostgres, type CheckConnection, type Connect, type Credentials } from "./connection.ts";
 import { quoteTable, readHeartbeat, writeHeartbeat } from "./heartbeat.ts";
 import { LsnHistory, replicaLag } from "./lag.ts";
-import { CheckError, PROMOTE_SQL, ping, probe, replayPosition, type PingResult, type ProbeResult } from "./probe.ts";
+import { CheckError, PROMOTE_SQL, ping, probe, type PingResult, type ProbeResult } from "./probe.ts";
+import { ReplayPoll } from "./replay.ts";
 
 /** Wall-clock (epoch ms, for snapshots and breakers) and monotonic (for latency windows) time. */
 export interface Clock {
@@ -56,8 +57,7 @@ export interface MonitorOptions {
   failover?: FailoverDeps;
 }
 
-/** How long a session's `SET pgroute.min_lsn` keeps the fast replay poll running (when no user has `lsn`). */
-const REPLAY_DEMAND_MS = 60_000;
+
 
 /**
  * Who the monitor logs in as: `[monitor] user`/`password`, else the first `[[users]]` entry with a server password
@@ -112,10 +112,8 @@ export class Monitor implements RequestObserver {
   private elected: string | null = null;
   /** Discovery through Patroni and DNS, and promotion, while the primary is lost. */
   private readonly failover: Failover;
-  /** The fast poll of replicas' replay positions (read-your-writes), and until when a session asked for it. */
-  private replayTimer: ReturnType<typeof setInterval> | null = null;
-  private replayDemandUntil = 0;
-  private polling = false;
+  /** The fast poll of replicas' replay positions (read-your-writes). */
+  private readonly replay: ReplayPoll;
   /** The first round of checks is over: what the election says from now on is news (logged at info). */
   private settled = false;
 
@@ -141,6 +139,24 @@ export class Monitor implements RequestObserver {
       },
       opts.failover,
     );
+    this.replay = new ReplayPoll({
+      get config() {
+        return monitor.config;
+      },
+      lives: opts.lives,
+      get active() {
+        return !monitor.passive;
+      },
+      get running() {
+        return monitor.running;
+      },
+      now: () => this.clock.now(),
+      states: () => this.states.values(),
+      connectionOf: (name) => {
+        const w = this.watches.get(name);
+        return w && !w.stopped ? w.conn : null;
+      },
+    });
     for (const n of opts.config.nodes) this.addNode(n);
     this.publish();
   }
@@ -185,7 +201,7 @@ export class Monitor implements RequestObserver {
     this.startHeartbeat();
     await this.round();
     for (const [name, w] of this.watches) this.schedule(this.states.get(name)!, w, this.nextCheckMs());
-    this.startReplayPoll();
+    this.replay.start();
     this.settled = true;
   }
 
@@ -195,8 +211,8 @@ export class Monitor implements RequestObserver {
     this.failover.stop();
     if (this.breakerTimer) clearTimeout(this.breakerTimer);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
-    if (this.replayTimer) clearInterval(this.replayTimer);
-    this.breakerTimer = this.heartbeatTimer = this.replayTimer = null;
+    this.replay.stop();
+    this.breakerTimer = this.heartbeatTimer = null;
     await Promise.all([...this.watches.values()].map((w) => this.stopWatch(w)));
   }
 
@@ -244,7 +260,7 @@ export class Monitor implements RequestObserver {
     }
     if (this.running) {
       this.startHeartbeat();
-      this.startReplayPoll(true);
+      this.replay.start(true);
       this.failover.reconfigure();
     }
     this.publish();
@@ -396,7 +412,7 @@ export class Monitor implements RequestObserver {
     }
     const role = roleOf(s);
     const primary = this.primaryState();
-    this.noteReplay(s, role === "replica" ? r.lsn : null);
+    this.replay.noted(s, role === "replica" ? r.lsn : null);
     if (role === "primary" && primary === s) {
       if (this.historyOf !== s.node.name) {
         this.history.clear();
@@ -442,7 +458,7 @@ export class Monitor implements RequestObserver {
     s.reachable = false;
     s.error = e.message;
     s.failures = failures;
-    this.noteReplay(s, null);
+    this.replay.noted(s, null);
     if (s.live.breaker.failure(this.clock.now(), "check", e.message)) this.breakerChanged(s);
     this.publish();
   }
@@ -604,72 +620,9 @@ export class Monitor implements RequestObserver {
     this.log.warn(event, fields);
   }
 
-  // --- replay positions (read-your-writes) ---------------------------------------------------------------
-
-  /** Whether a session may need replicas' replay positions between checks: a user with `lsn`, or a recent min_lsn. */
-  private get replayWanted(): boolean {
-    const c = this.config;
-    return !this.passive && (c.consistency.mode === "lsn" || c.users.some((u) => u.consistency === "lsn") || this.clock.now() < this.replayDemandUntil);
-  }
-
-  /** A session set `pgroute.min_lsn`: replay positions are read fast for a while, whatever the config says. */
+  /** A session set `pgroute.min_lsn` (or `pgroute.consistency = lsn`): replay positions are read fast for a while. */
   wantReplay(): void {
-    this.replayDemandUntil = this.clock.now() + REPLAY_DEMAND_MS;
-    if (!this.replayTimer) this.startReplayPoll();
-  }
-
-  /** Starts (or with `restart`, re-times) the fast replay poll when it is wanted; it stops itself when it is not. */
-  private startReplayPoll(restart = false): void {
-    if (restart && this.replayTimer) {
-      clearInterval(this.replayTimer);
-      this.replayTimer = null;
-    }
-    if (this.replayTimer || !this.running || !this.replayWanted) return;
-    this.replayTimer = setInterval(() => {
-      if (!this.replayWanted) {
-        clearInterval(this.replayTimer!);
-        this.replayTimer = null;
-        return;
-      }
-      void this.pollReplay();
-    }, this.config.consistency.lsn_poll_interval_ms);
-    this.replayTimer.unref?.();
-  }
-
-  /**
-   * Reads every reachable replica's replay position: one cheap statement per replica. Asked of the replicas rather
-   * than of the primary's pg_stat_replication, whose replay_lsn is only as fresh as the standby's last status
-   * message (wal_receiver_status_interval, 10 s by default, when the primary is quiet).
-   */
-  async pollReplay(): Promise<void> {
-    if (this.polling) return;
-    this.polling = true;
-    try {
-      let advanced = false;
-      await Promise.all(
-        [...this.states.values()].map(async (s) => {
-          const w = this.watches.get(s.node.name);
-          if (!w || w.stopped || s.reachable !== true || roleOf(s) !== "replica") return;
-          try {
-            const lsn = await replayPosition(w.conn, this.config.monitor.ping_timeout_ms);
-            if (lsn !== null && lsn > s.live.replayLsn) advanced = true;
-            if (!w.stopped) s.live.replayLsn = lsn ?? -1;
-          } catch {
-            // The next check says what is wrong with the node.
-          }
-        }),
-      );
-      if (advanced) this.opts.lives.replay.fire();
-    } finally {
-      this.polling = false;
-    }
-  }
-
-  /** A check's view of a replica's replay position (null: not a replica, or unknown). */
-  private noteReplay(s: NodeState, lsn: number | null): void {
-    const before = s.live.replayLsn;
-    s.live.replayLsn = lsn ?? -1;
-    if (lsn !== null && lsn > before) this.opts.lives.replay.fire();
+    this.replay.demand();
   }
 
   /** Publishes a snapshot of what is known now. */
