@@ -1,7 +1,8 @@
 /**
  * What cluster awareness costs on the serving path, in-process: ns per replica pick for each balancing strategy
  * (`Topology.pickReplica`, which a read's lease calls once: the strategy over the candidate arrays built at the
- * last snapshot, plus live counters), ns per `replicaAvailable` (asked for every statement), ns per completed
+ * last snapshot, plus live counters), ns per pick bound to a WAL position (read-your-writes), ns per
+ * `replicaAvailable` (asked for every statement), ns per completed
  * request reported to the monitor (latency window, moving average, breaker bookkeeping), and µs per snapshot
  * publication (assembling the snapshot and rebuilding the candidate lists: a few times a second).
  *
@@ -66,6 +67,18 @@ function main(): void {
       if (sink === 0) throw new Error("no picks");
       console.log(`  ${String(replicas).padStart(2)} replicas, ${strategy.padEnd(18)} ${fmt(f)}`);
     }
+  }
+  // Read-your-writes: a pick bound to a WAL position (every replica caught up; half of them, the subset made once).
+  for (const [label, behind] of [["all replicas caught up", 0], ["half behind (subset)", 2]] as const) {
+    const { topology: t, config: c } = world("weighted", 4);
+    const lives = (t as unknown as { opts: { lives: LiveNodes } }).opts.lives;
+    c.nodes.slice(1).forEach((n, i) => (lives.get(n.name).replayLsn = i < behind ? 100 : 1_000));
+    let sink = 0;
+    const f = measure(200_000, () => {
+      sink += t.pickReplica(undefined, 500)!.port;
+    });
+    if (sink === 0) throw new Error("no picks");
+    console.log(`ns per bound pick, 4 replicas, ${label.padEnd(22)} ${fmt(f)}`);
   }
   const { topology, monitor, config, sample } = world("weighted", 4);
   let available = 0;

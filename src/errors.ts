@@ -6,6 +6,11 @@ import { errorResponse, type ErrorFields } from "./wire/encode.ts";
 
 export class PgError extends Error {
   override readonly name = "PgError";
+  /**
+   * The server could not be reached at all (refused, reset, timed out, closed before it answered): the kind of
+   * failure a failover fixes, for which a write waits for a primary (src/pool/group.ts) rather than failing at once.
+   */
+  unreachable = false;
   constructor(
     readonly code: string,
     message: string,
@@ -56,6 +61,35 @@ export const errors = {
   /** 08001: pgroute could not reach a server for this client. */
   cannotConnect: (node: string, why: string) =>
     new PgError("08001", `could not connect to node "${node}": ${why}`, "FATAL"),
+  /** 08001, marked {@link PgError.unreachable}: the connection itself failed (refused, reset, timed out, closed). */
+  unreachable: (node: string, why: string) => {
+    const e = new PgError("08001", `could not connect to node "${node}": ${why}`, "FATAL");
+    e.unreachable = true;
+    return e;
+  },
+  /** 57P03: writes waited `waitedMs` for a primary and none could be used (`why`: the last failure, if any). */
+  noPrimary: (waitedMs: number, why: string | null) =>
+    new PgError(
+      "57P03",
+      waitedMs > 0 ? `no primary node is available (waited ${waitedMs} ms for one)` : "no primary node is available",
+      "FATAL",
+      why ?? "No node reports being the primary.",
+      "The primary is down or being replaced; retry the transaction. pgroute uses the new primary as soon as one leaves recovery.",
+    ),
+  /**
+   * 08006 for a request in flight when its server connection was lost (the session stays usable): inside a
+   * transaction, the transaction is gone; outside one, the statement may or may not have completed.
+   */
+  serverLost: (node: string, why: string, inTransaction: boolean) =>
+    new PgError(
+      "08006",
+      `server connection to node "${node}" was lost: ${why}`,
+      "ERROR",
+      inTransaction
+        ? "The transaction was rolled back (if COMMIT was in flight, whether it committed is unknown)."
+        : "The statement may or may not have completed.",
+      inTransaction ? "End the transaction with ROLLBACK and retry it; this connection to pgroute stays usable." : "Check, then retry; this connection to pgroute stays usable.",
+    ),
   /** 57P01: pgroute is shutting down. */
   shuttingDown: () => new PgError("57P01", "terminating connection due to pgroute shutdown", "FATAL"),
   /** 08P01 for login that took longer than `limits.login_timeout`. */

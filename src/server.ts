@@ -302,7 +302,10 @@ export class Proxy implements SessionHost {
     const key = `${serverUser}\0${database}`;
     let group = this.groups.get(key);
     if (!group) {
-      group = new PoolGroup(this.topology, (node) => this.poolOn(node, serverUser, database, credentials), this.gate);
+      group = new PoolGroup(this.topology, (node) => this.poolOn(node, serverUser, database, credentials), this.gate, () => ({
+        waitMs: this.config.failover.primary_wait_timeout_ms,
+        retryMs: this.config.failover.search_interval_ms,
+      }));
       this.groups.set(key, group);
     } else group.updateCredentials(credentials);
     return group;

@@ -5,6 +5,7 @@ import { loadParser } from "../router/parser.ts";
 import { describeRoute, type TargetSetting } from "../router/route.ts";
 import { splitScript } from "../router/split.ts";
 import { RouterState, virtualSetting } from "../router/state.ts";
+import { Consistency } from "../session/consistency.ts";
 import { shape } from "../router/lexer.ts";
 import { NO_SIZES } from "../monitor/tables.ts";
 import { Policies, judge, type UserPolicy } from "../policy/policy.ts";
@@ -52,6 +53,8 @@ export function explainScript(text: string, opts: ExplainOptions): ExplainRow[] 
   const readOnly = opts.policy?.readOnly ?? false;
   const state = new RouterState({ functions: opts.functions, transactions: opts.transactions, userTarget: opts.userTarget, defaultReadOnly: readOnly, uncached: true });
   const rows: ExplainRow[] = [];
+  // pgroute.lsn / min_lsn / consistency, answered as serve answers them (explain runs no writes: positions are 0/0).
+  const consistency = new Consistency({ mode: "none", stickyMs: 0, waitMs: 0 });
   for (const item of splitScript(text)) {
     if (item.kind === "meta") {
       rows.push({ line: item.line, sql: item.command, target: "skipped", reason: "psql meta-command, not SQL", transaction: state.transaction });
@@ -61,8 +64,9 @@ export function explainScript(text: string, opts: ExplainOptions): ExplainRow[] 
     const v = virtualSetting(sql);
     if (v) {
       // The same answers serve gives: an error for a name pgroute does not have, SHOW included.
-      const shown = v.op === "show" ? state.showVirtual(v.name) : null;
-      const err = v.op === "show" ? (shown === null ? `unrecognized configuration parameter "${v.name}"` : null) : state.setVirtual(v);
+      const own = Consistency.handles(v.name);
+      const shown = v.op === "show" ? (own ? consistency.show(v.name) : state.showVirtual(v.name)) : null;
+      const err = v.op === "show" ? (shown === null ? `unrecognized configuration parameter "${v.name}"` : null) : own ? consistency.set(v) : state.setVirtual(v);
       const reason = err ?? (v.op === "show" ? `answered by pgroute (${shown})` : "session setting handled by pgroute");
       rows.push({ line: item.line, sql, target: "pgroute", reason, transaction: state.transaction });
       continue;

@@ -17,7 +17,11 @@ export interface Verdict {
 export function verdict(s: ClusterSnapshot): Verdict {
   const problems: string[] = [];
   const primary = s.nodes.find((n) => n.name === s.primary);
-  if (!primary) problems.push("no primary: no node is configured as one or reports being one");
+  // No primary elected: one that is down (failed checks), one that is not used (another timeline), or none at all.
+  const claimants = s.nodes.filter((n) => n.role === "primary");
+  const down = claimants.find((n) => !n.reachable);
+  if (!primary && down) problems.push(`the primary (${down.name}) is unreachable: ${down.error ?? "no answer"}`);
+  else if (!primary) problems.push(claimants.length === 0 ? "no primary: no node is configured as one or reports being one" : `no primary: ${claimants.map((n) => `${n.name}: ${n.excludedBecause ?? "not used"}`).join("; ")}`);
   else if (!primary.reachable) problems.push(`the primary (${primary.name}) is unreachable: ${primary.error ?? "no answer"}`);
   const replicas = s.nodes.filter((n) => n.role === "replica" || n.node.role === "replica");
   if (replicas.length > 0 && !replicas.some((n) => n.readable)) {

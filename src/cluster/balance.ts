@@ -15,6 +15,8 @@ export interface LiveLoad {
   readonly inFlight: number;
   /** Moving average of the latency pgroute observed there, ms; NaN before anything was observed. */
   readonly ewmaMs: number;
+  /** The WAL position the replica has replayed, bytes; -1 (or absent) while unknown. */
+  readonly replayLsn?: number;
 }
 
 /** One replica a read may go to. */
@@ -37,6 +39,8 @@ export class CandidateSet {
   readonly totalWeight: number;
   /** Next index for round-robin and for tie-breaking. */
   turn = 0;
+  /** Subsets for restricted reads, by membership bitmask, made on first use (they keep their own counters). */
+  private subsets: Map<number, CandidateSet> | null = null;
 
   constructor(readonly list: readonly Candidate[], previous?: CandidateSet) {
     this.current = new Float64Array(list.length);
@@ -57,6 +61,44 @@ export class CandidateSet {
       this.turn = previous.turn;
     }
   }
+
+  /** The subset with membership `mask`, made by `members` the first time it is asked for. */
+  subset(mask: number, members: () => Candidate[]): CandidateSet {
+    this.subsets ??= new Map();
+    let s = this.subsets.get(mask);
+    if (!s) {
+      s = new CandidateSet(members());
+      this.subsets.set(mask, s);
+    }
+    return s;
+  }
+}
+
+/** Sets of more candidates than this are restricted without caching the subset (a bitmask holds 31). */
+const MASK_BITS = 31;
+
+/**
+ * The candidates a read may use when it must see WAL position `minLsn` (0: any) and not go to the node named
+ * `avoid` (null: none): the set itself when all qualify — one comparison per candidate, no allocation — else
+ * the subset of those that do (built once per membership and kept with the set), or null when none does.
+ */
+export function restrict(set: CandidateSet, minLsn: number, avoid: string | null): CandidateSet | null {
+  const list = set.list;
+  let mask = 0;
+  let all = true;
+  for (let i = 0; i < list.length; i++) {
+    const c = list[i]!;
+    if ((minLsn > 0 && (c.live.replayLsn ?? -1) < minLsn) || c.node.name === avoid) all = false;
+    else if (i < MASK_BITS) mask |= 1 << i;
+  }
+  if (all) return set;
+  const keep = (c: Candidate) => !((minLsn > 0 && (c.live.replayLsn ?? -1) < minLsn) || c.node.name === avoid);
+  if (list.length > MASK_BITS) {
+    const kept = list.filter(keep);
+    return kept.length === 0 ? null : new CandidateSet(kept);
+  }
+  if (mask === 0) return null;
+  return set.subset(mask, () => list.filter(keep));
 }
 
 export interface Strategy {

@@ -6,6 +6,7 @@
 import type { Config } from "../config/types.ts";
 import type { LiveLoad } from "./balance.ts";
 import { Breaker } from "./breaker.ts";
+import { Signal } from "./signal.ts";
 import { Ewma, LatencyWindow } from "./window.ts";
 
 /** A pool's load on its node (src/pool/pool.ts implements it). */
@@ -23,6 +24,12 @@ export class NodeLive implements LiveLoad {
   pings: LatencyWindow;
   readonly ewma: Ewma;
   readonly breaker: Breaker;
+  /**
+   * The WAL position the node has replayed (a replica) as the monitor last read it, in bytes; -1 while unknown.
+   * Read-your-writes sends a session's read only to replicas at or past its last write (src/session/consistency.ts);
+   * the monitor refreshes it between snapshots (`consistency.lsn_poll_interval`), so it lives here, not in one.
+   */
+  replayLsn = -1;
   private pools: LoadSource[] = [];
 
   constructor(readonly name: string, config: Config) {
@@ -69,6 +76,8 @@ export class NodeLive implements LiveLoad {
 /** Every node's {@link NodeLive}, by name. */
 export class LiveNodes {
   private readonly byName = new Map<string, NodeLive>();
+  /** Fired when the monitor read newer replay positions (reads waiting for a replica to catch up look again). */
+  readonly replay = new Signal();
   private config: Config;
 
   constructor(config: Config) {

@@ -7,9 +7,10 @@
  */
 import type { BalanceConfig, NodeConfig } from "../config/types.ts";
 import type { PgError } from "../errors.ts";
-import { createStrategy, type CandidateSet, type Strategy } from "./balance.ts";
+import { createStrategy, restrict, type CandidateSet, type Strategy } from "./balance.ts";
 import type { LiveNodes } from "./live.ts";
 import { ReadPlan, type ZonePlan } from "./plan.ts";
+import { Signal } from "./signal.ts";
 import type { ClusterSnapshot, NodeRole, SnapshotHolder } from "./state.ts";
 
 export type Role = NodeRole;
@@ -40,6 +41,8 @@ export class Topology {
   /** The set and index of the last {@link peekReplica}, for {@link takePeeked}. */
   private peekedSet: CandidateSet | null = null;
   private peekedIndex = -1;
+  /** Fired after every rebuild (a new snapshot or new settings): writes waiting for a primary look again. */
+  readonly changed = new Signal();
 
   constructor(private readonly opts: TopologyOptions) {
     this.balance = opts.balance;
@@ -69,6 +72,12 @@ export class Topology {
     this.plan = new ReadPlan(s, this.opts.lives, this.balance, fresh ? undefined : this.plan);
     this.defaultPlan = this.plan.forZone(this.balance.prefer_zone);
     this.peekedSet = null;
+    this.changed.fire();
+  }
+
+  /** Fired when the monitor read newer replay positions (see {@link peekReplica}'s `minLsn`). */
+  get replay(): Signal {
+    return this.opts.lives.replay;
   }
 
   roleOf(node: NodeConfig): Role {
@@ -102,11 +111,16 @@ export class Topology {
 
   /**
    * The replica the next read (of a client in `zone`) goes to, without taking the turn: a caller that cannot use it
-   * (no idle connection there) must not skip that replica for everyone. {@link takePeeked} takes it.
+   * (no idle connection there) must not skip that replica for everyone. {@link takePeeked} takes it. A read that
+   * must see WAL position `minLsn` goes only to replicas that replayed it; one retried after a failure avoids the
+   * node named `avoid`. Null when no replica may take it.
    */
-  peekReplica(zone?: string): NodeConfig | null {
+  peekReplica(zone?: string, minLsn = 0, avoid: string | null = null): NodeConfig | null {
     const p = this.zonePlan(zone);
-    const set = p.local ?? p.spill;
+    let set = p.local ?? p.spill;
+    if (set !== null && (minLsn > 0 || avoid !== null)) {
+      set = (p.local && restrict(p.local, minLsn, avoid)) ?? (p.spill && restrict(p.spill, minLsn, avoid));
+    }
     if (!set) {
       this.peekedSet = null;
       return null;
@@ -133,9 +147,9 @@ export class Topology {
     this.opts.onAcquireFailed?.(node, error);
   }
 
-  /** The replica the next read (of a client in `zone`) goes to; null when none may take it. */
-  pickReplica(zone?: string): NodeConfig | null {
-    const node = this.peekReplica(zone);
+  /** The replica the next read (of a client in `zone`) goes to; null when none may take it (see {@link peekReplica}). */
+  pickReplica(zone?: string, minLsn = 0, avoid: string | null = null): NodeConfig | null {
+    const node = this.peekReplica(zone, minLsn, avoid);
     if (node) this.takePeeked();
     return node;
   }

@@ -7,7 +7,7 @@
  * user input, so a default can never bypass validation, and `examples/pgroute.toml` is tested against this table.
  */
 import { checkFirewall } from "./firewall.ts";
-import type { BalanceStrategy, ClientAuthMethod, ClientTlsMode, Config, FirewallAction, FirewallRuleKind, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode, UserRole } from "./types.ts";
+import type { BalanceStrategy, ClientAuthMethod, ConsistencyMode, ClientTlsMode, Config, FirewallAction, FirewallRuleKind, LogFormat, LogLevel, NodeRole, PoolMode, ServerSslMode, UserRole } from "./types.ts";
 import { RATE_SCOPES, checkBursts, checkMirror, checkRateLimits } from "./policy.ts";
 
 /** One validation problem. Rendered as `path: message` by `formatConfigError`. */
@@ -80,6 +80,8 @@ const RULE_KINDS = ["statement", "missing_where", "unbounded_select", "select_st
 const RULE_ACTIONS = ["deny", "log"] as const satisfies readonly FirewallAction[];
 
 const STRATEGIES = ["weighted", "least_connections", "latency", "round_robin", "random"] as const satisfies readonly BalanceStrategy[];
+const CONSISTENCY = ["none", "sticky", "lsn"] as const satisfies readonly ConsistencyMode[];
+const PATRONI_ENDPOINTS = ["cluster", "leader"] as const;
 
 const KiB = 1024;
 const GiB = 1024 * 1024 * 1024;
@@ -166,6 +168,7 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("queries_burst", rate),
       key("transactions_per_second", rate),
       key("transactions_burst", rate),
+      key("consistency", oneOf(CONSISTENCY)),
     ],
   },
   {
@@ -319,6 +322,31 @@ export const SCHEMA: readonly SectionSpec[] = [
       key("queue_size", int(1, 1_000_000), 1000),
       key("concurrency", int(1, 1000), 4),
       key("timeout", duration, "5s"),
+    ],
+  },
+  {
+    name: "consistency",
+    many: false,
+    keys: [
+      key("mode", oneOf(CONSISTENCY), "none"),
+      key("sticky", duration, "1s"),
+      key("wait", durationOrZero, 0),
+      key("lsn_poll_interval", duration, "100ms"),
+    ],
+  },
+  {
+    name: "failover",
+    many: false,
+    keys: [
+      key("failures", int(1, 1000), 3),
+      key("primary_wait_timeout", durationOrZero, "10s"),
+      key("search_interval", duration, "250ms"),
+      key("patroni", strings, []),
+      key("patroni_endpoint", oneOf(PATRONI_ENDPOINTS), "cluster"),
+      key("dns_name", str(false), ""),
+      key("dns_port", int(0, 65535), 0),
+      key("discovery_interval", duration, "1s"),
+      key("promote", { kind: "bool" }, false),
     ],
   },
   {
@@ -693,6 +721,21 @@ function checkMonitor(monitor: Table, errors: ConfigError[]): void {
   if (v.password !== undefined && v.user === undefined && !monitor.bad.has("user")) errors.push({ path: "monitor.user", message: "required when monitor.password is given" });
 }
 
+/** Patroni endpoints are http(s) base URLs (the REST API's paths are appended). */
+function checkFailover(failover: Table, errors: ConfigError[]): void {
+  if (failover.bad.has("patroni")) return;
+  (failover.values.patroni as readonly string[]).forEach((u, i) => {
+    let ok = false;
+    try {
+      const url = new URL(u);
+      ok = (url.protocol === "http:" || url.protocol === "https:") && url.search === "" && url.hash === "";
+    } catch {
+      ok = false;
+    }
+    if (!ok) errors.push(mismatch(`failover.patroni[${i}]`, `a Patroni REST API address like "http://10.0.0.1:8008"`, describe(u)));
+  });
+}
+
 // ---- validate ----
 
 function deepFreeze<T>(value: T): T {
@@ -736,6 +779,7 @@ export function validate(raw: unknown): ValidateResult {
     if (section.name === "monitor" && table !== undefined && !Array.isArray(table)) checkMonitor(table, found);
     if (section.name === "ratelimit" && table !== undefined && !Array.isArray(table)) checkRateLimits(table, found);
     if (section.name === "mirror" && table !== undefined && !Array.isArray(table)) checkMirror(table, found);
+    if (section.name === "failover" && table !== undefined && !Array.isArray(table)) checkFailover(table, found);
     // Cross-field errors are found after a whole array is read; regroup them under their element.
     errors.push(...found.sort((a, b) => elementIndex(a.path) - elementIndex(b.path)));
   }

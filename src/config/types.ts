@@ -22,6 +22,11 @@ export type ServerSslMode = "disable" | "prefer" | "require" | "verify-ca" | "ve
 export type UserRole = "read-write" | "read-only" | "admin";
 /** What a firewall rule looks at (see src/policy/firewall.ts). */
 export type FirewallRuleKind = "statement" | "missing_where" | "unbounded_select" | "select_star" | "tables" | "functions";
+/**
+ * Read-your-writes for a session's reads after it wrote: `none` (reads go to any fresh-enough replica), `sticky`
+ * (to the primary for `consistency.sticky` after a write), `lsn` (only to replicas that replayed the write's WAL).
+ */
+export type ConsistencyMode = "none" | "sticky" | "lsn";
 /** `deny`: ERROR 42501 and the statement never reaches a server; `log`: a log line, and the statement runs. */
 export type FirewallAction = "deny" | "log";
 
@@ -73,6 +78,8 @@ export interface UserConfig {
   readonly queries_burst?: number;
   readonly transactions_per_second?: number;
   readonly transactions_burst?: number;
+  /** Read-your-writes for this user's sessions; absent: `[consistency] mode`. */
+  readonly consistency?: ConsistencyMode;
 }
 
 export interface PoolConfig {
@@ -285,6 +292,40 @@ export interface MirrorConfig {
   readonly timeout_ms: number;
 }
 
+/** Read-your-writes (src/session/consistency.ts). */
+export interface ConsistencyConfig {
+  /** The default for users without their own `consistency`. */
+  readonly mode: ConsistencyMode;
+  /** `sticky`: how long a session's reads stay on the primary after it committed a write. */
+  readonly sticky_ms: number;
+  /** `lsn`: how long a read may wait for a replica to replay the session's last write before it goes to the primary. */
+  readonly wait_ms: number;
+  /** How often the monitor reads replicas' replay positions while a session needs them (`lsn`, `pgroute.min_lsn`). */
+  readonly lsn_poll_interval_ms: number;
+}
+
+/** Following the cluster's primary through a failover (src/monitor/failover.ts). */
+export interface FailoverConfig {
+  /** Consecutive failed checks after which a node is down (the primary then is no longer used). */
+  readonly failures: number;
+  /** How long a write waits for a primary when none can be reached, before 57P03 (0: fail at once). */
+  readonly primary_wait_timeout_ms: number;
+  /** How often the nodes are checked while no primary is known. */
+  readonly search_interval_ms: number;
+  /** Patroni REST API base URLs, asked which member leads while the primary is down or unknown. */
+  readonly patroni: readonly string[];
+  /** `cluster`: GET /cluster on any of them; `leader`: GET /leader on each (200 from the leader only). */
+  readonly patroni_endpoint: "cluster" | "leader";
+  /** A DNS name that resolves to the primary, re-resolved while the primary is down or unknown ("" = none). */
+  readonly dns_name: string;
+  /** Only nodes with this port match the name's addresses (0: any port). */
+  readonly dns_port: number;
+  /** How often Patroni and the DNS name are asked while the primary is down or unknown. */
+  readonly discovery_interval_ms: number;
+  /** Call pg_promote() on the most advanced replica when the primary is down and no other is found (split-brain risk). */
+  readonly promote: boolean;
+}
+
 export interface LogConfig {
   readonly level: LogLevel;
   readonly format: LogFormat;
@@ -306,6 +347,8 @@ export interface Config {
   readonly firewall: FirewallConfig;
   readonly ratelimit: RateLimitConfig;
   readonly mirror: MirrorConfig;
+  readonly consistency: ConsistencyConfig;
+  readonly failover: FailoverConfig;
   readonly log: LogConfig;
   readonly admin: AdminConfig;
 }

@@ -11,6 +11,9 @@ import { primaryScore, scoreReplica } from "../cluster/score.ts";
 import type { ClusterSnapshot, NodeRole, NodeSnapshot, ReplicationView } from "../cluster/state.ts";
 import { formatLsn } from "./lag.ts";
 import type { ReplicationRow } from "./probe.ts";
+import { NO_HINTS, elect, isDown, roleOf } from "./roles.ts";
+
+export { roleOf } from "./roles.ts";
 
 /** What the monitor knows of one node (mutable, monitor-owned). */
 export interface NodeState {
@@ -31,6 +34,10 @@ export interface NodeState {
   /** Primary: its walsenders' view of the standbys. */
   replication: readonly ReplicationRow[] | null;
   pingMs: number | null;
+  /** Checks failed in a row (the node could not be reached); `failover.failures` of them and it is down. */
+  failures: number;
+  /** Primary: the timeline it writes WAL on (src/monitor/roles.ts prefers the later one); null when unknown. */
+  timeline: number | null;
 }
 
 export function emptyState(node: NodeConfig, live: NodeLive): NodeState {
@@ -50,13 +57,9 @@ export function emptyState(node: NodeConfig, live: NodeLive): NodeState {
     clusterName: null,
     replication: null,
     pingMs: null,
+    failures: 0,
+    timeline: null,
   };
-}
-
-/** A node's role: as configured, or for `auto` as it reports itself. */
-export function roleOf(s: NodeState): NodeRole {
-  if (s.node.role !== "auto") return s.node.role;
-  return s.standby === null ? "unknown" : s.standby ? "replica" : "primary";
 }
 
 /** The primary's walsender row for replica `s`, matched by application_name (the node's name or its cluster_name). */
@@ -80,11 +83,16 @@ export interface AssembleInput {
   readonly trialsOut: (s: NodeState) => boolean;
   /** Operators' decisions, which win over what nodes report: roles set by hand, drained nodes. */
   readonly overrides?: Overrides;
+  /**
+   * The primary the monitor elected (src/monitor/roles.ts, with its outside hints and the incumbent), null for
+   * none; absent: elected here without them.
+   */
+  readonly elected?: string | null;
 }
 
-/** The name of the primary: the configured one, else the first node that reports being one. */
-export function primaryOf(states: readonly NodeState[]): NodeState | undefined {
-  return states.find((s) => s.node.role === "primary") ?? states.find((s) => roleOf(s) === "primary");
+/** The primary by the election rules alone (no hints, no incumbent); see src/monitor/roles.ts. */
+export function primaryOf(states: readonly NodeState[], failures: number): NodeState | undefined {
+  return elect(states, { failures, hinted: NO_HINTS, incumbent: null });
 }
 
 export function assemble(i: AssembleInput): ClusterSnapshot {
@@ -93,10 +101,13 @@ export function assemble(i: AssembleInput): ClusterSnapshot {
   // A role set by hand wins over what the node reports, and there is one primary: the one named by hand, if any.
   const effectiveRole = (s: NodeState): NodeRole => o?.roleOf(s.node.name) ?? roleOf(s);
   const chosen = o?.primary ?? null;
-  const primary =
-    chosen !== null
-      ? i.states.find((s) => s.node.name === chosen)
-      : (i.states.find((s) => s.node.role === "primary" && effectiveRole(s) === "primary") ?? i.states.find((s) => effectiveRole(s) === "primary"));
+  const failures = config.failover.failures;
+  const elected = (): NodeState | undefined => {
+    // Set to replica by hand: no longer the primary, whatever the monitor elected.
+    if (i.elected !== undefined && (i.elected === null || o?.roleOf(i.elected) !== "replica")) return i.states.find((s) => s.node.name === i.elected);
+    return elect(i.states, { failures, hinted: NO_HINTS, incumbent: null }, effectiveRole);
+  };
+  const primary = chosen !== null ? i.states.find((s) => s.node.name === chosen) : elected();
   const zone = config.balance.prefer_zone;
   const nodes: NodeSnapshot[] = i.states.map((s) => {
     const role = effectiveRole(s);
@@ -163,13 +174,27 @@ export function assemble(i: AssembleInput): ClusterSnapshot {
   });
   // The primary takes reads only when no replica can: say so, and say when it would.
   const anyReplica = nodes.some((n) => n.readable);
+  const primaryName = primary && effectiveRole(primary) === "primary" ? primary.node.name : null;
   const withPrimary = nodes.map((n) => {
     if (n.role !== "primary") return n;
-    const down = i.states.find((s) => s.node.name === n.name)!.reachable === false && !i.passive;
-    const excludedBecause = n.drained ? "drained by an operator" : down ? `unreachable: ${n.error ?? "no answer"}` : anyReplica ? "reads go to the replicas while one can take them" : null;
+    const s = i.states.find((x) => x.node.name === n.name)!;
+    const down = s.reachable === false && !i.passive;
+    let excludedBecause: string | null;
+    if (n.drained) excludedBecause = "drained by an operator";
+    else if (isDown(s, failures) && !i.passive) excludedBecause = `down: ${s.failures} checks failed in a row (${n.error ?? "no answer"})`;
+    else if (n.name !== primaryName) excludedBecause = primaryName === null ? "not the primary" : `not the primary: "${primaryName}" is${timelineNote(s, i.states.find((x) => x.node.name === primaryName))}`;
+    else if (down) excludedBecause = `unreachable: ${n.error ?? "no answer"}`;
+    else excludedBecause = anyReplica ? "reads go to the replicas while one can take them" : null;
     return { ...n, readable: excludedBecause === null, excludedBecause };
   });
-  return { at: i.now, version: i.version, nodes: withPrimary, primary: primary && effectiveRole(primary) === "primary" ? primary.node.name : null };
+  return { at: i.now, version: i.version, nodes: withPrimary, primary: primaryName };
+}
+
+/** " (timeline 3, this node's 2)" when both timelines are known and differ: why the other one won. */
+function timelineNote(s: NodeState, winner: NodeState | undefined): string {
+  const a = winner?.timeline ?? null;
+  const b = s.timeline;
+  return a !== null && b !== null && a !== b ? ` (timeline ${a}, this node's ${b})` : "";
 }
 
 function replicationView(r: ReplicationRow): ReplicationView {

@@ -20,11 +20,14 @@ import type { LiveNodes } from "../cluster/live.ts";
 import type { RequestObserver, RequestSample } from "../cluster/observe.ts";
 import { lagExcess, loosestLag } from "../cluster/plan.ts";
 import type { ClusterSnapshot, SnapshotHolder } from "../cluster/state.ts";
-import { assemble, emptyState, primaryOf, roleOf, walsenderOf, type NodeState } from "./assemble.ts";
+import { assemble, emptyState, primaryOf, walsenderOf, type NodeState } from "./assemble.ts";
+import { Failover, type FailoverDeps } from "./failover.ts";
+import { elect, isDown, roleOf } from "./roles.ts";
 import { connectPostgres, type CheckConnection, type Connect, type Credentials } from "./connection.ts";
 import { quoteTable, readHeartbeat, writeHeartbeat } from "./heartbeat.ts";
 import { LsnHistory, replicaLag } from "./lag.ts";
-import { CheckError, ping, probe, type PingResult, type ProbeResult } from "./probe.ts";
+import { CheckError, PROMOTE_SQL, ping, probe, type PingResult, type ProbeResult } from "./probe.ts";
+import { ReplayPoll } from "./replay.ts";
 
 /** Wall-clock (epoch ms, for snapshots and breakers) and monotonic (for latency windows) time. */
 export interface Clock {
@@ -50,7 +53,11 @@ export interface MonitorOptions {
   onReachable?: (node: NodeConfig) => void;
   /** What operators decided (drained nodes, roles set by hand): folded into every snapshot, republished on change. */
   overrides?: Overrides;
+  /** Patroni's HTTP client and the DNS resolver of failover discovery (tests inject fakes). */
+  failover?: FailoverDeps;
 }
+
+
 
 /**
  * Who the monitor logs in as: `[monitor] user`/`password`, else the first `[[users]]` entry with a server password
@@ -101,6 +108,14 @@ export class Monitor implements RequestObserver {
   private beating = false;
   /** Problems already logged, so a repeating one is logged once. */
   private readonly warned = new Set<string>();
+  /** The primary the last election chose (before operator overrides), or null. */
+  private elected: string | null = null;
+  /** Discovery through Patroni and DNS, and promotion, while the primary is lost. */
+  private readonly failover: Failover;
+  /** The fast poll of replicas' replay positions (read-your-writes). */
+  private readonly replay: ReplayPoll;
+  /** The first round of checks is over: what the election says from now on is news (logged at info). */
+  private settled = false;
 
   constructor(private readonly opts: MonitorOptions) {
     this.config = opts.config;
@@ -109,6 +124,39 @@ export class Monitor implements RequestObserver {
     this.connect = opts.connect ?? connectPostgres;
     this.random = opts.random ?? Math.random;
     this.creds = this.credentialsOf(opts.config);
+    const monitor = this;
+    this.failover = new Failover(
+      {
+        get config() {
+          return monitor.config;
+        },
+        get log() {
+          return monitor.log;
+        },
+        checkNow: (name) => this.checkNow(name),
+        promote: (name) => this.promote(name),
+        hintsChanged: () => void this.publish(),
+      },
+      opts.failover,
+    );
+    this.replay = new ReplayPoll({
+      get config() {
+        return monitor.config;
+      },
+      lives: opts.lives,
+      get active() {
+        return !monitor.passive;
+      },
+      get running() {
+        return monitor.running;
+      },
+      now: () => this.clock.now(),
+      states: () => this.states.values(),
+      connectionOf: (name) => {
+        const w = this.watches.get(name);
+        return w && !w.stopped ? w.conn : null;
+      },
+    });
     for (const n of opts.config.nodes) this.addNode(n);
     this.publish();
   }
@@ -152,14 +200,18 @@ export class Monitor implements RequestObserver {
     }
     this.startHeartbeat();
     await this.round();
-    for (const [name, w] of this.watches) this.schedule(this.states.get(name)!, w, this.config.monitor.ping_interval_ms);
+    for (const [name, w] of this.watches) this.schedule(this.states.get(name)!, w, this.nextCheckMs());
+    this.replay.start();
+    this.settled = true;
   }
 
   /** Stops every check and closes the check connections. */
   async stop(): Promise<void> {
     this.running = false;
+    this.failover.stop();
     if (this.breakerTimer) clearTimeout(this.breakerTimer);
     if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+    this.replay.stop();
     this.breakerTimer = this.heartbeatTimer = null;
     await Promise.all([...this.watches.values()].map((w) => this.stopWatch(w)));
   }
@@ -206,7 +258,11 @@ export class Monitor implements RequestObserver {
         if (this.running) void this.check(s, fresh, true, true);
       }
     }
-    if (this.running) this.startHeartbeat();
+    if (this.running) {
+      this.startHeartbeat();
+      this.replay.start(true);
+      this.failover.reconfigure();
+    }
     this.publish();
   }
 
@@ -215,7 +271,7 @@ export class Monitor implements RequestObserver {
   /** One detailed probe of every node now, then a publication (`pgroute check lag`, and the first round of `start`). */
   async round(): Promise<ClusterSnapshot> {
     // The primary first: replicas' lag is measured against its WAL position.
-    const primary = primaryOf([...this.states.values()]);
+    const primary = this.primaryState();
     const order = [...this.watches].sort(([a], [b]) => Number(b === primary?.node.name) - Number(a === primary?.node.name));
     const [first, ...rest] = order;
     if (first) await this.check(this.states.get(first[0])!, first[1], true, false);
@@ -247,12 +303,46 @@ export class Monitor implements RequestObserver {
     return ceiling * (0.5 + this.random() / 2);
   }
 
+  /** The delay to the next check of a node that answers: `ping_interval`, shorter while no primary is known. */
+  private nextCheckMs(): number {
+    const m = this.config.monitor;
+    return this.elected === null ? Math.min(m.ping_interval_ms, this.config.failover.search_interval_ms) : m.ping_interval_ms;
+  }
+
+  /**
+   * After `failures` failed checks: the first `failover.failures - 1` retries come at the usual pace (a node is
+   * taken for down after that many checks, `ping_interval` apart), later ones back off.
+   */
+  private retryMs(failures: number): number {
+    const n = this.config.failover.failures;
+    return failures < n ? this.nextCheckMs() : this.backoff(failures - n + 1);
+  }
+
+  /** Checks node `name` as soon as it can (a hint named it the primary). */
+  checkNow(name: string): void {
+    const s = this.states.get(name);
+    const w = this.watches.get(name);
+    if (s && w && this.running && !w.busy) this.schedule(s, w, 0);
+  }
+
+  /** Runs pg_promote() on node `name` over the monitor's connection (failover.promote). */
+  private async promote(name: string): Promise<void> {
+    const w = this.watches.get(name);
+    if (!w) throw new Error(`node "${name}" is not checked by the monitor`);
+    await w.conn.query(PROMOTE_SQL, this.config.monitor.probe_timeout_ms);
+  }
+
+  /** The state of the elected primary, else of the primary by the rules alone. */
+  private primaryState(): NodeState | undefined {
+    return (this.elected === null ? undefined : this.states.get(this.elected)) ?? primaryOf([...this.states.values()], this.config.failover.failures);
+  }
+
   /** Runs one check of a node (a probe when `detailed`), records it, publishes, and schedules the next when `reschedule`. */
   private async check(s: NodeState, w: Watch, detailed: boolean, reschedule: boolean): Promise<void> {
     if (w.busy || w.stopped) return;
     w.busy = true;
     const m = this.config.monitor;
-    let next = m.ping_interval_ms;
+    let next = this.nextCheckMs();
     const connects = w.conn.connects;
     try {
       const r = detailed ? await probe(w.conn, m.probe_timeout_ms, m.cpu_query) : await ping(w.conn, m.ping_timeout_ms);
@@ -266,9 +356,9 @@ export class Monitor implements RequestObserver {
       if (e.kind === "down") {
         w.failures++;
         w.nextProbeAt = 0; // back: a full probe first
-        next = this.backoff(w.failures);
+        next = this.retryMs(w.failures);
       }
-      if (!w.stopped) this.checkFailed(s, e);
+      if (!w.stopped) this.checkFailed(s, e, w.failures);
     } finally {
       w.busy = false;
     }
@@ -299,6 +389,8 @@ export class Monitor implements RequestObserver {
     s.reachable = true;
     s.error = null;
     s.checkedAt = now;
+    s.failures = 0;
+    s.timeline = r.timeline;
     if (timed) {
       s.pingMs = r.ms;
       live.pings.add(mono, r.ms, false);
@@ -319,7 +411,8 @@ export class Monitor implements RequestObserver {
       if (r.cpuError) this.warnOnce("monitor_cpu_query_failed", { node: s.node.name, error: r.cpuError });
     }
     const role = roleOf(s);
-    const primary = primaryOf([...this.states.values()]);
+    const primary = this.primaryState();
+    this.replay.noted(s, role === "replica" ? r.lsn : null);
     if (role === "primary" && primary === s) {
       if (this.historyOf !== s.node.name) {
         this.history.clear();
@@ -352,7 +445,7 @@ export class Monitor implements RequestObserver {
   }
 
   /** A check failed: the node is unreachable (and one failure nearer an open breaker), or the monitor cannot see it. */
-  private checkFailed(s: NodeState, e: CheckError): void {
+  private checkFailed(s: NodeState, e: CheckError, failures: number): void {
     if (e.kind === "blind") {
       // The node answers but the monitor cannot check it (authentication, privileges): it is not the node's fault.
       this.warnOnce("monitor_cannot_check", { node: s.node.name, error: e.message });
@@ -364,6 +457,8 @@ export class Monitor implements RequestObserver {
     if (s.reachable !== false) this.log.warn("node_unreachable", { node: s.node.name, error: e.message });
     s.reachable = false;
     s.error = e.message;
+    s.failures = failures;
+    this.replay.noted(s, null);
     if (s.live.breaker.failure(this.clock.now(), "check", e.message)) this.breakerChanged(s);
     this.publish();
   }
@@ -381,7 +476,7 @@ export class Monitor implements RequestObserver {
   }
 
   private async beat(table: string): Promise<void> {
-    const primary = primaryOf([...this.states.values()]);
+    const primary = this.primaryState();
     const w = primary && this.watches.get(primary.node.name);
     if (!w || primary.reachable !== true || this.beating) return;
     this.beating = true;
@@ -525,8 +620,18 @@ export class Monitor implements RequestObserver {
     this.log.warn(event, fields);
   }
 
+  /** A session set `pgroute.min_lsn` (or `pgroute.consistency = lsn`): replay positions are read fast for a while. */
+  wantReplay(): void {
+    this.replay.demand();
+  }
+
   /** Publishes a snapshot of what is known now. */
   publish(): ClusterSnapshot {
+    const states = [...this.states.values()];
+    const previous = this.elected;
+    const winner = this.passive ? undefined : elect(states, { failures: this.config.failover.failures, hinted: this.failover.hinted, incumbent: previous });
+    this.elected = winner?.node.name ?? null;
+    if (this.elected !== previous) this.electionChanged(previous, winner);
     const snapshot = assemble({
       config: this.config,
       states: [...this.states.values()],
@@ -536,8 +641,33 @@ export class Monitor implements RequestObserver {
       passive: this.passive,
       trialsOut: (s) => s.live.breaker.state === "half-open" && !s.live.breaker.admits,
       overrides: this.opts.overrides,
+      elected: this.passive ? undefined : this.elected,
     });
     this.opts.holder.publish(snapshot);
+    if (this.running) this.failover.update({ states, elected: winner, previous });
     return snapshot;
+  }
+
+  /**
+   * A new primary, or none: logged (at debug until the first round of checks is over: what the config and the
+   * first answers say is no news); with none, every node is checked at the search pace from now on.
+   */
+  private electionChanged(previous: string | null, winner: NodeState | undefined): void {
+    if (winner) {
+      const fields: Record<string, string | number> = { node: winner.node.name };
+      if (previous !== null) fields.previous = previous;
+      if (winner.timeline !== null) fields.timeline = winner.timeline;
+      if (this.failover.hinted.has(winner.node.name)) fields.hinted = "yes";
+      if (this.settled) this.log.info("primary_elected", fields);
+      else this.log.debug("primary_elected", fields);
+      return;
+    }
+    const was = previous === null ? undefined : this.states.get(previous);
+    const fields = { node: previous ?? "", reason: was && isDown(was, this.config.failover.failures) ? `down after ${was.failures} failed checks` : was?.standby ? "in recovery" : "not the primary any more" };
+    if (this.settled) this.log.warn("primary_lost", fields);
+    else this.log.debug("primary_lost", fields);
+    if (!this.running) return;
+    const soon = this.nextCheckMs();
+    for (const [name, w] of this.watches) if (!w.busy) this.schedule(this.states.get(name)!, w, soon);
   }
 }

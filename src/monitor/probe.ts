@@ -33,6 +33,8 @@ export interface PingResult {
   readonly lsn: number | null;
   /** Replica: the server clock minus the last replayed commit's timestamp, seconds. */
   readonly sinceReplay: number | null;
+  /** Primary: the timeline it writes WAL on; null on a replica or when unknown. */
+  readonly timeline: number | null;
   /** Round trip, ms. */
   readonly ms: number;
 }
@@ -63,9 +65,22 @@ export interface ProbeResult extends PingResult {
   readonly cpuError: string | null;
 }
 
+/**
+ * Role, WAL position, replay age, and on a primary its timeline — from the name of the WAL file it writes (the
+ * first 8 hex digits), which changes the moment a promoted standby starts its own timeline, unlike
+ * pg_control_checkpoint() which waits for the next checkpoint. Of two nodes that both claim to be the primary,
+ * the one on the later timeline was promoted last (src/monitor/roles.ts).
+ */
 const ROLE_AND_POSITION = `pg_is_in_recovery() as standby,
   (case when pg_is_in_recovery() then pg_last_wal_replay_lsn() else pg_current_wal_lsn() end)::text as lsn,
-  extract(epoch from clock_timestamp() - pg_last_xact_replay_timestamp())::float8 as since_replay`;
+  extract(epoch from clock_timestamp() - pg_last_xact_replay_timestamp())::float8 as since_replay,
+  case when not pg_is_in_recovery() then ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end as timeline`;
+
+/** A replica's replay position alone: the fast poll read-your-writes needs (`consistency.lsn_poll_interval`). */
+export const REPLAY_SQL = "select pg_last_wal_replay_lsn()::text as lsn";
+
+/** Makes the standby leave recovery; returns at once (the monitor's next ping sees the new primary). */
+export const PROMOTE_SQL = "select pg_promote(wait => false) as promoted";
 
 /** The ping: role, WAL position and the age of the last replayed commit, in one cheap statement. */
 export const PING_SQL = `select ${ROLE_AND_POSITION}`;
@@ -102,7 +117,13 @@ function first(rows: Row[], what: string): Row {
 }
 
 function pingOf(row: Row, ms: number): PingResult {
-  return { standby: row.standby as boolean, lsn: parseLsn(str(row.lsn)), sinceReplay: row.standby ? num(row.since_replay) : null, ms };
+  return { standby: row.standby as boolean, lsn: parseLsn(str(row.lsn)), sinceReplay: row.standby ? num(row.since_replay) : null, timeline: row.standby ? null : num(row.timeline), ms };
+}
+
+/** A replica's replay position (bytes), or null when it reports none. */
+export async function replayPosition(conn: Queryable, timeoutMs: number): Promise<number | null> {
+  const rows = await conn.query(REPLAY_SQL, timeoutMs);
+  return parseLsn(str(rows[0]?.lsn));
 }
 
 /** Runs the ping. */

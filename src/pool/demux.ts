@@ -36,6 +36,8 @@ export interface Entry {
   replaceError?: Uint8Array;
   /** For swallowed entries: what the client sees instead of their ErrorResponse (default: nothing). */
   onSwallowedError?: (e: ErrorInfo) => Uint8Array | null;
+  /** For swallowed entries: each DataRow's body (`buf[start..end)`), for pgroute's own queries whose answer it reads. */
+  onRow?: (buf: Uint8Array, start: number, end: number) => void;
   /** Completed without error. */
   ok?: () => void;
   /** Failed, or skipped by the server after an earlier error. */
@@ -87,6 +89,9 @@ export interface Local {
 
 export type Pending = Entry | Local;
 
+/** One thing a client is owed for a request lost with its connection (see {@link Demux.owed}). */
+export type Owed = Local | "error" | "ready";
+
 const isLocal = (p: Pending): p is Local => (p as Local).local !== undefined;
 
 export interface DemuxOwner {
@@ -94,6 +99,11 @@ export interface DemuxOwner {
   deliver(buf: Uint8Array, start: number, end: number): void;
   /** A forwarded ReadyForQuery; `failed` when an error or a rollback happened since the previous one. */
   ready(status: number, failed: boolean, entry: Entry): void;
+  /**
+   * The server sent a FATAL (it is about to close) in reply to a forwarded request: true keeps it from the client,
+   * whose session the owner keeps alive past the lost connection (it then reports the loss its own way).
+   */
+  absorbFatal?(e: ErrorInfo): boolean;
 }
 
 /** Replies watched in tracked mode: every message that can complete an entry, plus ParameterStatus. */
@@ -297,6 +307,12 @@ export class Demux implements FrameSink {
       error = decodeServerError(buf, start, end);
       // Unasked, only a FATAL makes sense: the server is going away and says why.
       if (error.severity !== "FATAL" && error.severity !== "PANIC") throw new DemuxError(`unexpected ErrorResponse: ${error.message}`);
+      // Between requests (a client idle in its transaction, a pinned session): its owner may keep the client.
+      if (this.owner.absorbFatal?.(error)) {
+        this.splice.cut(msgStart, next);
+        this.updateWant();
+        return;
+      }
     } else if (type !== B.ParameterStatus) {
       throw new DemuxError(`unexpected message "${String.fromCharCode(type)}" with no request pending`);
     }
@@ -325,10 +341,16 @@ export class Demux implements FrameSink {
 
     // What the client gets of this message. A NotificationResponse is the session's whatever request it arrives
     // during: the server sends it when it goes idle, which may be while pgroute's own request is still unread.
+    const fatal = error !== null && (error.severity === "FATAL" || error.severity === "PANIC");
+    let absorbed = false;
     if (error && head?.replaceError) {
       this.splice.cut(msgStart, next);
       this.splice.inject(head.replaceError, next);
+    } else if (fatal && !swallow && head !== undefined && this.owner.absorbFatal?.(error!)) {
+      absorbed = true;
+      this.splice.cut(msgStart, next);
     } else if (swallow && type !== B.NotificationResponse) {
+      if (type === B.DataRow) head.onRow?.(buf, start, end);
       this.splice.cut(msgStart, next);
       const instead = error && head?.onSwallowedError?.(error);
       if (instead) this.splice.inject(instead, next);
@@ -338,7 +360,7 @@ export class Demux implements FrameSink {
     } else if (msgStart < 0) {
       this.splice.keepGathered(type, buf, start, end, next);
     }
-    if (error && !swallow && !head?.replaceError && (error.severity === "FATAL" || error.severity === "PANIC")) this.fatalForwarded = true;
+    if (fatal && !swallow && !head?.replaceError && !absorbed) this.fatalForwarded = true;
 
     if (type === B.ReadyForQuery && head && !ends) {
       // Every extended-protocol message is answered (or skipped after an error) before ReadyForQuery.
@@ -394,6 +416,35 @@ export class Demux implements FrameSink {
       h.fail?.();
     }
     this.skipping = true;
+  }
+
+  /**
+   * What the client is still owed for the requests in flight, in order — were the connection lost now: an error
+   * for each request (one per extended-protocol batch), the ReadyForQuery of each Query, FunctionCall and Sync,
+   * and pgroute's own replies queued between them (skipped after an error in a batch, as the server would).
+   * `skipping`: a batch failed and its Sync is still to come from the client.
+   */
+  owed(): { steps: Owed[]; skipping: boolean } {
+    const steps: Owed[] = [];
+    let failed = this.skipping;
+    for (let i = this.headIdx; i < this.queue.length; i++) {
+      const p = this.queue[i]!;
+      if (isLocal(p)) {
+        if (!failed) steps.push(p);
+      } else if (p.mode === "swallow" && p.end !== "sync") {
+        // pgroute's own request (settings, a Parse the server lacked): nothing of it was the client's.
+      } else if (EXTENDED[p.end]) {
+        if (!failed) steps.push("error");
+        failed = true;
+      } else if (p.end === "sync") {
+        if (!failed) steps.push("error");
+        steps.push("ready");
+        failed = false;
+      } else {
+        steps.push("error", "ready");
+      }
+    }
+    return { steps, skipping: failed };
   }
 
   /** The connection is gone: everything pending fails. */

@@ -8,13 +8,15 @@
  * `zone` (optional everywhere) is the client's zone for zone-aware reads; without it, `balance.prefer_zone`.
  */
 import type { NodeConfig } from "../config/types.ts";
-import { PgError } from "../errors.ts";
+import { PgError, errors } from "../errors.ts";
 import type { Topology } from "../cluster/topology.ts";
 import type { PauseGate } from "./gate.ts";
 import type { Pool } from "./pool.ts";
 import type { ServerConn, ServerCredentials } from "./server.ts";
 
 export type Target = "primary" | "replica";
+
+const NO_WAIT = { waitMs: 0, retryMs: 0 };
 
 export class PoolGroup {
   private readonly pools = new Map<NodeConfig, Pool>();
@@ -25,6 +27,8 @@ export class PoolGroup {
     private readonly createPool: (node: NodeConfig) => Pool,
     /** PAUSE/RESUME: leases wait while it is closed. */
     private readonly gate: PauseGate | null = null,
+    /** How long a write waits for a primary, and how often it looks again (`[failover]`; read at each wait). */
+    private readonly waits: () => { waitMs: number; retryMs: number } = () => NO_WAIT,
   ) {}
 
   private poolOn(node: NodeConfig): Pool {
@@ -56,11 +60,11 @@ export class PoolGroup {
   }
 
   /** A connection leased at once when an idle one is ready on the right node, else null (then use `acquire`). */
-  tryAcquire(target: Target, zone?: string): { conn: ServerConn; pool: Pool; target: Target } | null {
+  tryAcquire(target: Target, read: ReadBound = ANY_READ, zone?: string): Lease | null {
     if (this.gate?.paused) return null;
     // Only a replica actually used takes its turn: otherwise `acquire`, which follows, would skip it, and a client
     // reading one statement at a time would always land on the same replica.
-    const node = target === "replica" ? this.topology.peekReplica(zone) : this.topology.primary();
+    const node = target === "replica" ? this.topology.peekReplica(zone, read.minLsn, read.avoid) : this.topology.primary();
     if (!node) return null;
     const pool = this.poolOn(node);
     const conn = pool.tryAcquire();
@@ -71,44 +75,112 @@ export class PoolGroup {
   /**
    * Leases a connection on a node of the wanted kind. A read whose replica cannot be reached tries one more
    * replica, then the primary (its login failure has told the monitor, which takes the replica out of the
-   * picks); with no replica left it goes to the primary. Writes never go to a replica.
+   * picks); with no replica left it goes to the primary. A read bound to a WAL position (`read`) goes only to
+   * replicas that replayed it, waiting up to `read.waitMs` for one, else to the primary. Writes never go to a
+   * replica; while no primary can be reached they wait for one (see {@link acquirePrimary}).
    */
-  async acquire(target: Target, zone?: string): Promise<{ conn: ServerConn; pool: Pool; target: Target }> {
+  async acquire(target: Target, read: ReadBound = ANY_READ, zone?: string): Promise<Lease> {
     const paused = this.gate?.pass();
     if (paused) await paused;
     if (target === "replica") {
-      let tried: NodeConfig | null = null;
-      for (let attempt = 0; attempt < 2; attempt++) {
-        const node = this.topology.pickReplica(zone);
-        if (!node || node === tried) break;
-        tried = node;
-        const pool = this.poolOn(node);
-        try {
-          return { conn: await pool.acquire(), pool, target };
-        } catch (err) {
-          // pgroute's own checkout timeout (53300 ERROR) is the client's answer; a server that failed costs it nothing.
-          if (err instanceof PgError && err.code === "53300" && err.severity === "ERROR") throw err;
-          if (err instanceof PgError) this.topology.acquireFailed(node, err);
-        }
-      }
+      const got = await this.acquireReplica(read, zone);
+      if (got) return got;
     }
-    let last: unknown = null;
-    for (const node of this.topology.primaryCandidates()) {
-      const pool = this.poolOn(node);
-      let conn: ServerConn;
-      try {
-        conn = await pool.acquire();
-      } catch (err) {
-        last = err;
-        continue;
-      }
-      if (this.topology.roleOf(node) === "primary") return { conn, pool, target: "primary" };
-      // A node of unknown role turned out to be a standby: remember it, keep looking.
-      pool.release(conn);
-    }
-    if (last) throw last;
-    const drained = this.topology.drainedPrimary();
-    if (drained) throw new PgError("57P03", `the primary node "${drained.name}" is drained: it takes no new transactions`, "FATAL", undefined, "An operator drained it (pgroute admin); ENABLE it, or set another node's role to primary.");
-    throw new PgError("08001", "no primary node is known", "FATAL");
+    return this.acquirePrimary();
   }
+
+  private async acquireReplica(read: ReadBound, zone: string | undefined): Promise<Lease | null> {
+    const waitUntil = read.minLsn > 0 && read.waitMs > 0 ? Date.now() + read.waitMs : 0;
+    let tried: NodeConfig | null = null;
+    for (let attempt = 0; attempt < 2; ) {
+      const node = this.topology.pickReplica(zone, read.minLsn, read.avoid);
+      if (!node) {
+        // No replica has replayed the session's last write yet: wait a little for one, when allowed.
+        const left = waitUntil - Date.now();
+        if (left > 0 && this.topology.replicaAvailable(zone)) {
+          await this.topology.replay.wait(left);
+          continue;
+        }
+        return null;
+      }
+      if (node === tried) return null;
+      tried = node;
+      attempt++;
+      const pool = this.poolOn(node);
+      try {
+        return { conn: await pool.acquire(), pool, target: "replica" };
+      } catch (err) {
+        // pgroute's own checkout timeout (53300 ERROR) is the client's answer; a server that failed costs it nothing.
+        if (err instanceof PgError && err.code === "53300" && err.severity === "ERROR") throw err;
+        if (err instanceof PgError) this.topology.acquireFailed(node, err);
+      }
+    }
+    return null;
+  }
+
+  /**
+   * A connection on the primary. While none can be reached — the primary is down and no other node has left
+   * recovery yet, or connecting to it fails the way an outage does ({@link PgError.unreachable}, 57P01–57P03) —
+   * the write waits, looking again at every new cluster snapshot and every `failover.search_interval`, up to
+   * `failover.primary_wait_timeout`; then 57P03. Other failures (a wrong password, TLS verification, a full pool)
+   * are the client's answer at once, as is a drained primary.
+   */
+  private async acquirePrimary(): Promise<Lease> {
+    const { waitMs, retryMs } = this.waits();
+    const deadline = Date.now() + waitMs;
+    for (;;) {
+      let last: unknown = null;
+      for (const node of this.topology.primaryCandidates()) {
+        const pool = this.poolOn(node);
+        let conn: ServerConn;
+        try {
+          conn = await pool.acquire();
+        } catch (err) {
+          if (!(err instanceof PgError) || !outage(err)) throw err;
+          last = err;
+          continue;
+        }
+        if (this.topology.roleOf(node) === "primary") return { conn, pool, target: "primary" };
+        // A node of unknown role turned out to be a standby: remember it, keep looking.
+        pool.release(conn);
+      }
+      const drained = this.topology.drainedPrimary();
+      if (drained) throw new PgError("57P03", `the primary node "${drained.name}" is drained: it takes no new transactions`, "FATAL", undefined, "An operator drained it (pgroute admin); ENABLE it, or set another node's role to primary.");
+      const left = deadline - Date.now();
+      if (left <= 0) {
+        // No waiting configured: the failure as it is, as before failover support.
+        if (waitMs <= 0) throw last ?? new PgError("08001", "no primary node is known", "FATAL");
+        throw errors.noPrimary(waitMs, last instanceof Error ? last.message : null);
+      }
+      await this.topology.changed.wait(Math.min(left, retryMs));
+    }
+  }
+}
+
+/** A lease: the connection, its pool, and the kind of node it is on. */
+export interface Lease {
+  conn: ServerConn;
+  pool: Pool;
+  target: Target;
+}
+
+/**
+ * What restricts the replica a read may go to. Read-your-writes (src/session/consistency.ts) binds a session's
+ * reads to the WAL position of its last write; a read retried after its replica failed avoids that replica.
+ */
+export interface ReadBound {
+  /** Only replicas that replayed this WAL position (bytes); 0: any. */
+  readonly minLsn: number;
+  /** How long to wait for such a replica before going to the primary. */
+  readonly waitMs: number;
+  /** The name of a node not to use (a read retried elsewhere); null: none. */
+  readonly avoid: string | null;
+}
+
+/** No restriction. */
+export const ANY_READ: ReadBound = Object.freeze({ minLsn: 0, waitMs: 0, avoid: null });
+
+/** A failure a failover may fix: the server could not be reached, or says it is shutting down or not up yet. */
+function outage(e: PgError): boolean {
+  return e.unreachable || e.code === "57P01" || e.code === "57P02" || e.code === "57P03";
 }

@@ -28,7 +28,7 @@ import { startupMessage } from "../wire/encode.ts";
 import { FrameReader, typesOtherThan, type FrameSink } from "../wire/frame.ts";
 import { SCRAM_MECHANISM, ScramClient, md5Hash, md5Response, type ScramSecret } from "../wire/scram.ts";
 import type { NodeCounters } from "../stats.ts";
-import { Demux, DemuxError, TRACKED_TYPES, type DemuxOwner, type Entry, type Pending } from "./demux.ts";
+import { Demux, DemuxError, TRACKED_TYPES, type DemuxOwner, type Entry, type Owed, type Pending } from "./demux.ts";
 import { openServerSocket } from "./tls.ts";
 
 /** What pgroute can prove to a server. Which one is used depends on what the server asks for. */
@@ -144,6 +144,11 @@ export class ServerConn implements FrameSink, OutboxOwner {
   outstanding = 0;
   /** Set when the stream broke mid-chunk: whether what was relayed before that chunk ended on a message boundary. */
   private relayBoundary: boolean | null = null;
+  /**
+   * Tracked mode: set when the server went away (crashed, shut down, the network failed) rather than pgroute closing
+   * the connection for a reason of its own — with what the owner's client was still owed then (see Demux.owed).
+   */
+  lost: { steps: Owed[]; skipping: boolean } | null = null;
 
   private constructor(private readonly login: ServerLogin) {
     this.node = login.node;
@@ -166,7 +171,7 @@ export class ServerConn implements FrameSink, OutboxOwner {
     // The abort also ends an SSL negotiation under way, whose socket is not conn.socket yet.
     const abort = new AbortController();
     const timer = setTimeout(() => {
-      conn.fail(errors.cannotConnect(login.node.name, `timed out after ${login.connectTimeoutMs} ms`), true);
+      conn.fail(errors.unreachable(login.node.name, `timed out after ${login.connectTimeoutMs} ms`), true);
       abort.abort();
     }, login.connectTimeoutMs);
     try {
@@ -174,7 +179,8 @@ export class ServerConn implements FrameSink, OutboxOwner {
       conn.socket = await openServerSocket(login.node, handlers, conn, abort.signal);
     } catch (err) {
       clearTimeout(timer);
-      throw conn.closeError ?? (err instanceof PgError ? err : errors.cannotConnect(login.node.name, (err as Error).message));
+      // Not a PgError: the TCP connect itself failed (sslmode "disable" connects without pool/tls.ts's wrapping).
+      throw conn.closeError ?? (err instanceof PgError ? err : errors.unreachable(login.node.name, (err as Error).message));
     }
     if (conn.phase === "closed") {
       // Timed out while the TCP connect was still under way.
@@ -339,9 +345,10 @@ export class ServerConn implements FrameSink, OutboxOwner {
     const wasLogin = this.phase === "login" || this.phase === "connecting";
     const wasReady = this.phase === "ready";
     this.phase = "closed";
+    if (wasReady && this.mode === "tracked" && !this.closeError) this.lost = this.demux.owed();
     this.demux.abort();
     if (wasLogin) {
-      this.loginDone.reject(this.closeError ?? errors.cannotConnect(this.node.name, "the server closed the connection during login"));
+      this.loginDone.reject(this.closeError ?? errors.unreachable(this.node.name, "the server closed the connection during login"));
     } else if (this.closeError) this.owner.onServerClose(this.relayedWhole() ? this.closeError : null);
     else if (wasReady && !this.sentFatal && !this.demux.fatalForwarded) {
       this.owner.onServerClose(this.relayedWhole() ? errors.serverGone(this.node.name, "the server closed the connection") : null);

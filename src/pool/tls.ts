@@ -167,7 +167,7 @@ export async function openServerSocket<T>(node: TlsNode, handlers: SocketHandler
         }
       },
       close() {
-        if (state === "reply") settle(fail(node, "the server closed the connection during SSL negotiation"));
+        if (state === "reply") settle(errors.unreachable(node.name, "the server closed the connection during SSL negotiation"));
       },
       error(_socket, error) {
         if (state === "reply") settle(fail(node, `SSL negotiation failed: ${error.message}`));
@@ -181,7 +181,7 @@ export async function openServerSocket<T>(node: TlsNode, handlers: SocketHandler
         state = "reply";
         socket.write(SSL_REQUEST);
       },
-      (err: Error) => settle(fail(node, err.message)),
+      (err: Error) => settle(errors.unreachable(node.name, err.message)),
     );
   });
 }

@@ -36,7 +36,12 @@ export type RouteReason =
   /** The session keeps its server connection (LISTEN, a WITH HOLD cursor, …): statements run where it is. */
   | { code: "pinned"; target: Target; why: PinReason }
   /** The statement pins the session to its server connection: it runs on the primary, and the session stays there. */
-  | { code: "pins_session"; why: PinReason };
+  | { code: "pins_session"; why: PinReason }
+  /**
+   * Read-your-writes (`consistency = "sticky"`): the session wrote a moment ago, so its reads stay on the primary
+   * for a while. Decided by the relay after {@link route} (src/session/consistency.ts), never by `route` itself.
+   */
+  | { code: "read_your_writes"; wanted: Exclude<RouteReason, { code: "read_your_writes" }> };
 
 export interface Route {
   /** `defer`: a BEGIN held back until the transaction's first statement decides (`transactions = "first-statement"`). */
@@ -176,5 +181,7 @@ export function describeRoute(r: RouteReason): string {
       return `session pinned to its connection on the ${r.target} (${PIN_LABEL[r.why]})`;
     case "pins_session":
       return `pins the session to its connection (${PIN_LABEL[r.why]}): the primary`;
+    case "read_your_writes":
+      return `read-your-writes: the session wrote recently (wanted: ${describeRoute(r.wanted)})`;
   }
 }

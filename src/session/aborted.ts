@@ -41,14 +41,21 @@ const rollbackComplete = new MessageWriter(16).begin(B.CommandComplete).cstring(
 
 /** Whether `sql` is one statement that ends a failed transaction (Postgres's IsTransactionExitStmt, less ROLLBACK TO). */
 export function endsTransaction(sql: string): boolean {
+  return exitKind(sql) !== null;
+}
+
+/** `commit` (COMMIT, END, PREPARE TRANSACTION: the client means to keep its work) or `rollback`, for one such statement. */
+function exitKind(sql: string): "commit" | "rollback" | null {
   const parsed = parseSql(sql);
-  if (!parsed.ok || parsed.tree.stmts?.length !== 1) return false;
+  if (!parsed.ok || parsed.tree.stmts?.length !== 1) return null;
   const kind = (parsed.tree.stmts[0]!.stmt as Record<string, any>).TransactionStmt?.kind;
-  return kind === "TRANS_STMT_COMMIT" || kind === "TRANS_STMT_ROLLBACK" || kind === "TRANS_STMT_PREPARE";
+  return kind === "TRANS_STMT_COMMIT" || kind === "TRANS_STMT_PREPARE" ? "commit" : kind === "TRANS_STMT_ROLLBACK" ? "rollback" : null;
 }
 
 export class AbortedTransaction {
-  private readonly error: Uint8Array;
+  private error: Uint8Array;
+  /** The error after the first one, when they differ (a lost connection first, then 25P02). */
+  private readonly later: Uint8Array | null;
   /** An error was sent in this batch: skip to Sync. */
   private skipping = false;
   /** The batch's exit statement has run: what follows goes the usual way at Sync. */
@@ -56,14 +63,35 @@ export class AbortedTransaction {
   private after: { type: number; frame: Uint8Array }[] = [];
   /** Texts of the unnamed statement and of portals bound in this batch. */
   private unnamed: string | undefined;
+  /**
+   * The client has not been told yet that its transaction is gone (`reportFirst`): a COMMIT then gets the error and
+   * ends the transaction (ReadyForQuery 'I', as a COMMIT that fails in Postgres), never a quiet `ROLLBACK`.
+   */
+  private unreported: boolean;
+  /** A COMMIT of this batch failed with the error: the transaction is over at Sync. */
+  private endsAtSync = false;
   private readonly portals = new Map<string, string>();
 
   constructor(
     private readonly host: AbortedHost,
     error: Omit<ErrorFields, "severity">,
+    /** What every statement after the first gets (default: the same error). */
+    later?: Omit<ErrorFields, "severity">,
+    /** The client does not know yet: its COMMIT must fail rather than be answered ROLLBACK (see {@link unreported}). */
+    reportFirst = false,
   ) {
+    this.unreported = reportFirst;
     this.error = errorResponse({ severity: "ERROR", ...error });
+    this.later = later ? errorResponse({ severity: "ERROR", ...later }) : null;
     this.unnamed = host.statementText("");
+  }
+
+  /** The error for this statement (the first one may differ from the rest). */
+  private take(): Uint8Array {
+    this.unreported = false;
+    const e = this.error;
+    if (this.later) this.error = this.later;
+    return e;
   }
 
   onMessage(type: number, frame: Uint8Array): void {
@@ -93,16 +121,19 @@ export class AbortedTransaction {
   }
 
   private query(sql: string): void {
-    if (!endsTransaction(sql)) return this.host.local(this.failed());
-    this.host.local(new MessageWriter(32).bytes(rollbackComplete).bytes(readyForQuery(TxStatus.Idle)).done());
+    const exit = exitKind(sql);
+    if (exit === null) return this.host.local(this.failed());
+    const e = exit === "commit" && this.unreported ? this.take() : rollbackComplete;
+    this.host.local(new MessageWriter(e.length + 8).bytes(e).bytes(readyForQuery(TxStatus.Idle)).done());
     this.host.ended([]);
   }
 
   private failed(): Uint8Array {
-    return new MessageWriter(this.error.length + 8).bytes(this.error).bytes(readyForQuery(TxStatus.Failed)).done();
+    const e = this.take();
+    return new MessageWriter(e.length + 8).bytes(e).bytes(readyForQuery(TxStatus.Failed)).done();
   }
 
-  private fail(error: Uint8Array = this.error): void {
+  private fail(error: Uint8Array = this.take()): void {
     this.host.local(error);
     this.skipping = true;
   }
@@ -110,6 +141,10 @@ export class AbortedTransaction {
   private sync(frame: Uint8Array): void {
     this.skipping = false;
     this.portals.clear();
+    if (this.endsAtSync) {
+      this.host.local(readyForQuery(TxStatus.Idle));
+      return this.host.ended([]);
+    }
     if (!this.done) return this.host.local(readyForQuery(TxStatus.Failed));
     if (this.after.length === 0) {
       this.host.local(readyForQuery(TxStatus.Idle));
@@ -151,7 +186,12 @@ export class AbortedTransaction {
       }
       case F.Execute: {
         const text = this.portals.get(decodeExecute(frame, 5, frame.length));
-        if (text === undefined || !endsTransaction(text)) return this.fail();
+        const exit = text === undefined ? null : exitKind(text);
+        if (exit === null) return this.fail();
+        if (exit === "commit" && this.unreported) {
+          this.endsAtSync = true;
+          return this.fail();
+        }
         this.done = true;
         return this.host.local(rollbackComplete);
       }

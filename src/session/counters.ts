@@ -28,6 +28,7 @@ const REASONS: Record<ReasonCode, true> = {
   replica_refused: true,
   pinned: true,
   pins_session: true,
+  read_your_writes: true,
 };
 export const REASON_CODES = Object.keys(REASONS) as ReasonCode[];
 

@@ -38,6 +38,7 @@ import { SessionRelay } from "./raw.ts";
 import { SessionSettings } from "./settings.ts";
 import type { ClientSide } from "./relay.ts";
 import { TransactionRelay } from "./transaction.ts";
+import { Consistency } from "./consistency.ts";
 import type { Observers } from "../cluster/observe.ts";
 import { ConsoleRelay, type ConsoleHandler } from "./console-relay.ts";
 import type { SessionCounters } from "./counters.ts";
@@ -83,6 +84,8 @@ export interface SessionHost extends PolicyHost {
   readonly counters?: SessionCounters;
   /** The admin console for a client that logged in to database `pgroute`; absent: no console. */
   openConsole?(session: Session, user: UserConfig): ConsoleHandler;
+  /** The health monitor, asked to read replay positions fast while a session set `pgroute.min_lsn`. */
+  readonly monitor?: { wantReplay(): void };
 }
 
 type Phase =
@@ -424,7 +427,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       params = settings.reported(known);
     } else {
       try {
-        ({ conn, pool, target } = idle ?? (await group.acquire(target, user.zone)));
+        ({ conn, pool, target } = idle ?? (await group.acquire(target, undefined, user.zone)));
       } catch (err) {
         return this.loginFailed(err, group.primaryPool());
       }
@@ -458,11 +461,14 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
       const prepared = new PreparedStatements(this.host.statements);
       const router = new RouterState({ functions: policy.functions, transactions: cfg.routing.transactions, userTarget: user.target, defaultReadOnly: readOnly });
       const observer = this.host.observers && !this.host.observers.empty ? this.host.observers : null;
+      const rc = cfg.consistency;
+      const consistency = hold ? null : new Consistency({ mode: user.consistency ?? rc.mode, stickyMs: rc.sticky_ms, waitMs: rc.wait_ms, onNeedsReplay: () => this.host.monitor?.wantReplay() });
       const relay = new TransactionRelay(this, group, settings, prepared, router, this.host.log, observer, this.host.counters ?? null, {
         traffic,
         policy: policy.enforces ? policy : null,
         hold,
         ...(user.zone !== undefined && { zone: user.zone }),
+        consistency,
       });
       this.phase = { kind: "messages", relay };
     }

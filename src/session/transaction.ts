@@ -10,7 +10,7 @@ import { serialize } from "pg-protocol";
 import { errors, type PgError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Entry, RetryGroup } from "../pool/demux.ts";
-import type { PoolGroup, Target } from "../pool/group.ts";
+import type { PoolGroup, ReadBound, Target } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { ServerConn } from "../pool/server.ts";
 import { MessageRelay, type ClientSide } from "./relay.ts";
@@ -37,6 +37,9 @@ import type { MirrorJob } from "../policy/mirror.ts";
 import { shadowBatch, shadowQuery } from "../policy/mirror-request.ts";
 import { MirrorDraft, offerMirror, type TrafficPolicy } from "./traffic.ts";
 import { FUNCTION_CALL, Throttle } from "./throttle.ts";
+import { Consistency, SHOW_LSN_QUERY } from "./consistency.ts";
+import { IN_FAILED_TRANSACTION, lostReplies, oneRequest } from "./lost.ts";
+import type { ErrorInfo } from "../wire/backend.ts";
 
 
 type Request = (
@@ -87,6 +90,8 @@ export interface RelayOptions {
   hold?: { conn: ServerConn; pool: Pool; target: Target } | null;
   /** The zone the user's clients run in (`users.zone`): their reads prefer replicas there; absent: `balance.prefer_zone`. */
   zone?: string;
+  /** Read-your-writes (src/session/consistency.ts); null: none (session pooling). */
+  consistency?: Consistency | null;
 }
 
 const warning = (message: string) => writeError(new MessageWriter(), { severity: "WARNING", code: "01000", message }, true).done();
@@ -124,6 +129,13 @@ export class TransactionRelay extends MessageRelay {
   /** What runs a request once its rate-limit turn has come, or refuses it (made once, not per request). */
   private readonly functionCallAdmitted = (frame: Uint8Array) => this.functionCall(frame, true);
   private readonly refuseAdmission = (e: PgError) => this.refusePolicy(e.fields);
+  private readonly consistency: Consistency | null;
+  /** The retryable read in flight (a replica's connection lost before any row: sent once more elsewhere). */
+  private retryable: { conn: ServerConn; group: RetryGroup; req: Extract<Request, { kind: "simple" | "batch" }> } | null = null;
+  /** The node the next lease avoids (a read retried after its connection there was lost). */
+  private avoid: string | null = null;
+  /** The FATAL the server sent before it went away, kept from the client (see absorbFatal). */
+  private serverFatal: ErrorInfo | null = null;
 
   constructor(
     client: ClientSide,
@@ -148,6 +160,7 @@ export class TransactionRelay extends MessageRelay {
     this.policy = opts.policy ?? null;
     this.hold = !!opts.hold;
     this.zone = opts.zone;
+    this.consistency = opts.consistency ?? null;
     const limit = this.policy?.idleTimeoutMs ?? 0;
     this.idle = limit > 0 ? new IdleClock(limit, () => this.idleState(), () => this.rollBackIdle(limit)) : null;
     if (opts.hold) this.adopt(opts.hold.conn, opts.hold.pool, opts.hold.target);
@@ -235,6 +248,7 @@ export class TransactionRelay extends MessageRelay {
     const sh = shapeOf(sql);
     const v = virtualSetting(sql, sh.key);
     if (v) {
+      if (this.consistency && Consistency.handles(v.name)) return this.consistencySetting(v);
       const err = v.op === "show" ? null : this.router.setVirtual(v);
       const value = v.op === "show" ? this.router.showVirtual(v.name) : null;
       let reply: Uint8Array;
@@ -269,7 +283,7 @@ export class TransactionRelay extends MessageRelay {
     }
     this.router.pinned = this.pinnedTo();
     const d = this.router.decide(sql, this.replicaAvailable, sh, ops);
-    const route = this.pinsToPrimary(d.route, ops);
+    const route = this.readYourWrites(this.pinsToPrimary(d.route, ops));
     this.trace(sql, route, d);
     switch (route.target) {
       case "refuse":
@@ -311,6 +325,29 @@ export class TransactionRelay extends MessageRelay {
   private pinnedTo(): RouterState["pinned"] {
     if (!this.settings.pinned) return null;
     return { target: this.conn ? this.target : "primary", why: this.settings.pins.keys().next().value! };
+  }
+
+  /** Read-your-writes in `sticky` mode: a read outside a transaction stays on the primary a while after a write. */
+  private readYourWrites(r: Route): Route {
+    return this.consistency && !this.bound ? this.consistency.reroute(r) : r;
+  }
+
+  /**
+   * `SET/RESET/SHOW pgroute.lsn | min_lsn | consistency`. A SHOW of the session's position that is not known yet
+   * (it wrote since, or never asks in its mode) is answered by the primary, whose current position is at or past
+   * the session's writes.
+   */
+  private consistencySetting(v: NonNullable<ReturnType<typeof virtualSetting>>): void {
+    const c = this.consistency!;
+    if (v.op !== "show") {
+      const err = c.set(v);
+      const reply = err ? errorResponse({ severity: "ERROR", code: "22023", message: err }) : commandComplete(v.op === "set" ? "SET" : "RESET");
+      return this.local(new MessageWriter(64).bytes(reply).bytes(readyForQuery(this.status())).done());
+    }
+    // Inside a transaction on a replica the primary cannot be asked: the last position learned is the answer.
+    const value = c.show(v.name, this.bound && this.target !== "primary");
+    if (value !== null) return this.local(new MessageWriter(64).bytes(showReply(v.name, value)).bytes(readyForQuery(this.status())).done());
+    this.submit({ kind: "simple", frame: SHOW_LSN_QUERY, end: "query", ops: [], target: this.bound ? this.target : "primary", ...UNPLACED, about: "read" });
   }
 
   /** Statements that pin the session run on the primary: the session then stays there. */
@@ -376,6 +413,7 @@ export class TransactionRelay extends MessageRelay {
         draft?.add(sh.key, ops.length > 0, d.classification.readOnly);
       }
     }
+    if (target === "replica" && !this.bound && this.consistency?.sticky()) target = "primary";
     // A read a replica refuses is sent again to the primary, whole batches up to their Sync (names the batch
     // created are given up first, so its Parse can create them again).
     const retry = target === "replica" && !this.bound && sync;
@@ -475,7 +513,8 @@ export class TransactionRelay extends MessageRelay {
     }
     if (!conn && this.queue.length === 0 && !this.acquiring && req.kind !== "local") {
       // The common case: an idle connection is at hand, no promise needed.
-      const got = this.group.tryAcquire(req.target, this.zone);
+      const read = this.readBound(req); // first: it may move the request to the primary
+      const got = this.group.tryAcquire(req.target, read, this.zone);
       if (got) {
         this.adopt(got.conn, got.pool, got.target);
         return this.dispatch(got.conn, req);
@@ -491,7 +530,26 @@ export class TransactionRelay extends MessageRelay {
     this.conn = conn;
     this.pool = pool;
     this.target = target;
+    this.serverFatal = null;
     conn.attach(this, "tracked");
+  }
+
+  /**
+   * What restricts the replica a request about to lease a connection may use: read-your-writes, and a node to
+   * avoid after a lost connection. A read that must see a write whose position is unknown goes to the primary.
+   */
+  private readBound(req: Request): ReadBound | undefined {
+    if (req.target !== "replica") return undefined;
+    const avoid = this.avoid;
+    this.avoid = null;
+    const bound = this.consistency?.readBound();
+    if (bound === null) {
+      req.target = "primary";
+      if (req.kind === "simple" || req.kind === "batch") req.retry = false;
+      return undefined;
+    }
+    if (avoid === null) return bound;
+    return { minLsn: bound?.minLsn ?? 0, waitMs: bound?.waitMs ?? 0, avoid };
   }
 
   private acquire(): void {
@@ -501,7 +559,8 @@ export class TransactionRelay extends MessageRelay {
     const head = this.queue[0];
     if (!head) return;
     this.acquiring = true;
-    this.group.acquire(head.target, this.zone).then(
+    const read = this.readBound(head); // first: it may move the request to the primary
+    this.group.acquire(head.target, read, this.zone).then(
       ({ conn, pool, target }) => {
         this.acquiring = false;
         if (this.closed) return pool.release(conn);
@@ -562,7 +621,7 @@ export class TransactionRelay extends MessageRelay {
         this.unsynced = false;
         if (req.prefix) ok = conn.send(req.prefix, [{ end: "query", mode: "swallow", onSwallowedError: relayWarning }]);
         const entry: Entry = { end: req.end, mode: "forward", tag: req.ops };
-        if (req.retry) entry.retry = this.retryGroup(conn, req);
+        if (req.retry) entry.retry = this.retryGroupOf(conn, req);
         if (req.replaceError) entry.replaceError = req.replaceError;
         req.mirror?.watch([entry], entry);
         ok = ok && conn.send(req.frame, [entry]);
@@ -576,7 +635,7 @@ export class TransactionRelay extends MessageRelay {
         const built = this.prepared.build(req.messages, conn);
         this.pinFor(built.ops);
         if (req.retry) {
-          const group = this.retryGroup(conn, req);
+          const group = this.retryGroupOf(conn, req);
           for (const e of built.entries) if (!("local" in e)) e.retry = group;
         }
         const last = built.entries[built.entries.length - 1];
@@ -586,6 +645,7 @@ export class TransactionRelay extends MessageRelay {
       }
     }
     if (!ok) return this.client.fatal(errors.serverGone(conn.node.name, "the connection is closed"));
+    if (req.kind !== "copy" && req.about === "write" && this.target === "primary") this.consistency?.wrote();
     if (this.observer && req.kind !== "copy") this.track(req);
     if (req.kind !== "copy" && req.capAfter) {
       // The connection may now run with a statement_timeout above the cap: the next request brings it back.
@@ -614,11 +674,22 @@ export class TransactionRelay extends MessageRelay {
     this.inflight.push({ target: req.target, kind: about.about, fingerprint: about.fingerprint, reason: about.reason, startedAt, ms: 0, failed: false, txEnd: false, errorCode: null });
   }
 
-  /** How a read sent to a replica outside a transaction is retried on the primary when the replica refuses it. */
+  /** The retry group of a read sent to a replica outside a transaction, remembered while it is in flight. */
+  private retryGroupOf(conn: ServerConn, req: Extract<Request, { kind: "simple" | "batch" }>): RetryGroup {
+    const group = this.retryGroup(conn, req);
+    this.retryable = { conn, group, req };
+    return group;
+  }
+
+  /**
+   * How a read sent to a replica outside a transaction is retried elsewhere: on the primary when the replica
+   * refuses it (25006), on another node when the replica goes away before answering (a FATAL, then the close:
+   * see {@link survive}).
+   */
   private retryGroup(conn: ServerConn, req: Extract<Request, { kind: "simple" | "batch" }>): RetryGroup {
     return {
       // 25006: the statement wanted to write. Only in autocommit: nothing else of the session ran there.
-      retryOn: (e) => e.code === "25006" && conn.txStatus === TxStatus.Idle,
+      retryOn: (e) => conn.txStatus === TxStatus.Idle && (e.code === "25006" || e.severity === "FATAL" || e.severity === "PANIC"),
       retry: () => {
         this.inflight.shift();
         this.log.info("retry_on_primary", { node: conn.node.name, reason: "replica answered 25006" });
@@ -661,6 +732,7 @@ export class TransactionRelay extends MessageRelay {
   ready(status: number, failed: boolean, entry: Entry): void {
     const conn = this.conn;
     if (!conn) return;
+    this.retryable = null; // answered: nothing in flight is a read that may still be retried
     const sample = this.inflight.shift();
     if (sample && this.observer) {
       sample.ms = performance.now() - sample.startedAt;
@@ -677,12 +749,24 @@ export class TransactionRelay extends MessageRelay {
       this.prepared.clear();
     }
     if (this.settings.version !== version) conn.appliedSignature = null;
+    // Read-your-writes: a transaction that wrote has committed; in `lsn` mode its WAL position is asked for on
+    // this connection before it goes back (and the session's next read waits for the answer).
+    // Its answer settles the connection after the chunk it arrived in is processed: what that chunk still holds is ours.
+    const ask = this.target === "primary" ? (this.consistency?.committed(status === TxStatus.Idle, conn.pending, () => queueMicrotask(() => this.settle(conn))) ?? null) : null;
+    if (ask) conn.send(this.consistency!.lsnQuery, [ask]);
+    this.settle(conn);
+    if (status !== TxStatus.Idle && this.idle && this.queue.length === 0 && conn.pending === 0) this.idle.idle();
+  }
+
+  /** The connection goes back to its pool when it is idle and the session does not keep it; else what waits is sent. */
+  private settle(conn: ServerConn): void {
+    // A closed connection is being given up (its entries fail first): onServerClose decides what happens next.
+    if (this.conn !== conn || conn.closed) return;
     if (conn.idle && !this.settings.pinned && !this.hold) {
       this.conn = null;
       this.pool?.release(conn);
       if (this.queue.length > 0) this.acquire();
     } else this.drainQueue();
-    if (status !== TxStatus.Idle && this.idle && this.queue.length === 0 && conn.pending === 0) this.idle.idle();
   }
 
   // --- idle in transaction --------------------------------------------------------------------------------
@@ -709,6 +793,11 @@ export class TransactionRelay extends MessageRelay {
       this.conn = null;
       this.pool?.recycle(conn, false);
     }
+    this.enterAborted(refusals.idleInTransaction(limit));
+  }
+
+  /** The session is in a transaction that failed without its server: pgroute answers it until it ends. */
+  private enterAborted(error: Omit<ErrorFields, "severity">, later?: Omit<ErrorFields, "severity">, reportFirst = false): void {
     this.aborted = new AbortedTransaction(
       {
         local: (bytes) => this.local(bytes),
@@ -720,7 +809,9 @@ export class TransactionRelay extends MessageRelay {
           for (const m of rest) this.onMessage(m.type, m.frame);
         },
       },
-      refusals.idleInTransaction(limit),
+      error,
+      later,
+      reportFirst,
     );
   }
 
@@ -739,8 +830,77 @@ export class TransactionRelay extends MessageRelay {
     this.inflight = [];
     this.flushed = null;
     this.unsynced = false;
+    if (conn) this.pool?.discard(conn);
+    if (this.closed) return;
+    if (error && conn && this.survive(conn)) return;
     // No connection of this client's: nothing it was told was cut off.
-    if (conn || error) this.serverLost(conn, this.pool, error);
+    if (conn || error) this.serverLost(null, null, error);
+  }
+
+  /** The server is about to go away under a forwarded request: kept from the client when the session survives it. */
+  absorbFatal(e: ErrorInfo): boolean {
+    if (this.closed || this.hold || this.settings.pinned) return false;
+    this.serverFatal = e;
+    return true;
+  }
+
+  /**
+   * The server went away under the session (it crashed, was shut down, failed over). Unless the session kept
+   * server-side state there (a pin, session pooling), it survives: a read that had not returned anything is sent
+   * once more to another node; otherwise each request in flight gets an error — never sent again, since it may
+   * have run — and a transaction that was open is failed: statements get 25P02 until ROLLBACK (a COMMIT before the
+   * client was told gets the error; one after, ROLLBACK). Requests queued behind go on a new connection, or, in the
+   * failed transaction, to the answers of it. Returns false when the client must go.
+   */
+  private survive(conn: ServerConn): boolean {
+    const lost = conn.lost;
+    if (!lost || this.hold || this.settings.pinned) return false;
+    const inTx = conn.txStatus !== TxStatus.Idle || this.router.transaction !== null;
+    const why = this.serverFatal?.message ?? "the server closed the connection";
+    this.serverFatal = null;
+    const r = this.retryable;
+    this.retryable = null;
+    if (!inTx && r && r.conn === conn && !r.group.committed && oneRequest(lost.steps)) {
+      this.log.info("retry_elsewhere", { node: conn.node.name, reason: why });
+      if (r.req.kind === "batch" && r.req.creates) this.prepared.forget(r.req.creates);
+      this.avoid = conn.node.name;
+      this.queue.unshift({ ...r.req, retry: false });
+      this.acquire();
+      return true;
+    }
+    this.log.warn("server_connection_lost", { node: conn.node.name, error: why, in_transaction: inTx ? "yes" : "no", requests: lost.steps.filter((x) => x === "ready").length });
+    const error = errors.serverLost(conn.node.name, why, inTx);
+    this.router.transaction = null;
+    if (inTx) this.settings.ready(TxStatus.Idle, true, undefined, conn); // what the transaction did to the session is gone
+    this.client.send(lostReplies(lost.steps, errorResponse({ ...error.fields, severity: "ERROR" }), inTx ? TxStatus.Failed : TxStatus.Idle));
+    if (lost.skipping) this.skippingToSync = true;
+    const queued = this.queue;
+    this.queue = [];
+    if (inTx) {
+      // A client idle in its transaction learns of it at its next statement; one that was answered, by 25P02.
+      const told = lost.steps.includes("error");
+      this.enterAborted(told ? IN_FAILED_TRANSACTION : { code: error.code, message: error.message, detail: error.detail, hint: error.hint }, IN_FAILED_TRANSACTION, !told);
+      for (const q of queued) this.replay(q);
+    } else {
+      this.queue = queued;
+      if (queued.length > 0) this.acquire();
+    }
+    return true;
+  }
+
+  /** A request that was waiting for the lost connection, handed back as the messages it came from. */
+  private replay(q: Request): void {
+    switch (q.kind) {
+      case "simple":
+        return this.onMessage(q.frame[0]!, q.frame);
+      case "batch":
+        for (const m of q.messages) this.onMessage(m.type, m.frame);
+        return;
+      case "local":
+        return this.client.send(q.bytes);
+      case "copy":
+        return; // COPY data outside a COPY is ignored, as Postgres does
+    }
   }
 
 

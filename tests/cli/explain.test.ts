@@ -363,6 +363,16 @@ const SESSION_TARGET: Row[] = [
   ["set pgroute.colour = 'red'", "pgroute", `unrecognized configuration parameter "pgroute.colour"`],
   ["show pgroute.colour", "pgroute", `unrecognized configuration parameter "pgroute.colour"`],
   ["select 1", "replica", READ],
+  // Read-your-writes settings (src/session/consistency.ts) are pgroute's too.
+  ["set pgroute.min_lsn = '0/1'", "pgroute", PGROUTE],
+  ["show pgroute.min_lsn", "pgroute", "answered by pgroute (0/1)"],
+  ["select 1", "replica", READ],
+  ["reset pgroute.min_lsn", "pgroute", PGROUTE],
+  ["set pgroute.min_lsn = 'soon'", "pgroute", `invalid value for parameter "pgroute.min_lsn": "soon" (expected a WAL position like 16/B374D848)`],
+  ["set pgroute.consistency = lsn", "pgroute", PGROUTE],
+  ["show pgroute.consistency", "pgroute", "answered by pgroute (lsn)"],
+  ["reset pgroute.consistency", "pgroute", PGROUTE],
+  ["set pgroute.lsn = '0/1'", "pgroute", `parameter "pgroute.lsn" cannot be changed (it is the position of this session's last write; set pgroute.min_lsn)`],
 ];
 
 const LEXICAL_TRAPS: Row[] = [

@@ -87,7 +87,8 @@ test("a stopped replica: its breaker opens, reads go on elsewhere with no more e
     await stopNode(ctx, replica1);
     const open = await waitFor("its breaker to open", () => snapshotOf(replica1.name), (n) => n.breaker.state === "open", 10_000);
     expect(open.readable).toBe(false);
-    expect(open.breaker.reason).toMatch(/login failed|consecutive failures|trial failed/);
+    // Reads in flight there count too (a fast shutdown's FATAL ends them), so the error rate may be first.
+    expect(open.breaker.reason).toMatch(/login failed|consecutive failures|trial failed|error rate/);
 
     // The load goes on: a few hundred more reads, none on the stopped replica.
     const from = load.ports.length;

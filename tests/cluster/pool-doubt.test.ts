@@ -1,7 +1,8 @@
 // Invariant: a server connection in doubt is never handed to another client — in both pool modes, a client
 // killed mid-transaction leaves no `idle in transaction` backend, its writes are rolled back and the connection is
 // reused; a client killed while a large result streams, or mid-COPY, costs that server connection (the next client
-// gets a new backend); a backend terminated under a client in a transaction ends that client only. With
+// gets a new backend); a backend terminated under a client in a transaction ends that client only (session pooling)
+// or only its transaction (transaction pooling: 08006, 25P02 until ROLLBACK, then a new backend). With
 // transaction pooling, a pipeline with an error in the middle gets exactly the replies Postgres itself gives,
 // after which the connection is clean for the next client.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -111,18 +112,37 @@ describe.each(["session", "transaction"] as const)("pool.mode = %s, pool of 1: a
     expect(await markCount(`mid-copy-${mode}`)).toBe(0);
   });
 
-  test("a backend terminated under a client mid-transaction: that client gets the server's FATAL, the next one a new backend", async () => {
-    const raw = await rawLogin(mp.port, db.name);
-    const pid = await pidOf(raw);
-    expect(views(await exchange(raw, [query("begin")])).at(-1)).toEqual(["Z", "T"]);
-    const [killed] = await db.admin`select pg_terminate_backend(${pid}) as ok`;
-    expect(killed!.ok).toBe(true);
-    await raw.waitClosed();
-    const got = views(raw.drain());
-    // Exactly what Postgres sends such a client: its own FATAL, then the close.
-    expect(got).toEqual([["E", "FATAL", "57P01", "terminating connection due to administrator command"]]);
-    expect(await nextClientPid(mp.port)).not.toBe(pid);
-  });
+  test(
+    mode === "session"
+      ? "a backend terminated under a client mid-transaction: that client gets the server's FATAL, the next one a new backend"
+      : "a backend terminated under a client mid-transaction: its transaction fails (08006, then 25P02 until ROLLBACK), the session goes on with a new backend",
+    async () => {
+      const raw = await rawLogin(mp.port, db.name);
+      const pid = await pidOf(raw);
+      expect(views(await exchange(raw, [query("begin")])).at(-1)).toEqual(["Z", "T"]);
+      const [killed] = await db.admin`select pg_terminate_backend(${pid}) as ok`;
+      expect(killed!.ok).toBe(true);
+      if (mode === "session") {
+        await raw.waitClosed();
+        const got = views(raw.drain());
+        // Exactly what Postgres sends such a client: its own FATAL, then the close.
+        expect(got).toEqual([["E", "FATAL", "57P01", "terminating connection due to administrator command"]]);
+        expect(await nextClientPid(mp.port)).not.toBe(pid);
+        return;
+      }
+      // Transaction pooling keeps the client (a failover's fast shutdown ends backends just so): the transaction is
+      // lost, and it learns so at its next statement.
+      try {
+        const lost = views(await exchange(raw, [query("select 1")]));
+        expect(lost).toEqual([["E", "ERROR", "08006", `server connection to node "primary" was lost: terminating connection due to administrator command`], ["Z", "E"]]);
+        expect(views(await exchange(raw, [query("select 2")]))).toEqual([["E", "ERROR", "25P02", "current transaction is aborted, commands ignored until end of transaction block"], ["Z", "E"]]);
+        expect(views(await exchange(raw, [query("rollback")]))).toEqual([["C", "ROLLBACK"], ["Z", "I"]]);
+        expect(await pidOf(raw)).not.toBe(pid);
+      } finally {
+        raw.close();
+      }
+    },
+  );
 });
 
 describe("a pipeline with an error in the middle gets Postgres's own replies, message by message", () => {

@@ -446,17 +446,20 @@ describe("limits and shutdown", () => {
     }
   });
 
-  test("a server pgroute cannot reach: the authenticated client gets FATAL 08001 naming the node", async () => {
+  test("a server pgroute cannot reach: the authenticated client waits failover.primary_wait_timeout, then gets FATAL 57P03 naming the node", async () => {
     const closedPort = await freePort();
-    const unreachable = await startTestProxy({ nodes: [{ name: "primary", host: "127.0.0.1", port: closedPort, role: "primary" }] });
+    const unreachable = await startTestProxy({ nodes: [{ name: "primary", host: "127.0.0.1", port: closedPort, role: "primary" }], failover: { primary_wait_timeout: "300ms" } });
     const raw = await RawClient.connect(unreachable.port);
     try {
+      const t0 = performance.now();
       raw.send(startup(LOGIN));
       const msgs = await raw.readUntil("E");
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(290);
       expect(msgs.map((m) => m.type)).toEqual(["E"]);
       const e = errorOf(msgs[0]!);
-      expect({ severity: e.severity, code: e.code }).toEqual({ severity: "FATAL", code: "08001" });
-      expect(e.message).toStartWith('could not connect to node "primary": ');
+      expect({ severity: e.severity, code: e.code }).toEqual({ severity: "FATAL", code: "57P03" });
+      expect(e.message).toBe("no primary node is available (waited 300 ms for one)");
+      expect(e.fields.get(0x44 /* 'D' */)).toStartWith('could not connect to node "primary": ');
       await raw.waitClosed();
     } finally {
       raw.close();

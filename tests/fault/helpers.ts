@@ -83,6 +83,8 @@ export async function proxyOnFake(fake: FakeServer, raw: Record<string, unknown>
     nodes: [{ name: "fake", host: fake.host, port: fake.port, role: "primary" }],
     users: [{ name: TRUST_LOGIN.user, auth: "trust" }],
     log: { level: process.env.PGROUTE_TEST_LOG ?? "error" },
+    // A fake server's faults are the relay's business, not a failover: its errors reach clients at once.
+    failover: { primary_wait_timeout: 0 },
     ...raw,
   });
   const proxy = new Proxy({ config, log: log ?? createLogger(config.log) });

@@ -1,8 +1,9 @@
 // Invariant: a broken or malicious server — unknown message types, replies out of place, an ErrorResponse without
 // a SQLSTATE, a ReadyForQuery nothing asked for or with an unknown status, a huge length, garbage, a close in the
 // middle of a message, a login that goes wrong in any of these ways — costs only the client using that server
-// connection (a FATAL 08006/08001 where one can be placed between messages, else a close) and that connection;
-// pgroute keeps serving every other client.
+// connection (a FATAL 08006/08001 where one can be placed between messages, else a close) and that connection —
+// or, in transaction mode, when the server just goes away between messages, only the request (ERROR 08006, the
+// session goes on); pgroute keeps serving every other client.
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { startFakeServer, type FakeBackend, type FakeServer } from "../support/fake-server.ts";
 import { RawClient, dataRow, errorOf, type BackendMessage } from "../support/raw-client.ts";
@@ -74,6 +75,11 @@ const MISBEHAVIOURS: Record<string, Misbehaviour> = {
     be.send(rawError({ S: "FATAL", M: "going away" }));
     be.end();
   },
+  // A server shutting down (fast shutdown, pg_terminate_backend) under the query: not broken, gone.
+  "FATAL 57P01, then a close": (be) => {
+    be.send(rawError({ S: "FATAL", V: "FATAL", C: "57P01", M: "terminating connection due to administrator command" }));
+    be.end();
+  },
   // A second ReadyForQuery right behind the answer: nothing is pending when it arrives.
   "ReadyForQuery out of nowhere": (be) => be.send(rowDescription("a"), dataRowOf("1"), commandComplete("SELECT 1"), readyForQuery(I), readyForQuery(I)),
   "ReadyForQuery with an unknown status": (be) => be.send(rowDescription("a"), dataRowOf("1"), commandComplete("SELECT 1"), readyForQuery(0x58)),
@@ -108,6 +114,15 @@ function expectOutcome(name: string, mode: "session" | "transaction", seen: Seen
       return lost(/ErrorResponse without a SQLSTATE: it broke/);
     case "FATAL without a SQLSTATE, then a close":
       return lost(/ErrorResponse without a SQLSTATE: going away/);
+    case "FATAL 57P01, then a close":
+      // Session mode relays the server's own FATAL; transaction mode keeps the client: the request fails with the
+      // server's words, and the session goes on (runQuery checked a query after it).
+      if (mode === "session") {
+        expect(seen.errors.map((e) => [e.severity, e.code, e.message])).toEqual([["FATAL", "57P01", "terminating connection due to administrator command"]]);
+        return void expect(seen.closed).toBe(true);
+      }
+      expect(seen.errors.map((e) => [e.severity, e.code, e.message])).toEqual([["ERROR", "08006", 'server connection to node "fake" was lost: terminating connection due to administrator command']]);
+      return void expect(seen.closed).toBe(false);
     case "ReadyForQuery out of nowhere":
       // Transaction mode had given the connection back: only that connection is lost, the client never noticed.
       if (mode === "transaction") return void expect(seen.errors).toEqual([]);
@@ -118,8 +133,14 @@ function expectOutcome(name: string, mode: "session" | "transaction", seen: Seen
     case "a 2 GiB length":
       return lost(/message of type "D" is 2147483647 bytes, over the limit of 1073741824/);
     case "a 1 GiB ErrorResponse cut short by a close":
-      // Transaction mode held the partial ErrorResponse back, so an error fits; session mode relayed part of it.
-      if (mode === "transaction") return lost(/the server closed the connection/);
+      // Transaction mode held the partial ErrorResponse back, so an error fits — and a server that went away costs
+      // the client only that request: its session goes on (runQuery checked a query after it). Session mode
+      // relayed part of it.
+      if (mode === "transaction") {
+        expect(seen.errors.map((e) => [e.severity, e.code])).toEqual([["ERROR", "08006"]]);
+        expect(seen.errors[0]!.message).toMatch(/the server closed the connection/);
+        return void expect(seen.closed).toBe(false);
+      }
       expect(seen.errors).toEqual([]);
       return void expect(seen.closed).toBe(true);
     case "a close in the middle of a DataRow":

@@ -84,6 +84,7 @@ describe("Proxy.reload", () => {
       nodes: [node("fake", a)],
       users: [{ name: TRUST_LOGIN.user, auth: "trust" }, { name: "late", auth: "trust", server_user: TRUST_LOGIN.user }],
       log: { ...fp.config.log },
+      failover: { primary_wait_timeout: 0 },
     });
     const plan = fp.proxy.reload(next);
     expect(plan.changed).toEqual(["listen", "users"]);

@@ -1,7 +1,8 @@
 // Invariant: after pgroute rolled back an idle transaction, the client is answered as Postgres answers an aborted
 // transaction — 25P03 and ReadyForQuery 'E' for anything but its end, in the simple and extended protocols (errors
 // skip to Sync); COMMIT/ROLLBACK/END/ABORT end it with CommandComplete ROLLBACK and 'I' (named statements parsed
-// for it are kept); messages after the end in the same batch go on to the server.
+// for it are kept); messages after the end in the same batch go on to the server. A transaction lost with its
+// server connection: the loss first (a COMMIT then fails too, never answered ROLLBACK unasked), 25P02 after.
 import { beforeAll, describe, expect, test } from "bun:test";
 import { AbortedTransaction, endsTransaction } from "../../src/session/aborted.ts";
 import { loadParser } from "../../src/router/parser.ts";
@@ -11,7 +12,7 @@ import { serialize } from "../support/wire-frames.ts";
 beforeAll(loadParser);
 
 /** A host that records replies and statements; `ended` holds what was handed back. */
-function host(statements: Record<string, string> = {}) {
+function host(statements: Record<string, string> = {}, lost = false) {
   const out: string[] = [];
   const state = { ended: null as null | number[], declared: [] as string[] };
   const known = new Map(Object.entries(statements));
@@ -36,7 +37,10 @@ function host(statements: Record<string, string> = {}) {
     forget: (name: string) => void known.delete(name),
     ended: (rest: readonly { type: number }[]) => void (state.ended = rest.map((m) => m.type)),
   };
-  return { out, state, aborted: new AbortedTransaction(h, { code: "25P03", message: "idle-in-transaction timeout" }) };
+  const aborted = lost
+    ? new AbortedTransaction(h, { code: "08006", message: "server connection lost" }, { code: "25P02", message: "current transaction is aborted" }, true)
+    : new AbortedTransaction(h, { code: "25P03", message: "idle-in-transaction timeout" });
+  return { out, state, aborted };
 }
 
 const send = (a: AbortedTransaction, ...frames: Buffer[]) => frames.forEach((f) => a.onMessage(f[0]!, new Uint8Array(f)));
@@ -70,6 +74,28 @@ describe("an aborted transaction answered by pgroute", () => {
     expect(out.splice(0)).toEqual(["E:26000", "Z:E"]);
     send(aborted, serialize.describe({ type: "S", name: "rb" }), serialize.bind({ statement: "rb" }), serialize.execute({}), serialize.sync());
     expect(out).toEqual(["t", "n", "2", "C:ROLLBACK", "Z:I"]);
+  });
+
+  test("a transaction lost with its server connection: the first statement gets the loss, later ones 25P02", () => {
+    const { out, state, aborted } = host({}, true);
+    send(aborted, serialize.query("select 1"), serialize.query("select 2"), serialize.query("rollback"));
+    expect(out).toEqual(["E:08006", "Z:E", "E:25P02", "Z:E", "C:ROLLBACK", "Z:I"]);
+    expect(state.ended).toEqual([]);
+  });
+
+  test("a lost transaction's COMMIT before any error fails and ends it, in both protocols — never a quiet ROLLBACK", () => {
+    const simple = host({}, true);
+    send(simple.aborted, serialize.query("commit"));
+    expect(simple.out).toEqual(["E:08006", "Z:I"]);
+    expect(simple.state.ended).toEqual([]);
+    const extended = host({}, true);
+    send(extended.aborted, serialize.parse({ text: "commit" }), serialize.bind({}), serialize.execute({}), serialize.sync());
+    expect(extended.out).toEqual(["1", "2", "E:08006", "Z:I"]);
+    expect(extended.state.ended).toEqual([]);
+    // Told already (its statement got the error): COMMIT is answered ROLLBACK, as Postgres answers it.
+    const told = host({}, true);
+    send(told.aborted, serialize.query("select 1"), serialize.query("commit"));
+    expect(told.out).toEqual(["E:08006", "Z:E", "C:ROLLBACK", "Z:I"]);
   });
 
   test("messages after the end, up to Sync, are handed back to run on a server", () => {

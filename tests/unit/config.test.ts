@@ -267,6 +267,18 @@ describe("validate: values", () => {
         connections_burst: 0,
       },
       mirror: { fraction: 0.1, writes: false, queue_size: 1000, concurrency: 4, timeout_ms: 5_000 },
+      consistency: { mode: "none", sticky_ms: 1_000, wait_ms: 0, lsn_poll_interval_ms: 100 },
+      failover: {
+        failures: 3,
+        primary_wait_timeout_ms: 10_000,
+        search_interval_ms: 250,
+        patroni: [],
+        patroni_endpoint: "cluster",
+        dns_name: "",
+        dns_port: 0,
+        discovery_interval_ms: 1_000,
+        promote: false,
+      },
       log: { level: "info", format: "text" },
       admin: { listen: null, top_queries: 100 },
     };

@@ -5,88 +5,11 @@
 // authentication problems reported without excluding the node; and from traffic: only the node's own failures
 // count. Nodes are scripted fakes behind the monitor's connection interface; the clock is the test's.
 import { describe, expect, test } from "bun:test";
-import { LiveNodes } from "../../src/cluster/live.ts";
 import type { RequestSample } from "../../src/cluster/observe.ts";
-import { SnapshotHolder, type NodeSnapshot } from "../../src/cluster/state.ts";
 import { configFrom } from "../../src/config/load.ts";
-import type { Config, NodeConfig } from "../../src/config/types.ts";
 import { PgError } from "../../src/errors.ts";
-import { silentLogger } from "../../src/log.ts";
-import type { CheckConnection } from "../../src/monitor/connection.ts";
-import { formatLsn } from "../../src/monitor/lag.ts";
-import { Monitor } from "../../src/monitor/monitor.ts";
-import { CheckError, PING_SQL, PROBE_SQL, REPLICATION_SQL, type Row } from "../../src/monitor/probe.ts";
+import { fakeNode, rig, tickAndPing } from "../support/monitor-fakes.ts";
 import { eventually } from "../support/wait.ts";
-
-/** What a fake node answers. */
-interface FakeNode {
-  standby: boolean;
-  lsn: number;
-  sinceReplay: number | null;
-  /** Refuse every query as a node that is down, or as one that refuses the monitor's login. */
-  fail: "down" | "blind" | null;
-  /** performance.now() of every query. */
-  calls: number[];
-}
-
-function fakeNode(standby: boolean, lsn = 1_000): FakeNode {
-  return { standby, lsn, sinceReplay: standby ? 3_600 : null, fail: null, calls: [] };
-}
-
-class FakeConnection implements CheckConnection {
-  connects = 1;
-  constructor(private readonly n: FakeNode) {}
-
-  async query(text: string): Promise<Row[]> {
-    this.n.calls.push(performance.now());
-    if (this.n.fail === "down") throw new CheckError("connect ECONNREFUSED", "down");
-    if (this.n.fail === "blind") throw new CheckError('password authentication failed for user "mon" (28P01)', "blind", "28P01");
-    const base = { standby: this.n.standby, lsn: formatLsn(this.n.lsn), since_replay: this.n.sinceReplay };
-    if (text === PING_SQL) return [base];
-    if (text === PROBE_SQL) return [{ ...base, receive_lsn: formatLsn(this.n.lsn), replay_paused: this.n.standby ? false : null, connections: 3, active: 1, max_connections: 100, cluster_name: "" }];
-    if (text === REPLICATION_SQL) return [];
-    throw new Error(`unexpected query ${text}`);
-  }
-
-  reset(): void {}
-  async close(): Promise<void> {}
-}
-
-interface Rig {
-  monitor: Monitor;
-  holder: SnapshotHolder;
-  nodes: Record<string, FakeNode>;
-  clock: { now: number; mono: number };
-  node(name: string): NodeSnapshot;
-  config: Config;
-}
-
-function rig(fakes: Record<string, FakeNode>, extra: Record<string, unknown> = {}, random = () => 0.5): Rig {
-  const config = configFrom({
-    nodes: Object.keys(fakes).map((name, i) => ({ name, port: 5432 + i })),
-    users: [{ name: "mon", password: "pw" }],
-    ...extra,
-  });
-  const clock = { now: 1_000_000, mono: 1_000 };
-  const holder = new SnapshotHolder({ at: 0, version: 0, nodes: [], primary: null });
-  const monitor = new Monitor({
-    config,
-    holder,
-    lives: new LiveNodes(config),
-    log: silentLogger,
-    clock: { now: () => clock.now, mono: () => clock.mono },
-    random,
-    connect: (n: NodeConfig) => new FakeConnection(fakes[n.name]!),
-  });
-  return { monitor, holder, nodes: fakes, clock, config, node: (name) => holder.current.nodes.find((n) => n.name === name)! };
-}
-
-/** Time passes, then every node is pinged once. */
-async function tickAndPing(r: Rig, ms: number): Promise<void> {
-  r.clock.now += ms;
-  r.clock.mono += ms;
-  await r.monitor.burst(1);
-}
 
 describe("roles and lag", () => {
   test("auto nodes get their role from pg_is_in_recovery(); a caught-up replica lags 0 however old its last commit", async () => {
@@ -142,17 +65,17 @@ describe("failures", () => {
     expect(r.node("s")).toMatchObject({ reachable: false, readable: true, error: 'password authentication failed for user "mon" (28P01)', breaker: { state: "closed" } });
   });
 
-  test("reconnection attempts back off exponentially up to reconnect_max (jitter 50-100%: here its floor)", async () => {
+  test("reconnection attempts: `failover.failures` - 1 at the usual pace, then backing off exponentially up to reconnect_max (jitter 50-100%: here its floor)", async () => {
     const r = rig({ p: fakeNode(false) }, { monitor: { ping_interval: "10ms", reconnect_max: "80ms" } }, () => 0);
     const p = r.nodes.p!;
     p.fail = "down";
     await r.monitor.start();
     try {
-      await eventually("six attempts", () => p.calls.length >= 7, 10_000, 5);
-      const gaps = p.calls.slice(1, 7).map((t, i) => t - p.calls[i]!);
-      // Half of 10, 20, 40, 80, 80, 80 ms (timers may fire late, never early).
-      [5, 10, 20, 40, 40, 40].forEach((floor, i) => expect(gaps[i]!).toBeGreaterThanOrEqual(floor - 1));
-      expect(gaps[3]!).toBeGreaterThan(gaps[0]! * 1.5);
+      await eventually("eight attempts", () => p.calls.length >= 9, 10_000, 5);
+      const gaps = p.calls.slice(1, 9).map((t, i) => t - p.calls[i]!);
+      // 10, 10 (down after the third failure), then half of 10, 20, 40, 80, 80, 80 ms (timers may fire late, never early).
+      [10, 10, 5, 10, 20, 40, 40, 40].forEach((floor, i) => expect(gaps[i]!).toBeGreaterThanOrEqual(floor - 1));
+      expect(gaps[5]!).toBeGreaterThan(gaps[2]! * 1.5);
     } finally {
       await r.monitor.stop();
     }

@@ -121,15 +121,15 @@ describe("route", () => {
     });
   }
 
-  test("every reason code but first_statement (RouterState's) comes out of some row", () => {
+  test("every reason code but first_statement (RouterState's) and read_your_writes (the relay's) comes out of some row", () => {
     // A Record over the union: a new reason code does not compile until it is listed here.
     const all: Record<RouteReason["code"], true> = {
       read_only: true, not_read_only: true, hint: true, session_target: true, user_default: true, in_transaction: true,
       transaction_begin: true, read_only_transaction: true, serializable_transaction: true, first_statement: true,
-      no_replica: true, replica_refused: true, pinned: true, pins_session: true,
+      no_replica: true, replica_refused: true, pinned: true, pins_session: true, read_your_writes: true,
     };
     const codes = new Set<string>(rows.map(([, , r]) => r.reason.code));
-    expect([...codes].sort()).toEqual(Object.keys(all).filter((c) => c !== "first_statement").sort());
+    expect([...codes].sort()).toEqual(Object.keys(all).filter((c) => c !== "first_statement" && c !== "read_your_writes").sort());
   });
 });
 
@@ -151,6 +151,7 @@ describe("describeRoute", () => {
       [{ code: "replica_refused", why: UNKNOWN }, "replica requested for a statement that may write (calls my_func(), not known to be read-only): refused"],
       [{ code: "pinned", target: "primary", why: "temp_table" }, "session pinned to its connection on the primary (temporary table)"],
       [{ code: "pins_session", why: "advisory_lock" }, "pins the session to its connection (session advisory lock): the primary"],
+      [{ code: "read_your_writes", wanted: { code: "read_only" } }, "read-your-writes: the session wrote recently (wanted: read-only query)"],
     ];
     for (const [r, text] of cases) expect(describeRoute(r)).toBe(text);
   });
