@@ -8,7 +8,7 @@
  * Databases are loaded once someone logs in to them ({@link TableStatsMonitor.track}). A table never analyzed or
  * vacuumed (reltuples -1) counts as empty until autovacuum — or an ANALYZE — gives it statistics.
  */
-import { readFileSync } from "node:fs";
+import { sslOption } from "./connection.ts";
 import postgres from "postgres";
 import type { Config, NodeConfig, UserConfig } from "../config/types.ts";
 import { hasPassword } from "../config/firewall.ts";
@@ -213,19 +213,3 @@ export function statsUser(config: Config, database: string): UserConfig | undefi
   return config.users.find((u) => hasPassword(u as unknown as Record<string, unknown>) && (u.databases.length === 0 || u.databases.includes(database)));
 }
 
-/** The node's sslmode as postgres.js takes it (libpq's meanings, as pgroute's own server connections have them). */
-function sslOption(node: NodeConfig): postgres.Options<{}>["ssl"] {
-  const ca = node.sslrootcert === undefined ? undefined : readFileSync(node.sslrootcert, "utf8");
-  switch (node.sslmode) {
-    case "disable":
-      return false;
-    case "prefer":
-      return "prefer";
-    case "require":
-      return ca === undefined ? "require" : { ca, rejectUnauthorized: true, checkServerIdentity: () => undefined };
-    case "verify-ca":
-      return { ca, rejectUnauthorized: true, checkServerIdentity: () => undefined };
-    case "verify-full":
-      return { ca, rejectUnauthorized: true, servername: node.host };
-  }
-}

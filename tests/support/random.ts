@@ -1,11 +1,2 @@
-/** Seeded randomness for unit tests that inject it: the same seed, the same draws (mulberry32). */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Seeded randomness for unit tests that inject it: the same seed, the same draws (mulberry32, as `pgroute bench --seed`). */
+export { seededRandom as seeded } from "../../src/bench/client.ts";
