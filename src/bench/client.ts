@@ -5,7 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import postgres from "postgres";
-import type { ClientRoute, ConnSpec, RoundTask } from "./protocol.ts";
+import type { ClientRoute, ConnSpec, Counts, RoundTask } from "./protocol.ts";
 import { evaluate, inlineSql, type Script, type Vars } from "./script.ts";
 
 type Sql = postgres.Sql;
@@ -93,13 +93,7 @@ export class LatencyLog {
 }
 
 /** Counters one worker shares between its clients (single-threaded within the worker, so no atomics). */
-export interface Tally {
-  transactions: number;
-  statements: number;
-  errors: number;
-  errorCodes: Record<string, number>;
-  rollbacks: number;
-  probes: number;
+export interface Tally extends Counts {
   latencies: LatencyLog | null;
 }
 

@@ -45,9 +45,9 @@ export interface RoundTask {
 
 export type ToWorker = { type: "prepare"; task: RoundTask } | { type: "start"; durationMs: number };
 
-/** What one worker measured in one round. */
-export interface WorkerResult {
-  /** Script runs that completed without error. */
+/** What clients count while a round runs: per worker, per round and per target. */
+export interface Counts {
+  /** Script runs that completed without error (one run = one transaction, as in pgbench). */
   transactions: number;
   /** SQL statements that completed without error (probes and rollbacks not included). */
   statements: number;
@@ -58,6 +58,10 @@ export interface WorkerResult {
   rollbacks: number;
   /** `select 1` sent once per connection before the round starts, so connecting is not timed. */
   probes: number;
+}
+
+/** What one worker measured in one round. */
+export interface WorkerResult extends Counts {
   /** From the start message to the last transaction's end. */
   elapsedMs: number;
   /** Latency of each completed transaction in µs (empty when not recorded). */

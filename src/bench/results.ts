@@ -4,25 +4,13 @@
  */
 import type { CounterSource } from "./counters.ts";
 import type { DatasetReport } from "./dataset.ts";
-import type { WorkerResult } from "./protocol.ts";
+import type { Counts, WorkerResult } from "./protocol.ts";
 import { Histogram, spread, summarizeLatencies, type LatencySummary, type Spread } from "./stats.ts";
 import type { TargetKind } from "./targets.ts";
 import type { Protocol, WorkloadName } from "./workloads.ts";
 
 /** Counts a phase produced on the client side. */
-export interface Counts {
-  /** Script runs that completed (one run = one transaction, as in pgbench). */
-  transactions: number;
-  /** Statements that completed. */
-  statements: number;
-  errors: number;
-  /** Errors by SQLSTATE (or client error code). */
-  errorCodes: Record<string, number>;
-  /** ROLLBACKs sent after a failed statement inside a script's transaction. */
-  rollbacks: number;
-  /** `select 1` per connection opened before the clock started. */
-  probes: number;
-}
+export type { Counts };
 
 export interface RoundResult extends Counts {
   round: number;
