@@ -9,8 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { onCleanup } from "./cleanup.ts";
 import { freePort } from "../../src/devcluster/index.ts";
-import { childrenOf, commOf, isAlive, killNow, postgresUser, sleep, stopChild, tail, terminate, waitForPort } from "./proc.ts";
-import type { ProxyProcess } from "./proxies.ts";
+import { childrenOf, commOf, postgresUser, sleep } from "./proc.ts";
+import { superviseProxy, type ProxyProcess } from "./proxies.ts";
 
 export interface PgpoolNode {
   host: string;
@@ -110,41 +110,15 @@ export async function startPgpool(listenPort: number, nodes: readonly PgpoolNode
   for (const [path, text] of files) writeFileSync(path, text, { mode: 0o600 });
   if (pgUser) for (const p of [dir, ...files.map(([f]) => f)]) chownSync(p, pgUser.uid, pgUser.gid);
 
-  const logFile = join(dir, "pgpool.log");
   const cmd = ["pgpool", "-n", "-D", "-f", conf, "-F", join(dir, "pcp.conf"), "-a", join(dir, "pool_hba.conf")];
-  const proc = Bun.spawn(pgUser ? ["runuser", "-u", "postgres", "--", ...cmd] : cmd, { cwd: dir, stdin: "ignore", stdout: Bun.file(logFile), stderr: Bun.file(logFile) });
-  let pid: number | undefined = pgUser ? undefined : proc.pid;
-  const stop = async () => {
-    // SIGINT: pgpool's fast shutdown (its children end their sessions).
-    if (pid !== undefined) await terminate(pid, 5000, "SIGINT");
-    await stopChild(proc, 5000);
-  };
-  const unregister = onCleanup({
+  return superviseProxy({
     name: "pgpool",
-    run: stop,
-    sync: () => {
-      if (pid !== undefined) killNow(pid);
-      killNow(proc.pid);
-    },
+    argv: pgUser ? ["runuser", "-u", "postgres", "--", ...cmd] : cmd,
+    dir,
+    listenPort,
+    asPostgres: pgUser !== undefined,
+    stopSignal: "SIGINT", // pgpool's fast shutdown (its children end their sessions)
+    find: (proc) => findPgpool(proc.pid, () => proc.exitCode !== null),
+    readyTimeoutMs: 30_000,
   });
-  try {
-    pid ??= await findPgpool(proc.pid, () => proc.exitCode !== null);
-    const measured = pid;
-    await waitForPort("pgpool", "127.0.0.1", listenPort, () => isAlive(measured), 30_000);
-  } catch (err) {
-    throw new Error(`${(err as Error).message}\n--- ${logFile} ---\n${tail(logFile)}`);
-  }
-  const measured = pid;
-  return {
-    name: "pgpool",
-    host: "127.0.0.1",
-    port: listenPort,
-    pid: measured,
-    logFile,
-    alive: () => isAlive(measured),
-    async stop() {
-      await stop();
-      unregister();
-    },
-  };
 }

@@ -200,16 +200,47 @@ export async function startPgbouncer(listenPort: number, up: Upstream, poolSize:
   writeFileSync(userlist, `${q(up.user)} ${q(up.scramVerifier ?? up.password)}\n`, { mode: 0o600 });
   if (pgUser) for (const p of [dir, iniPath, userlist]) chownSync(p, pgUser.uid, pgUser.gid);
 
-  const logFile = join(dir, "pgbouncer.log");
   const argv = pgUser ? ["runuser", "-u", "postgres", "--", "pgbouncer", iniPath] : ["pgbouncer", iniPath];
-  const proc = Bun.spawn(argv, { cwd: dir, stdin: "ignore", stdout: Bun.file(logFile), stderr: Bun.file(logFile) });
-  let pid: number | undefined = pgUser ? undefined : proc.pid;
+  return superviseProxy({
+    name: "pgbouncer",
+    argv,
+    dir,
+    listenPort,
+    asPostgres: pgUser !== undefined,
+    stopSignal: "SIGTERM", // immediate shutdown
+    find: (proc) => findPgbouncer(proc),
+    readyTimeoutMs: READY_TIMEOUT_MS,
+  });
+}
+
+/** How to run one proxy process for {@link superviseProxy}. */
+export interface ProxySpec {
+  name: string;
+  argv: string[];
+  /** Working directory; `<name>.log` in it takes stdout and stderr. */
+  dir: string;
+  listenPort: number;
+  /** Started through runuser: the measured process is the proxy under it, found with `find`. */
+  asPostgres: boolean;
+  stopSignal: NodeJS.Signals;
+  find: (wrapper: Subprocess) => Promise<number>;
+  readyTimeoutMs: number;
+}
+
+/**
+ * Starts a proxy process, registers its cleanup, waits until it accepts connections (its log's tail in the error
+ * if it does not) and returns it with the pid whose CPU is measured.
+ */
+export async function superviseProxy(spec: ProxySpec): Promise<ProxyProcess> {
+  const logFile = join(spec.dir, `${spec.name}.log`);
+  const proc = Bun.spawn(spec.argv, { cwd: spec.dir, stdin: "ignore", stdout: Bun.file(logFile), stderr: Bun.file(logFile) });
+  let pid: number | undefined = spec.asPostgres ? undefined : proc.pid;
   const stop = async () => {
-    if (pid !== undefined) await terminate(pid, 5000, "SIGTERM"); // SIGTERM: immediate shutdown
+    if (pid !== undefined) await terminate(pid, 5000, spec.stopSignal);
     await stopChild(proc, 5000);
   };
   const unregister = onCleanup({
-    name: "pgbouncer",
+    name: spec.name,
     run: stop,
     sync: () => {
       if (pid !== undefined) killNow(pid);
@@ -217,17 +248,17 @@ export async function startPgbouncer(listenPort: number, up: Upstream, poolSize:
     },
   });
   try {
-    pid ??= await findPgbouncer(proc);
+    pid ??= await spec.find(proc);
     const measured = pid;
-    await waitForPort("pgbouncer", "127.0.0.1", listenPort, () => isAlive(measured), READY_TIMEOUT_MS);
+    await waitForPort(spec.name, "127.0.0.1", spec.listenPort, () => isAlive(measured), spec.readyTimeoutMs);
   } catch (err) {
     throw new Error(`${(err as Error).message}\n--- ${logFile} ---\n${tail(logFile)}`);
   }
   const measured = pid;
   return {
-    name: "pgbouncer",
+    name: spec.name,
     host: "127.0.0.1",
-    port: listenPort,
+    port: spec.listenPort,
     pid: measured,
     logFile,
     alive: () => isAlive(measured),
