@@ -99,7 +99,10 @@ export async function waitForReplay(cluster: DevCluster, opts: { timeoutMs?: num
   const primary = controlClient(cluster.url(cluster.primary));
   let lsn: string;
   try {
-    const [row] = await primary<{ lsn: string }[]>`select pg_current_wal_lsn()::text as lsn`;
+    // The insert position, not pg_current_wal_lsn() (the write position): with synchronous_commit = off (the test
+    // cluster's setting) a commit just made may sit in WAL buffers past the write position for up to
+    // wal_writer_delay, and waiting for the write position would return before the replicas have it.
+    const [row] = await primary<{ lsn: string }[]>`select pg_current_wal_insert_lsn()::text as lsn`;
     lsn = row!.lsn;
   } finally {
     await primary.end({ timeout: 1 });
