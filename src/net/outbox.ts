@@ -4,13 +4,41 @@
  * anything is queued the outbox is "blocked", and its owner pauses whatever feeds it so memory stays bounded.
  */
 import type { Socket } from "bun";
-import { copyBytes } from "../wire/bytes.ts";
+import { concatBytes, copyBytes } from "../wire/bytes.ts";
 
 export interface OutboxOwner {
   /** The queue went from empty to non-empty: stop reading from the source that feeds this socket. */
   onBlocked(): void;
   /** Everything queued has been written: the source may be read again. */
   onUnblocked(): void;
+  /** A gathered write found the socket closed (see {@link gatherWrites}). */
+  onWriteFailed?(): void;
+  /** A gathered write left bytes queued (the owner checks how far behind its reader is, as after any write). */
+  onQueued?(): void;
+}
+
+/** Whether writes to gathering outboxes are being collected (see {@link gatherWrites}). */
+let gathering = false;
+/** Outboxes holding gathered writes, in the order they got their first one. */
+const gathered: Outbox[] = [];
+
+/**
+ * Runs `step` (the handling of one chunk of server bytes) with the writes it makes to gathering outboxes (the
+ * clients') collected, then writes each outbox's share with one system call. A reply pgroute changes in flight — a
+ * retryable read's held-back RowDescription, a swallowed settings reply, an injected notice — would otherwise reach
+ * the client in pieces, each a system call and a wake-up of the client for an incomplete message. The pieces may be
+ * views into the chunk: nothing reuses a buffer before this returns.
+ */
+export function gatherWrites(step: () => void): void {
+  if (gathering) return step();
+  gathering = true;
+  try {
+    step();
+  } finally {
+    gathering = false;
+    for (let i = 0; i < gathered.length; i++) gathered[i]!.flushGathered();
+    gathered.length = 0;
+  }
 }
 
 export class Outbox {
@@ -18,9 +46,14 @@ export class Outbox {
   /** Bytes waiting in `queue`. */
   queued = 0;
 
+  /** Writes collected by {@link gatherWrites}, not yet written. */
+  private pieces: Uint8Array[] = [];
+
   constructor(
     private readonly socket: Socket<unknown>,
     private readonly owner: OutboxOwner,
+    /** Whether writes are collected while {@link gatherWrites} runs (client sockets). */
+    private readonly gathers = false,
   ) {}
 
   get blocked(): boolean {
@@ -30,6 +63,11 @@ export class Outbox {
   /** Writes `buf[start..end)`; returns false if the socket is closed. */
   write(buf: Uint8Array, start = 0, end = buf.length): boolean {
     if (end <= start) return true;
+    if (gathering && this.gathers && this.queued === 0) {
+      if (this.pieces.length === 0) gathered.push(this);
+      this.pieces.push(start === 0 && end === buf.length ? buf : buf.subarray(start, end));
+      return true;
+    }
     if (this.queued > 0) {
       this.queue.push(copyBytes(buf, start, end));
       this.queued += end - start;
@@ -43,6 +81,16 @@ export class Outbox {
       this.owner.onBlocked();
     }
     return true;
+  }
+
+  /** Writes what {@link gatherWrites} collected, in one system call. */
+  flushGathered(): void {
+    const pieces = this.pieces;
+    if (pieces.length === 0) return;
+    const one = pieces.length === 1 ? pieces[0]! : concatBytes(pieces);
+    pieces.length = 0;
+    if (!this.write(one)) this.owner.onWriteFailed?.();
+    else if (this.queued > 0) this.owner.onQueued?.();
   }
 
   /** Call from the socket's `drain` handler. */
@@ -64,6 +112,7 @@ export class Outbox {
 
   /** Drops whatever is queued (the socket is going away). */
   clear(): void {
+    this.pieces.length = 0;
     this.queue = [];
     this.queued = 0;
   }

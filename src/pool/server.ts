@@ -12,7 +12,7 @@ import type { Socket, SocketHandler } from "bun";
 import { serialize } from "pg-protocol";
 import type { NodeConfig } from "../config/types.ts";
 import { PgError, errors } from "../errors.ts";
-import { Outbox, type OutboxOwner } from "../net/outbox.ts";
+import { gatherWrites, Outbox, type OutboxOwner } from "../net/outbox.ts";
 import { Lru } from "../router/cache.ts";
 import {
   decodeAuthentication,
@@ -123,6 +123,9 @@ export class ServerConn implements FrameSink, OutboxOwner {
   /** Transaction status from the latest ReadyForQuery. */
   txStatus: number = TxStatus.Idle;
   readonly createdAt = Date.now();
+  /** The chunk {@link feedDemux} reads (made once: no closure per chunk). */
+  private chunk: Uint8Array = new Uint8Array(0);
+  private readonly feedDemux = () => this.demux.feed(this.chunk);
   /** When it last went idle (returned to its pool). */
   idleSince = Date.now();
 
@@ -315,7 +318,10 @@ export class ServerConn implements FrameSink, OutboxOwner {
     if (this.phase === "ready") {
       const boundary = this.reader.atBoundary;
       try {
-        if (this.mode === "tracked") return this.demux.feed(chunk);
+        if (this.mode === "tracked") {
+          this.chunk = chunk;
+          return gatherWrites(this.feedDemux);
+        }
         this.sawReady = false;
         this.reader.feed(chunk, this);
       } catch (err) {

@@ -46,11 +46,17 @@ export function sessionEffects(sql: string, key: string = shape(sql).key): reado
   // A statement the parser rejects will be rejected by the server too: it changes nothing.
   if (!parsed.ok) return NONE;
   const ops: SessionOp[] = [];
-  const bytes = Buffer.from(sql);
+  // Statement texts are needed only for SET (replayed as written); positions are in bytes.
+  let bytes: Buffer | null = null;
   for (const raw of parsed.tree.stmts ?? []) {
-    const loc = raw.stmt_location ?? 0;
-    const text = bytes.subarray(loc, raw.stmt_len ? loc + raw.stmt_len : bytes.length).toString().trim();
-    statementEffects(raw.stmt as Node, text, ops);
+    const stmt = raw.stmt as Node;
+    let text = "";
+    if (stmt.VariableSetStmt) {
+      bytes ??= Buffer.from(sql);
+      const loc = raw.stmt_location ?? 0;
+      text = bytes.subarray(loc, raw.stmt_len ? loc + raw.stmt_len : bytes.length).toString().trim();
+    }
+    statementEffects(stmt, text, ops);
   }
   if (ops.length === 0) quiet.set(key, true);
   return ops;

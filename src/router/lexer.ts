@@ -20,12 +20,14 @@ const SPACE = 1;
 const IDENT_START = 2;
 const IDENT = 4;
 const DIGIT = 8;
+/** A–Z: lowered in the key. */
+const UPPER = 16;
 
 /** Character classes for ASCII; bytes ≥ 0x80 count as identifier characters, as in Postgres. */
 const cls = new Uint8Array(128);
 for (const c of " \t\n\r\f\v") cls[c.charCodeAt(0)] = SPACE;
 for (let c = 0x61; c <= 0x7a; c++) cls[c] = IDENT_START | IDENT;
-for (let c = 0x41; c <= 0x5a; c++) cls[c] = IDENT_START | IDENT;
+for (let c = 0x41; c <= 0x5a; c++) cls[c] = IDENT_START | IDENT | UPPER;
 cls[0x5f] = IDENT_START | IDENT; // _
 for (let c = 0x30; c <= 0x39; c++) cls[c] = IDENT | DIGIT;
 cls[0x24] = IDENT; // $ inside identifiers
@@ -78,55 +80,19 @@ function dollarTag(s: string, i: number): number {
   return 0;
 }
 
-/** Output buffer for the shape, grown on demand; reused across calls (the lexer is synchronous). */
+/**
+ * Output buffer for the shape, reused across calls (the lexer is synchronous). A key is never longer than its
+ * statement — every character of it stands for at least one of the statement's — so one size check per call
+ * is enough.
+ */
 let out = new Uint16Array(4096);
 /** `out`'s bytes, for decoding the key natively (UTF-16 code units in the machine's byte order). */
 let outBytes = Buffer.from(out.buffer);
-let len = 0;
-/** Whether a space must separate the next token from the previous one. */
-let pendingSpace = false;
-
-function room(n: number): void {
-  if (len + n + 1 <= out.length) return;
-  let size = out.length * 2;
-  while (size < len + n + 1) size *= 2;
-  const next = new Uint16Array(size);
-  next.set(out.subarray(0, len));
-  out = next;
-  outBytes = Buffer.from(out.buffer);
-}
-
-function space(): void {
-  if (pendingSpace && len > 0) out[len++] = 0x20;
-  pendingSpace = false;
-}
-
-/** Appends `s[from..to)`, lowering ASCII letters when `lower`. */
-function copy(s: string, from: number, to: number, lower: boolean): void {
-  room(to - from + 1);
-  space();
-  // Locals, not the module's bindings, in the loop: this loop is most of a cache hit's cost.
-  const o = out;
-  let l = len;
-  if (lower) {
-    for (let i = from; i < to; i++) {
-      const c = s.charCodeAt(i);
-      o[l++] = c >= 0x41 && c <= 0x5a ? c | 0x20 : c;
-    }
-  } else for (let i = from; i < to; i++) o[l++] = s.charCodeAt(i);
-  len = l;
-}
-
-function mark(c: number): void {
-  room(2);
-  space();
-  out[len++] = c;
-}
 
 /** Typed arrays use the machine's byte order: UTF-16LE decoding of `out` is right on little-endian machines only. */
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-function text(): string {
+function text(len: number): string {
   // Native decoding costs a third of String.fromCharCode.apply's (a cache hit is mostly this lexer pass).
   if (LITTLE_ENDIAN) return outBytes.toString("utf16le", 0, len * 2);
   let s = "";
@@ -143,20 +109,68 @@ const Q = 0x3f; // '?'
  */
 const NUMBER = /^(?:(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d(?:_?\d)*)?|0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+)$/;
 
-/** Reduces `sql` to its {@link Shape}. */
+/**
+ * Reduces `sql` to its {@link Shape}. One pass; a cache hit on a long statement is mostly this loop, so it writes
+ * straight into the output buffer (locals, no helper calls for the common tokens: words, spaces, punctuation).
+ */
 export function shape(sql: string): Shape {
   const n = sql.length;
+  if (out.length < n + 2) {
+    out = new Uint16Array(Math.max(n + 2, out.length * 2));
+    outBytes = Buffer.from(out.buffer);
+  }
+  const o = out;
   const comments: string[] = [];
-  len = 0;
-  pendingSpace = false;
+  let l = 0;
+  /** Whether a space must separate the next token from the previous one. */
+  let sp = false;
   invalid = false;
   let i = 0;
   while (i < n) {
     const c = sql.charCodeAt(i);
-    const k = classOf(c);
+    const k = c >= 128 ? IDENT_START | IDENT : cls[c]!;
     if (k & SPACE) {
-      pendingSpace = true;
+      sp = true;
       i++;
+      continue;
+    }
+    // The space before a token (none at the start); a comment only adds to it (handled below).
+    if (sp && !((c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) || (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a))) {
+      sp = false;
+      if (l > 0) o[l++] = 0x20;
+    }
+    if (k & IDENT_START) {
+      // A word, lowered as it is copied.
+      const from = l;
+      o[l++] = k & UPPER ? c | 0x20 : c;
+      let j = i + 1;
+      while (j < n) {
+        const d = sql.charCodeAt(j);
+        if (d < 128) {
+          const kd = cls[d]!;
+          if (!(kd & IDENT)) break;
+          o[l++] = kd & UPPER ? d | 0x20 : d;
+        } else o[l++] = d;
+        j++;
+      }
+      // E'…', B'…', X'…', N'…' and U&'…' are literals with a prefix.
+      if (j - i === 1) {
+        const next = sql.charCodeAt(j);
+        const p = c | 0x20;
+        if (next === 0x27 && (p === 0x65 || p === 0x62 || p === 0x78 || p === 0x6e)) {
+          l = from;
+          o[l++] = Q;
+          i = skipString(sql, j, p === 0x65);
+          continue;
+        }
+        if (p === 0x75 && next === 0x26 && sql.charCodeAt(j + 1) === 0x27) {
+          l = from;
+          o[l++] = Q;
+          i = skipString(sql, j + 1, false);
+          continue;
+        }
+      }
+      i = j;
       continue;
     }
     // -- line comment, which ends at a carriage return as well as a newline (scan.l: non_newline is [^\n\r]);
@@ -166,7 +180,7 @@ export function shape(sql: string): Shape {
       while (end < n && sql.charCodeAt(end) !== 0x0a && sql.charCodeAt(end) !== 0x0d) end++;
       comments.push(sql.slice(i + 2, end));
       i = end;
-      pendingSpace = true;
+      sp = true;
       continue;
     }
     // /* block comment */, which nests in Postgres
@@ -185,11 +199,11 @@ export function shape(sql: string): Shape {
       comments.push(sql.slice(i + 2, depth === 0 ? j - 2 : n));
       if (depth > 0) invalid = true;
       i = j;
-      pendingSpace = true;
+      sp = true;
       continue;
     }
     if (c === 0x27) {
-      mark(Q);
+      o[l++] = Q;
       i = skipString(sql, i, false);
       continue;
     }
@@ -210,7 +224,7 @@ export function shape(sql: string): Shape {
         j++;
       }
       if (!closed) invalid = true;
-      copy(sql, i, j, false);
+      for (let m = i; m < j; m++) o[l++] = sql.charCodeAt(m);
       i = j;
       continue;
     }
@@ -218,9 +232,9 @@ export function shape(sql: string): Shape {
       const d = sql.charCodeAt(i + 1);
       if (d >= 0x30 && d <= 0x39) {
         // $1: a parameter, part of the shape.
+        o[l++] = c;
         let j = i + 1;
-        while (j < n && classOf(sql.charCodeAt(j)) & DIGIT) j++;
-        copy(sql, i, j, false);
+        while (j < n && classOf(sql.charCodeAt(j)) & DIGIT) o[l++] = sql.charCodeAt(j++);
         i = j;
         continue;
       }
@@ -229,34 +243,12 @@ export function shape(sql: string): Shape {
         const tag = sql.slice(i, i + t);
         const end = sql.indexOf(tag, i + t);
         if (end < 0) invalid = true;
-        mark(Q);
+        o[l++] = Q;
         i = end < 0 ? n : end + t;
         continue;
       }
-      mark(0x24);
+      o[l++] = c;
       i++;
-      continue;
-    }
-    if (k & IDENT_START) {
-      let j = i + 1;
-      while (j < n && classOf(sql.charCodeAt(j)) & IDENT) j++;
-      // E'…', B'…', X'…', N'…' and U&'…' are literals with a prefix.
-      const next = sql.charCodeAt(j);
-      if (next === 0x27 && j - i === 1) {
-        const p = c | 0x20;
-        if (p === 0x65 || p === 0x62 || p === 0x78 || p === 0x6e) {
-          mark(Q);
-          i = skipString(sql, j, p === 0x65);
-          continue;
-        }
-      }
-      if (j - i === 1 && (c | 0x20) === 0x75 && next === 0x26 && sql.charCodeAt(j + 1) === 0x27) {
-        mark(Q);
-        i = skipString(sql, j + 1, false);
-        continue;
-      }
-      copy(sql, i, j, true);
-      i = j;
       continue;
     }
     if (k & DIGIT || (c === 0x2e && classOf(sql.charCodeAt(i + 1)) & DIGIT)) {
@@ -273,16 +265,16 @@ export function shape(sql: string): Shape {
       let plain = true;
       for (let m = i; m < j && plain; m++) plain = classOf(sql.charCodeAt(m)) === (IDENT | DIGIT);
       if (!plain && !NUMBER.test(sql.slice(i, j))) invalid = true;
-      mark(Q);
+      o[l++] = Q;
       i = j;
       continue;
     }
     // Operators and punctuation, one character at a time.
-    mark(c);
+    o[l++] = c;
     i++;
   }
   // NUL cannot occur in a query's text (the protocol sends it as a C string), so no valid statement has this key.
-  return { key: invalid ? `${text()}\0` : text(), comments };
+  return { key: invalid ? `${text(l)}\0` : text(l), comments };
 }
 
 /**

@@ -19,14 +19,27 @@ export type Parsed =
   | { ok: true; tree: ParseResult }
   | { ok: false; message: string; position: number };
 
-/** Parses `sql`; the parser must have been loaded. */
+/** The last statement parsed and its result: see {@link parseSql}. */
+let lastSql: string | null = null;
+let lastParsed: Parsed | null = null;
+
+/**
+ * Parses `sql`; the parser must have been loaded. A statement met for the first time is looked at by several
+ * readers in turn (session effects, policies, the classifier), each wanting its tree: the last result is kept, so
+ * the parse — the costly part of a cache miss — runs once. The result is shared: callers must not change it.
+ */
 export function parseSql(sql: string): Parsed {
   if (!ready) throw new Error("the SQL parser is not loaded (call loadParser() at startup)");
+  if (sql === lastSql) return lastParsed!;
+  let parsed: Parsed;
   try {
-    return { ok: true, tree: parseSync(sql) };
+    parsed = { ok: true, tree: parseSync(sql) };
   } catch (err) {
     const e = err as { message?: string; sqlDetails?: { cursorPosition?: number } };
     // 1-based, as Postgres reports positions.
-    return { ok: false, message: e.message ?? String(err), position: (e.sqlDetails?.cursorPosition ?? 0) + 1 };
+    parsed = { ok: false, message: e.message ?? String(err), position: (e.sqlDetails?.cursorPosition ?? 0) + 1 };
   }
+  lastSql = sql;
+  lastParsed = parsed;
+  return parsed;
 }

@@ -152,7 +152,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
     private socket: Socket<Session>,
     private readonly host: SessionHost,
   ) {
-    this.outbox = new Outbox(socket as Socket<unknown>, this);
+    this.outbox = new Outbox(socket as Socket<unknown>, this, true);
     this.remote = `${socket.remoteAddress}`;
     // Before authentication the only typed messages expected are password messages: every message is looked at
     // (anything else is a protocol violation), and none may be longer than an authentication token.
@@ -290,7 +290,7 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
         // In this same turn, so no raw byte can be taken for protocol data; the login timer covers the handshake.
         this.tls = upgradeClient(this.socket, options, this);
         this.socket = this.tls.socket;
-        this.outbox = new Outbox(this.socket as Socket<unknown>, this);
+        this.outbox = new Outbox(this.socket as Socket<unknown>, this, true);
         return;
       }
       case "cancel":
@@ -576,6 +576,14 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   onUnblocked(): void {
     this.cancelTarget?.resume();
     this.pauseRead(READ_CLIENT_BEHIND, false);
+  }
+
+  onWriteFailed(): void {
+    this.cleanup();
+  }
+
+  onQueued(): void {
+    this.behind();
   }
 
   /**
