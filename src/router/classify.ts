@@ -256,47 +256,54 @@ function statement(stmt: Node, lists: FunctionLists): Classification {
 /** A query tree (SELECT, or a DML inside a CTE) judged as a whole. */
 function query(root: Node, lists: FunctionLists): Classification {
   let verdict: Classification = READ;
-  const visit = (n: unknown, inCte: boolean): boolean => {
+  /** A SELECT that writes (SELECT INTO, a locking clause), or null. */
+  const selectVerdict = (sel: Node): Classification | null => {
+    if (sel.intoClause) return write({ code: "select_into" });
+    if (sel.lockingClause) {
+      const strength = (sel.lockingClause as Node[])[0]?.LockingClause?.strength as string;
+      return write({ code: "locking_clause", clause: strength.replace("LCS_", "").replace("FOR", "FOR ").replace("KEY", " KEY ").replace(/\s+/g, " ").trim() });
+    }
+    return null;
+  };
+  // One pass over each object's keys. A node of the tree is an object with one key, its type ({ SelectStmt: … }),
+  // checked before what it holds; fields are lower-case names, never a node type.
+  const visit = (n: unknown): boolean => {
     if (Array.isArray(n)) {
-      for (const x of n) if (!visit(x, inCte)) return false;
+      for (const x of n) if (x !== null && typeof x === "object" && !visit(x)) return false;
       return true;
     }
-    if (n === null || typeof n !== "object") return true;
     const o = n as Node;
-    for (const t of ["InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"]) {
-      if (o[t]) {
-        verdict = write({ code: "writable_cte", statement: label(t) });
-        return false;
+    for (const k in o) {
+      const v = o[k];
+      if (v === null || typeof v !== "object") continue;
+      let r: Classification | null = null;
+      switch (k) {
+        case "InsertStmt":
+        case "UpdateStmt":
+        case "DeleteStmt":
+        case "MergeStmt":
+          r = write({ code: "writable_cte", statement: label(k) });
+          break;
+        case "SelectStmt":
+        // The branches of UNION/INTERSECT/EXCEPT are SelectStmts that the tree gives unwrapped (the field's type
+        // says what they are): `(SELECT … FOR UPDATE)` in a branch is judged as any SELECT.
+        case "larg":
+        case "rarg":
+          r = selectVerdict(v as Node);
+          break;
+        case "FuncCall":
+          r = functionVerdict(v as Node, lists);
+          break;
       }
-    }
-    const sel = o.SelectStmt as Node | undefined;
-    if (sel?.intoClause) {
-      verdict = write({ code: "select_into" });
-      return false;
-    }
-    if (sel?.lockingClause) {
-      const strength = (sel.lockingClause as Node[])[0]?.LockingClause?.strength as string;
-      verdict = write({ code: "locking_clause", clause: strength.replace("LCS_", "").replace("FOR", "FOR ").replace("KEY", " KEY ").replace(/\s+/g, " ").trim() });
-      return false;
-    }
-    const fc = o.FuncCall as Node | undefined;
-    if (fc) {
-      const r = functionVerdict(fc, lists);
       if (r) {
         verdict = r;
         return false;
       }
-    }
-    for (const k in o) {
-      const v = o[k];
-      if (v === null || typeof v !== "object") continue;
-      // The branches of UNION/INTERSECT/EXCEPT are SelectStmts that the tree gives unwrapped (the field's type says
-      // what they are); wrapped again, `(SELECT … FOR UPDATE)` in a branch meets the checks above.
-      if (!visit(k === "larg" || k === "rarg" ? { SelectStmt: v } : v, inCte)) return false;
+      if (!visit(v)) return false;
     }
     return true;
   };
-  visit(root, false);
+  visit(root);
   return verdict;
 }
 

@@ -188,15 +188,18 @@ function funcCall(node: Node, ops: SessionOp[]): void {
 /** Depth-first walk of a parse tree for function calls and temporary relations. */
 function walk(n: unknown, ops: SessionOp[]): void {
   if (Array.isArray(n)) {
-    for (const x of n) walk(x, ops);
+    for (const x of n) if (x !== null && typeof x === "object") walk(x, ops);
     return;
   }
-  if (n === null || typeof n !== "object") return;
   const o = n as Node;
-  if (o.FuncCall) funcCall(o.FuncCall, ops);
-  if (o.relpersistence === "t") ops.push({ op: "pin", reason: "temp_table" });
+  // One pass over the keys (a lookup of an absent key on these varied objects costs as much as the pass).
   for (const k in o) {
     const v = o[k];
-    if (v !== null && typeof v === "object") walk(v, ops);
+    if (v === null || typeof v !== "object") {
+      if (k === "relpersistence" && v === "t") ops.push({ op: "pin", reason: "temp_table" });
+      continue;
+    }
+    if (k === "FuncCall") funcCall(v as Node, ops);
+    walk(v, ops);
   }
 }
