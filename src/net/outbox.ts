@@ -68,6 +68,10 @@ export class Outbox {
       this.pieces.push(start === 0 && end === buf.length ? buf : buf.subarray(start, end));
       return true;
     }
+    return this.writeNow(buf, start, end);
+  }
+
+  private writeNow(buf: Uint8Array, start: number, end: number): boolean {
     if (this.queued > 0) {
       this.queue.push(copyBytes(buf, start, end));
       this.queued += end - start;
@@ -89,7 +93,7 @@ export class Outbox {
     if (pieces.length === 0) return;
     const one = pieces.length === 1 ? pieces[0]! : concatBytes(pieces);
     pieces.length = 0;
-    if (!this.write(one)) this.owner.onWriteFailed?.();
+    if (!this.writeNow(one, 0, one.length)) this.owner.onWriteFailed?.();
     else if (this.queued > 0) this.owner.onQueued?.();
   }
 

@@ -644,6 +644,8 @@ export class Session implements FrameSink, OutboxOwner, ClientSide, SecureSink {
   /** Closes the client connection; its server connection goes back to the pool if it is clean. */
   close(): void {
     if (this.phase.kind === "closed") return;
+    // What was said last (a FATAL) may be among the writes gathered for this server chunk: it goes out first.
+    this.outbox.flushGathered();
     this.cleanup();
     this.socket.end();
   }

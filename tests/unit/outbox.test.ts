@@ -105,6 +105,18 @@ describe("gatherWrites", () => {
     expect(events).toEqual(["failed"]);
   });
 
+  test("flushGathered inside a step writes what was gathered now (a client closed after its FATAL gets it)", () => {
+    const { socket, writes } = recordingSocket();
+    const box = new Outbox(socket, owner().o, true);
+    gatherWrites(() => {
+      box.write(bytes("E:FATAL"));
+      box.flushGathered();
+      expect(writes).toEqual(["E:FATAL"]);
+      box.clear(); // what Session.close does next
+    });
+    expect(writes).toEqual(["E:FATAL"]);
+  });
+
   test("writes cleared during a step (the client went away) are not written", () => {
     const { socket, writes } = recordingSocket();
     const box = new Outbox(socket, owner().o, true);
