@@ -10,7 +10,7 @@ import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { onCleanup } from "./lib/cleanup.ts";
 import { startBenchCluster, twoFreePorts } from "./lib/cluster.ts";
-import { bunVersion, err, loadavg, machine, machineLine, out, pgbenchVersion, which, intOption } from "./lib/env.ts";
+import { bunVersion, err, loadavg, machine, machineLine, out, pgbenchVersion, which, intOption, PGBENCH_OPTIONS } from "./lib/env.ts";
 import { addDiagnostic, runMain, startPgbenchScript } from "./lib/main.ts";
 import { measure } from "./lib/measure.ts";
 import {
@@ -85,16 +85,7 @@ interface RunRecord {
 function parseOptions(argv: string[]): Options | undefined {
   const { values } = parseArgs({
     args: argv,
-    options: {
-      rounds: { type: "string" },
-      duration: { type: "string" },
-      clients: { type: "string" },
-      threads: { type: "string" },
-      scale: { type: "string" },
-      warmup: { type: "string" },
-      json: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+    options: { ...PGBENCH_OPTIONS, threads: { type: "string" }, warmup: { type: "string" } },
     strict: true,
     allowPositionals: false,
   });

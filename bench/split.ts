@@ -10,18 +10,17 @@
  */
 import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
-import { waitForReplay } from "../src/devcluster/index.ts";
+import { freePort, waitForReplay } from "../src/devcluster/index.ts";
 import { onCleanup } from "./lib/cleanup.ts";
 import { startBenchCluster } from "./lib/cluster.ts";
 import { postmasterPid, treeCpuSeconds } from "./lib/cpu.ts";
-import { bunVersion, err, gitState, intOption, loadavg, machine, machineLine, out, pgbenchVersion, which } from "./lib/env.ts";
+import { bunVersion, err, gitState, intOption, loadavg, machine, machineLine, out, PGBENCH_OPTIONS, pgbenchVersion, which } from "./lib/env.ts";
 import { addDiagnostic, guard, runMain } from "./lib/main.ts";
 import { measure } from "./lib/measure.ts";
 import { initPgbench, psqlValue, runPgbench, stopPgbench, stopPgbenchSync, type Endpoint } from "./lib/pgbench.ts";
 import { sleep, tail } from "./lib/proc.ts";
 import { ROOT, logProblems, startPgroute, type ProxyProcess } from "./lib/proxies.ts";
 import { fmt, max, median, min, table } from "./lib/stats.ts";
-import { freePort } from "../src/devcluster/index.ts";
 
 const USAGE = `Usage: bun bench/split.ts [options]
 
@@ -65,15 +64,7 @@ interface Run {
 
 async function main(): Promise<number> {
   const { values } = parseArgs({
-    options: {
-      rounds: { type: "string" },
-      duration: { type: "string" },
-      clients: { type: "string" },
-      pool: { type: "string" },
-      scale: { type: "string" },
-      json: { type: "string" },
-      help: { type: "boolean", short: "h" },
-    },
+    options: { ...PGBENCH_OPTIONS, pool: { type: "string" } },
   });
   if (values.help) {
     console.log(USAGE);

@@ -115,3 +115,13 @@ export function intOption(name: string, v: string | undefined, def: number, lo: 
   if (!Number.isInteger(n) || n < lo) throw new Error(`--${name}: expected an integer ≥ ${lo}, got "${v}"`);
   return n;
 }
+
+/** The options the pgbench scripts share (`parseArgs` tables; numbers come as strings, see {@link intOption}). */
+export const PGBENCH_OPTIONS = {
+  rounds: { type: "string" },
+  duration: { type: "string" },
+  clients: { type: "string" },
+  scale: { type: "string" },
+  json: { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
