@@ -10,7 +10,7 @@ import { DecodeError, decodeParameterStatus, decodeServerError } from "../wire/b
 import { B, isTxStatus } from "../wire/codes.ts";
 import { FrameReader, type FrameSink } from "../wire/frame.ts";
 import { Splice } from "../net/splice.ts";
-import { concatBytes } from "../wire/bytes.ts";
+import { concatBytes, copyBytes } from "../wire/bytes.ts";
 import { MessageWriter } from "../wire/encode.ts";
 
 /** The reply that completes an entry. */
@@ -152,9 +152,16 @@ export class Demux implements FrameSink {
   private inChunk = false;
   /** The server's FATAL (or PANIC) went through to the client: its close then needs no error of pgroute's. */
   fatalForwarded = false;
-  /** The request whose replies are being held back, and those replies. */
+  /** The request whose replies are being held back, and those replies (from earlier chunks). */
   private holding: RetryGroup | null = null;
   private held: Uint8Array[] = [];
+  /**
+   * Where, in the chunk being processed, the held replies begin (-1: none held in it). Held replies of this chunk
+   * are not cut out: nothing is forwarded past this offset, so when the request turns out to be answered here (its
+   * first row, usually in the same chunk) they simply go on in order, and when it is retried they are cut then.
+   * Only what is still held when the chunk ends is copied aside (into `held`).
+   */
+  private holdFrom = -1;
   /** The request whose reply is being dropped because it will be retried. */
   private retrying: RetryGroup | null = null;
 
@@ -229,9 +236,18 @@ export class Demux implements FrameSink {
     if (!group) return;
     group.committed = true;
     this.holding = null;
+    this.holdFrom = -1; // what was held in this chunk goes on where it is
     const held = this.held;
     this.held = [];
     if (held.length > 0) this.splice.inject(concatBytes(held), Math.max(msgStart, 0));
+  }
+
+  /** Drops what was held for a request about to be retried, up to `next` (the end of its error). */
+  private dropHeld(next: number): void {
+    this.holding = null;
+    this.held = [];
+    if (this.holdFrom >= 0) this.splice.cut(this.holdFrom, next);
+    this.holdFrom = -1;
   }
 
   /** Processes a chunk of server bytes. Throws {@link DemuxError} or FrameError when the server breaks the protocol. */
@@ -240,7 +256,14 @@ export class Demux implements FrameSink {
     this.inChunk = true;
     try {
       this.reader.feed(chunk, this);
-      this.splice.end(this.reader.heldFrom);
+      const complete = this.reader.heldFrom;
+      if (this.holdFrom >= 0) {
+        // Still held at the end of the chunk: copied aside (the chunk's buffer is the reader's to keep or drop).
+        if (complete > this.holdFrom) this.held.push(copyBytes(chunk, this.holdFrom, complete));
+        this.splice.cut(this.holdFrom, complete);
+        this.holdFrom = -1;
+      }
+      this.splice.end(complete);
     } catch (err) {
       // A reply whose body does not decode (an ErrorResponse without terminators…) is as broken as one out of place.
       throw err instanceof DecodeError ? new DemuxError(err.message) : err;
@@ -326,12 +349,12 @@ export class Demux implements FrameSink {
       this.holding ??= group;
       if (error && group.retryOn(error)) {
         this.retrying = group;
-        this.holding = null;
-        this.held = [];
-      } else if (error || type === B.DataRow || type === B.CopyInResponse || type === B.CopyOutResponse || type === B.CopyBothResponse) {
-        // The request is answered here: what was held goes out first, then this message as usual.
+        this.dropHeld(msgStart >= 0 ? msgStart : next);
+      } else if (error || type === B.DataRow || type === B.ReadyForQuery || type === B.CopyInResponse || type === B.CopyOutResponse || type === B.CopyBothResponse) {
+        // The request is answered here (a ReadyForQuery: with nothing but descriptions and a CommandComplete): what
+        // was held goes out first, then this message as usual — also when this message began in an earlier chunk.
         this.releaseHeld(msgStart);
-      } else if (type !== B.ReadyForQuery) hold = true;
+      } else hold = true;
     }
     const swallow = head !== undefined && (head.mode === "swallow" || (group !== undefined && this.retrying === group));
     // A reply that will be dropped for a retry elsewhere is not the request's result.
@@ -355,8 +378,13 @@ export class Demux implements FrameSink {
       const instead = error && head?.onSwallowedError?.(error);
       if (instead) this.splice.inject(instead, next);
     } else if (hold) {
-      this.held.push(msgStart >= 0 ? buf.slice(msgStart, next) : new MessageWriter(end - start + 5).begin(type).bytes(buf.subarray(start, end)).end().done());
-      this.splice.cut(msgStart, next);
+      if (msgStart >= 0 && this.held.length === 0) {
+        // Held where it is (see holdFrom).
+        if (this.holdFrom < 0) this.holdFrom = msgStart;
+      } else {
+        this.held.push(msgStart >= 0 ? buf.slice(msgStart, next) : new MessageWriter(end - start + 5).begin(type).bytes(buf.subarray(start, end)).end().done());
+        this.splice.cut(msgStart, next);
+      }
     } else if (msgStart < 0) {
       this.splice.keepGathered(type, buf, start, end, next);
     }
@@ -386,8 +414,6 @@ export class Demux implements FrameSink {
           this.updateWant();
           return;
         }
-        // A request that ends with nothing but descriptions and a CommandComplete: answered here after all.
-        if (group && this.holding === group) this.releaseHeld(msgStart);
         // pgroute's own request failed only if it got an error: its own ROLLBACK (a reset) succeeds with one.
         if (errored && head.mode === "swallow") head.fail?.();
         else head.ok?.();
