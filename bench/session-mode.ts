@@ -16,6 +16,7 @@ import { measure } from "./lib/measure.ts";
 import {
   initPgbench,
   pgbenchArgv,
+  pgbenchFigures,
   psqlValue,
   runPgbench,
   stopPgbench,
@@ -213,12 +214,7 @@ async function main(): Promise<number> {
       const rec: RunRecord = {
         round,
         target: t,
-        tps: r.tps,
-        latencyMs: r.latencyMs,
-        transactions: r.transactions,
-        failed: r.failed,
-        connectMs: r.connectMs,
-        exitCode: r.exitCode,
+        ...pgbenchFigures(r),
         wallS,
         proxyCpuS,
         cpuPer10k: proxyCpuS !== undefined && r.transactions > 0 ? (proxyCpuS / r.transactions) * 10_000 : undefined,

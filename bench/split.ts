@@ -17,7 +17,7 @@ import { postmasterPid, treeCpuSeconds } from "./lib/cpu.ts";
 import { bunVersion, err, gitState, intOption, loadavg, machine, machineLine, out, PGBENCH_OPTIONS, pgbenchVersion, which } from "./lib/env.ts";
 import { addDiagnostic, guard, runMain } from "./lib/main.ts";
 import { measure } from "./lib/measure.ts";
-import { initPgbench, psqlValue, runPgbench, stopPgbench, stopPgbenchSync, type Endpoint } from "./lib/pgbench.ts";
+import { initPgbench, psqlValue, runPgbench, stopPgbench, stopPgbenchSync, pgbenchFigures, type Endpoint, type PgbenchFigures } from "./lib/pgbench.ts";
 import { sleep, tail } from "./lib/proc.ts";
 import { ROOT, logProblems, startPgroute, type ProxyProcess } from "./lib/proxies.ts";
 import { fmt, max, median, min, table } from "./lib/stats.ts";
@@ -48,14 +48,10 @@ const MAX_TPS_COST = 0.05;
 type TargetName = "primary-only" | "split-1" | "split-2";
 const TARGETS: readonly TargetName[] = ["primary-only", "split-1", "split-2"];
 
-interface Run {
+/** One measured run: pgbench's figures, pgroute's CPU per 10,000 queries, PostgreSQL's per node. */
+interface Run extends PgbenchFigures {
   round: number;
   target: TargetName;
-  tps: number;
-  latencyMs: number;
-  transactions: number;
-  failed: number;
-  exitCode: number;
   cpuPer10k: number;
   /** PostgreSQL CPU seconds per node during the run (primary first). */
   nodeCpuS: number[];
@@ -143,11 +139,7 @@ async function main(): Promise<number> {
       const run: Run = {
         round,
         target: t,
-        tps: r.tps,
-        latencyMs: r.latencyMs,
-        transactions: r.transactions,
-        failed: r.failed,
-        exitCode: r.exitCode,
+        ...pgbenchFigures(r),
         cpuPer10k: ((m.proxyCpuS ?? 0) / Math.max(1, r.transactions)) * 10_000,
         nodeCpuS,
         // measure() counts the proxies and this script as ours; the PostgreSQL nodes are counted here.

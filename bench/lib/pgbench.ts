@@ -33,6 +33,13 @@ export interface PgbenchResult {
   clientCpuS: number | undefined;
 }
 
+/** What a benchmark's run record keeps of a pgbench run. */
+export type PgbenchFigures = Pick<PgbenchResult, "tps" | "latencyMs" | "transactions" | "failed" | "connectMs" | "exitCode">;
+
+export function pgbenchFigures(r: PgbenchResult): PgbenchFigures {
+  return { tps: r.tps, latencyMs: r.latencyMs, transactions: r.transactions, failed: r.failed, connectMs: r.connectMs, exitCode: r.exitCode };
+}
+
 /** The pgbench that is running right now, so an interrupt can stop it. */
 let current: Subprocess | undefined;
 

@@ -52,6 +52,19 @@ export interface ScenarioResult {
   targets: TargetResult[];
 }
 
+/** How a bench run was set up, as its report records it (`threads`: the load generator's actual thread count). */
+export interface BenchSettings {
+  clients: number;
+  threads: number;
+  durationS: number;
+  warmupS: number;
+  rounds: number;
+  scale: number;
+  readRatio: number;
+  seed: number;
+  applicationName: string;
+}
+
 export interface BenchResults {
   format: "pgroute-bench/1";
   pgroute: string;
@@ -60,17 +73,7 @@ export interface BenchResults {
   command: string;
   machine: { cpus: number; cpuModel: string; memoryGiB: number; os: string; bun: string };
   server: { version: string | null };
-  settings: {
-    clients: number;
-    threads: number;
-    durationS: number;
-    warmupS: number;
-    rounds: number;
-    scale: number;
-    readRatio: number;
-    seed: number;
-    applicationName: string;
-  };
+  settings: BenchSettings;
   cluster: { kind: string; description: string; nodes: { name: string; role: string; host: string; port: number }[] };
   /** Where per-node work comes from: exact statement counts, approximate transaction counts, or nothing. */
   counters: CounterSource | null;

@@ -13,27 +13,19 @@ import { openEnvironment, type Environment, type EnvironmentPlan } from "./envir
 import { BenchError } from "./errors.ts";
 import { LoadGenerator, type RoundProgress } from "./generator.ts";
 import type { ConnSpec, RoundTask, WorkerResult } from "./protocol.ts";
-import { addCounts, roundResult, summarize, type BenchResults, type Counts, type RoundResult, type ScenarioResult } from "./results.ts";
+import { addCounts, roundResult, summarize, type BenchResults, type BenchSettings, type Counts, type RoundResult, type ScenarioResult } from "./results.ts";
 import { Histogram } from "./stats.ts";
 import { directTarget, endpointTarget, pgrouteTarget, type Target } from "./targets.ts";
 import { scenarios as buildScenarios, type Protocol, type Scenario, type WorkloadName } from "./workloads.ts";
 
-export interface BenchOptions {
+/** The settings the report records (`threads`: how many were asked for), and what the run needs besides. */
+export interface BenchOptions extends BenchSettings {
   environment: Omit<EnvironmentPlan, "log" | "signal">;
   targets: { direct: boolean; pgroute: boolean; endpoints: { name: string; url: string }[] };
   workloads: WorkloadName[];
   protocols: Protocol[];
-  readRatio: number;
   custom?: { name: string; text: string };
-  clients: number;
-  threads: number;
-  durationS: number;
-  warmupS: number;
-  rounds: number;
-  scale: number;
   init: InitMode;
-  seed: number;
-  applicationName: string;
   /** Read per-node work from the servers' counters (false: `--no-counters`). */
   counters: boolean;
   /** The command line, for the report. */

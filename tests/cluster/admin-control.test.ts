@@ -11,11 +11,9 @@ import { eventually, pace } from "../support/wait.ts";
 
 let ap: AdminProxy;
 let sql: postgres.Sql;
-let nodeAt: Map<number, string>;
 
 beforeAll(async () => {
   ap = await startAdminProxy();
-  nodeAt = new Map(ap.tp.cluster.nodes.map((n) => [n.port, n.name]));
   sql = postgres(ap.tp.url(), { max: 2, onnotice: () => {}, fetch_types: false });
 });
 afterAll(async () => {
@@ -28,7 +26,7 @@ async function readsLandOn(n = 12): Promise<Set<string>> {
   const seen = new Set<string>();
   for (let i = 0; i < n; i++) {
     const [row] = await sql.unsafe<{ port: number }[]>("select inet_server_port() as port").simple();
-    seen.add(nodeAt.get(row!.port)!);
+    seen.add(ap.nodeAt.get(row!.port)!);
   }
   return seen;
 }

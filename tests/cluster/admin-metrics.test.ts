@@ -14,12 +14,9 @@ const WRITE = "insert into admin_metrics_w (i) values ($1) returning inet_server
 
 let ap: AdminProxy;
 let sql: postgres.Sql;
-/** Node name by port. */
-let nodeAt: Map<number, string>;
 
 beforeAll(async () => {
   ap = await startAdminProxy();
-  nodeAt = new Map(ap.tp.cluster.nodes.map((n) => [n.port, n.name]));
   // No type lookups: postgres.js would run one on every new connection, in the middle of the workload.
   sql = postgres(ap.tp.url(), { max: 4, onnotice: () => {}, fetch_types: false });
   await sql.unsafe("create table if not exists admin_metrics_w (i int)");
@@ -53,7 +50,7 @@ describe("a known workload, seen through /metrics, /queries and the console", ()
 
   beforeAll(async () => {
     before = counts(await ap.metrics());
-    const tally = (kind: "read" | "write", port: number) => ran[kind].set(nodeAt.get(port)!, ranOn(kind, nodeAt.get(port)!) + 1);
+    const tally = (kind: "read" | "write", port: number) => ran[kind].set(ap.nodeAt.get(port)!, ranOn(kind, ap.nodeAt.get(port)!) + 1);
     for (let batch = 0; batch < 10; batch++) {
       const reads = Array.from({ length: 30 }, (_, i) => sql<{ port: number }[]>`select inet_server_port() as port, ${batch * 30 + i}::int as i`);
       const writes = Array.from({ length: 10 }, (_, i) => sql<{ port: number }[]>`insert into admin_metrics_w (i) values (${batch * 10 + i}) returning inet_server_port() as port`);

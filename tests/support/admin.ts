@@ -22,6 +22,8 @@ export interface AdminClient {
 
 export interface AdminProxy extends AdminClient {
   tp: TestProxy;
+  /** Node name by port (what `inet_server_port()` says ran a statement). */
+  nodeAt: Map<number, string>;
   stop(): Promise<void>;
 }
 
@@ -46,6 +48,7 @@ export async function startAdminProxy(raw: Record<string, unknown> = {}): Promis
   return {
     ...client,
     tp,
+    nodeAt: new Map(tp.cluster.nodes.map((n) => [n.port, n.name])),
     async stop() {
       client.admin.stop();
       await tp.stop();
