@@ -23,17 +23,19 @@ let gathering = false;
 const gathered: Outbox[] = [];
 
 /**
- * Runs `step` (the handling of one chunk of server bytes) with the writes it makes to gathering outboxes (the
+ * Runs `step(arg)` (the handling of one chunk of server bytes) with the writes it makes to gathering outboxes (the
  * clients') collected, then writes each outbox's share with one system call. A reply pgroute changes in flight — a
  * retryable read's held-back RowDescription, a swallowed settings reply, an injected notice — would otherwise reach
  * the client in pieces, each a system call and a wake-up of the client for an incomplete message. The pieces may be
  * views into the chunk: nothing reuses a buffer before this returns.
  */
-export function gatherWrites(step: () => void): void {
-  if (gathering) return step();
+export function gatherWrites(step: () => void): void;
+export function gatherWrites<A>(step: (arg: A) => void, arg: A): void;
+export function gatherWrites<A>(step: (arg?: A) => void, arg?: A): void {
+  if (gathering) return step(arg);
   gathering = true;
   try {
-    step();
+    step(arg);
   } finally {
     gathering = false;
     for (let i = 0; i < gathered.length; i++) gathered[i]!.flushGathered();

@@ -123,9 +123,8 @@ export class ServerConn implements FrameSink, OutboxOwner {
   /** Transaction status from the latest ReadyForQuery. */
   txStatus: number = TxStatus.Idle;
   readonly createdAt = Date.now();
-  /** The chunk {@link feedDemux} reads (made once: no closure per chunk). */
-  private chunk: Uint8Array = new Uint8Array(0);
-  private readonly feedDemux = () => this.demux.feed(this.chunk);
+  /** Made once: no closure per chunk. */
+  private readonly feedDemux = (chunk: Uint8Array) => this.demux.feed(chunk);
   /** When it last went idle (returned to its pool). */
   idleSince = Date.now();
 
@@ -318,10 +317,7 @@ export class ServerConn implements FrameSink, OutboxOwner {
     if (this.phase === "ready") {
       const boundary = this.reader.atBoundary;
       try {
-        if (this.mode === "tracked") {
-          this.chunk = chunk;
-          return gatherWrites(this.feedDemux);
-        }
+        if (this.mode === "tracked") return gatherWrites(this.feedDemux, chunk);
         this.sawReady = false;
         this.reader.feed(chunk, this);
       } catch (err) {
