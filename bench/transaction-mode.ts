@@ -12,6 +12,7 @@ import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { onCleanup } from "./lib/cleanup.ts";
 import { startBenchCluster, twoFreePorts } from "./lib/cluster.ts";
+import { freePort } from "../src/devcluster/index.ts";
 import { bunVersion, err, gitState, loadavg, machine, machineLine, out, pgbenchVersion, which, intOption } from "./lib/env.ts";
 import { addDiagnostic, runMain, startPgbenchScript } from "./lib/main.ts";
 import { measure } from "./lib/measure.ts";
@@ -28,7 +29,7 @@ import {
   type RunOptions,
 } from "./lib/pgbench.ts";
 import { sleep, tail } from "./lib/proc.ts";
-import { ROOT, logProblems, pgbouncerVersion, startPgbouncer, startPgroute, type ProxyProcess } from "./lib/proxies.ts";
+import { ROOT, logProblems, pgbouncerVersion, startBunRelay, startPgbouncer, startPgroute, type ProxyProcess } from "./lib/proxies.ts";
 import { fmt, max, median, min, table } from "./lib/stats.ts";
 
 const USAGE = `Usage: bun bench/transaction-mode.ts [options]
@@ -54,13 +55,20 @@ Options:
   --secret KIND  what both proxies are given to check SCRAM logins: "plain" (default) the password, or
                  "verifier" PostgreSQL's stored SCRAM verifier (then both log in to PostgreSQL by SCRAM
                  pass-through). PgBouncer 1.18 runs PBKDF2 on every client login with a plaintext password.
+  --no-floor     leave out the runtime's floor (bun-relay: a plain Bun TCP relay, no protocol work), which
+                 otherwise runs beside the three targets
   --profile DIR  run pgroute under Bun's CPU profiler (--cpu-prof --cpu-prof-md); the profile is written
                  into DIR when pgroute stops at the end (profiling slows pgroute down: not for the numbers)
   --json FILE    also write the results as JSON
   -h, --help     show this help`;
 
-type TargetName = "direct" | "pgroute" | "pgbouncer";
-const TARGETS: readonly TargetName[] = ["direct", "pgroute", "pgbouncer"];
+/**
+ * `bun-relay` is the runtime's floor (bench/lib/relay.ts): a plain TCP relay on Bun's sockets, one server
+ * connection per client and no protocol work — what any proxy running on Bun pays per query on this machine before
+ * it does anything of its own. It is not a contender; it shows which targets are within reach of the runtime.
+ */
+type TargetName = "direct" | "pgroute" | "pgbouncer" | "bun-relay";
+const CONTENDERS: readonly TargetName[] = ["direct", "pgroute", "pgbouncer"];
 
 interface Row {
   id: string;
@@ -91,6 +99,8 @@ interface Options {
   warmup: number;
   rows: Row[];
   secret: "plain" | "verifier";
+  /** Run bun-relay beside the three targets. */
+  floor: boolean;
   profile: string | undefined;
   json: string | undefined;
 }
@@ -155,6 +165,7 @@ function parseOptions(argv: string[]): Options | undefined {
       warmup: { type: "string" },
       only: { type: "string" },
       secret: { type: "string" },
+      "no-floor": { type: "boolean" },
       profile: { type: "string" },
       json: { type: "string" },
       help: { type: "boolean", short: "h" },
@@ -184,6 +195,7 @@ function parseOptions(argv: string[]): Options | undefined {
     warmup: int("warmup", values.warmup, 2, 0),
     rows,
     secret,
+    floor: !values["no-floor"],
     profile: values.profile,
     json: values.json,
   };
@@ -302,13 +314,15 @@ async function main(): Promise<number> {
   addDiagnostic("pgroute log", pgroute.logFile);
   const bouncer = await startPgbouncer(bouncerPort, up, o.pool, { mode: "transaction", maxClients });
   addDiagnostic("pgbouncer log", bouncer.logFile);
-  const proxies: Record<TargetName, ProxyProcess | undefined> = { direct: undefined, pgroute, pgbouncer: bouncer };
-  const endpoints: Record<TargetName, Endpoint> = {
-    direct,
-    pgroute: { ...up, host: pgroute.host, port: pgroute.port },
-    pgbouncer: { ...up, host: bouncer.host, port: bouncer.port },
-  };
-  for (const t of TARGETS) {
+  let relayPort = await freePort();
+  while (relayPort === pgroutePort || relayPort === bouncerPort) relayPort = await freePort();
+  const relay = o.floor ? await startBunRelay(relayPort, up) : undefined;
+  if (relay) addDiagnostic("bun-relay log", relay.logFile);
+  const targets: TargetName[] = relay ? [...CONTENDERS, "bun-relay"] : [...CONTENDERS];
+  const proxies: Record<TargetName, ProxyProcess | undefined> = { direct: undefined, pgroute, pgbouncer: bouncer, "bun-relay": relay };
+  const endpoint = (p: ProxyProcess | undefined): Endpoint => (p ? { ...up, host: p.host, port: p.port } : direct);
+  const endpoints: Record<TargetName, Endpoint> = { direct, pgroute: endpoint(pgroute), pgbouncer: endpoint(bouncer), "bun-relay": endpoint(relay) };
+  for (const t of targets) {
     const n = await psqlValue(endpoints[t], "SELECT count(*) FROM pgbench_branches");
     if (n !== String(o.scale)) throw new Error(`${t}: expected ${o.scale} pgbench_branches rows, got "${n}"`);
   }
@@ -330,10 +344,13 @@ async function main(): Promise<number> {
   );
   out(`pools   : pgroute [pool] mode = "transaction", size = ${o.pool}; PgBouncer pool_mode = transaction, default_pool_size = ${o.pool}, max_client_conn = ${maxClients}`);
   out(`targets : direct = PostgreSQL 127.0.0.1:${up.port}; pgroute pid ${pgroute.pid} (bun src/cli/main.ts serve); pgbouncer pid ${bouncer.pid}`);
+  if (relay) {
+    out(`floor   : bun-relay pid ${relay.pid} (bun bench/lib/relay.ts): a plain TCP relay on Bun's sockets, a server connection per client, no protocol work`);
+  }
   out("rows    :");
   for (const row of o.rows) out(`  ${row.id.padEnd(9)} ${shownArgv(row)}`);
   out(
-    `${o.rounds} round(s), each running every row against direct, pgroute, pgbouncer in turn; ` +
+    `${o.rounds} round(s), each running every row against ${targets.join(", ")} in turn; ` +
       `${o.warmup} s warm-up per row and target before round 1`,
   );
   out(`load avg: ${loadStart} (at start)`);
@@ -343,7 +360,7 @@ async function main(): Promise<number> {
   // ---- warm-up ----
   if (o.warmup > 0) {
     for (const row of o.rows) {
-      for (const t of TARGETS) {
+      for (const t of targets) {
         err(`warm-up: ${row.label}, ${t} ${o.warmup} s…`);
         const r = await runPgbench(endpoints[t], runOptions(row, o, o.warmup));
         if (r.exitCode !== 0 || r.noSummary) err(`  (warm-up failed: ${firstError(r) ?? `exit ${r.exitCode}`})`);
@@ -355,13 +372,13 @@ async function main(): Promise<number> {
   const runs: RunRecord[] = [];
   for (let round = 1; round <= o.rounds; round++) {
     for (const row of o.rows) {
-      for (const t of TARGETS) {
+      for (const t of targets) {
         const proxy = proxies[t];
         if (proxy && !proxy.alive()) throw new Error(`${proxy.name} (pid ${proxy.pid}) is no longer running\n${tail(proxy.logFile)}`);
         await sleep(500); // let the previous run's connections close
         const m = await measure({
           proxy,
-          ours: [pgroute, bouncer],
+          ours: [pgroute, bouncer, ...(relay ? [relay] : [])],
           pmPid,
           run: () => runPgbench(endpoints[t], runOptions(row, o, o.duration)),
           clientCpuS: (x) => x.clientCpuS,
@@ -393,7 +410,7 @@ async function main(): Promise<number> {
   const loadEnd = loadavg();
 
   // ---- summary ----
-  const cells = o.rows.flatMap((row) => TARGETS.map((t) => summarise(runs, row.id, t)));
+  const cells = o.rows.flatMap((row) => targets.map((t) => summarise(runs, row.id, t)));
   const cell = (row: string, t: TargetName) => cells.find((c) => c.row === row && c.target === t)!;
   const labelOf = (id: string) => ROWS.find((r) => r.id === id)!.label;
 
@@ -404,9 +421,9 @@ async function main(): Promise<number> {
   ];
   for (const row of o.rows) {
     const directTps = cell(row.id, "direct").tps?.median ?? Number.NaN;
-    for (const t of TARGETS) {
+    for (const t of targets) {
       const c = cell(row.id, t);
-      const first = t === TARGETS[0] ? row.label : "";
+      const first = t === targets[0] ? row.label : "";
       if (!works(c)) {
         rows.push([
           first,
@@ -444,6 +461,21 @@ async function main(): Promise<number> {
   }
 
   // ---- ratios ----
+  /** The same ratios for the runtime's floor, and what pgroute's own work adds to it per query. */
+  function floorOf(row: string) {
+    const f = cell(row, "bun-relay");
+    const d = cell(row, "direct");
+    const pr = cell(row, "pgroute");
+    const pb = cell(row, "pgbouncer");
+    const ok = works(f);
+    return {
+      tpsVsPgbouncer: ok && works(pb) ? f.tps!.median / pb.tps!.median : Number.NaN,
+      cpuVsPgbouncer: ok && works(pb) && f.cpuPer10k && pb.cpuPer10k ? f.cpuPer10k.median / pb.cpuPer10k.median : Number.NaN,
+      tpsVsDirect: ok && works(d) ? f.tps!.median / d.tps!.median : Number.NaN,
+      /** pgroute's CPU per query above the floor's, in µs. */
+      pgrouteOwnUs: ok && works(pr) && f.cpuPer10k && pr.cpuPer10k ? ((pr.cpuPer10k.median - f.cpuPer10k.median) / 10_000) * 1e6 : Number.NaN,
+    };
+  }
   const ratios = o.rows.map((row) => {
     const d = cell(row.id, "direct");
     const pr = cell(row.id, "pgroute");
@@ -455,6 +487,7 @@ async function main(): Promise<number> {
       cpuVsPgbouncer: both && pr.cpuPer10k && pb.cpuPer10k ? pr.cpuPer10k.median / pb.cpuPer10k.median : Number.NaN,
       tpsVsDirect: works(pr) && works(d) ? pr.tps!.median / d.tps!.median : Number.NaN,
       pgbouncerFailed: !works(pb),
+      floor: relay ? floorOf(row.id) : undefined,
     };
   });
   out();
@@ -465,6 +498,16 @@ async function main(): Promise<number> {
     ]),
   );
   if (ratios.some((r) => r.pgbouncerFailed)) out("(n/a: PgBouncer failed that workload, so there is nothing to compare with)");
+  if (relay) {
+    out();
+    out("the runtime's floor (bun-relay: Bun's sockets relaying bytes, no protocol work, a server connection per client):");
+    out(
+      table([
+        ["workload", "bun-relay/pgbouncer tps", "bun-relay/pgbouncer CPU per query", "bun-relay/direct tps", "pgroute CPU above the floor, µs/query"],
+        ...ratios.map((r) => [labelOf(r.row), ratio(r.floor!.tpsVsPgbouncer), ratio(r.floor!.cpuVsPgbouncer), ratio(r.floor!.tpsVsDirect), fmt(r.floor!.pgrouteOwnUs, 1)]),
+      ]),
+    );
+  }
 
   // ---- targets ----
   interface TargetCheck {
@@ -472,6 +515,8 @@ async function main(): Promise<number> {
     target: string;
     measured: string;
     met: boolean | undefined;
+    /** What the runtime's floor measures on the same criterion ("" without one). */
+    floor: string;
   }
   const checks: TargetCheck[] = [];
   for (const row of o.rows) {
@@ -479,7 +524,7 @@ async function main(): Promise<number> {
     const pr = cell(row.id, "pgroute");
     const pb = cell(row.id, "pgbouncer");
     if (!works(pr)) {
-      checks.push({ workload: row.label, target: "pgroute runs it without errors", measured: `failed ${pr.failedRuns}/${pr.runs}: ${truncate(pr.error ?? "", 70)}`, met: false });
+      checks.push({ workload: row.label, target: "pgroute runs it without errors", measured: `failed ${pr.failedRuns}/${pr.runs}: ${truncate(pr.error ?? "", 70)}`, met: false, floor: "" });
     }
     if (works(pb)) {
       checks.push({
@@ -487,6 +532,7 @@ async function main(): Promise<number> {
         target: "tps ≥ PgBouncer's",
         measured: works(pr) ? `${ratio(r.tpsVsPgbouncer)} (${fmt(pr.tps!.median, 0)} vs ${fmt(pb.tps!.median, 0)})` : "pgroute failed",
         met: works(pr) ? r.tpsVsPgbouncer >= 1 : false,
+        floor: r.floor ? ratio(r.floor.tpsVsPgbouncer) : "",
       });
       checks.push({
         workload: row.label,
@@ -495,6 +541,7 @@ async function main(): Promise<number> {
           ? `${ratio(r.cpuVsPgbouncer)} (${fmt(pr.cpuPer10k!.median, 3)} vs ${fmt(pb.cpuPer10k!.median, 3)} s/10k)`
           : "pgroute failed",
         met: Number.isFinite(r.cpuVsPgbouncer) ? r.cpuVsPgbouncer <= CPU_VS_PGBOUNCER_MAX : false,
+        floor: r.floor ? ratio(r.floor.cpuVsPgbouncer) : "",
       });
     } else if (works(pr)) {
       checks.push({
@@ -502,6 +549,7 @@ async function main(): Promise<number> {
         target: "works where PgBouncer fails",
         measured: `pgroute ${pr.runs}/${pr.runs} runs ok, ${pr.failedTransactions} failed txns; PgBouncer failed ${pb.failedRuns}/${pb.runs}`,
         met: pr.failedTransactions === 0,
+        floor: "",
       });
     }
     if (row.protocol === "prepared") {
@@ -510,13 +558,21 @@ async function main(): Promise<number> {
         target: `tps ≥ ${PREPARED_VS_DIRECT_MIN}× direct`,
         measured: works(pr) ? `${ratio(r.tpsVsDirect)} (${fmt(pr.tps!.median, 0)} vs ${fmt(cell(row.id, "direct").tps?.median, 0)})` : "pgroute failed",
         met: works(pr) ? r.tpsVsDirect >= PREPARED_VS_DIRECT_MIN : false,
+        floor: r.floor ? ratio(r.floor.tpsVsDirect) : "",
       });
     }
   }
   const mark = (m: boolean | undefined) => (m === undefined ? "?" : m ? "✓" : "✗");
   out();
   out("targets from the issue:");
-  out(table([["workload", "target", "measured", "met"], ...checks.map((c) => [c.workload, c.target, c.measured, mark(c.met)])], [1, 2, 3]).replace(/^/gm, "  "));
+  const floorColumn = relay ? ["the floor (bun-relay)"] : [];
+  out(
+    table([["workload", "target", "measured", "met", ...floorColumn], ...checks.map((c) => [c.workload, c.target, c.measured, mark(c.met), ...(relay ? [c.floor] : [])])], [1, 2, 3]).replace(
+      /^/gm,
+      "  ",
+    ),
+  );
+  if (relay) out("  (the floor column: the same criterion measured for a plain Bun relay; a target its floor misses is out of reach of any proxy on this runtime and machine)");
   const metCount = checks.filter((c) => c.met).length;
   out(`  ${metCount} of ${checks.length} met`);
 
@@ -530,7 +586,7 @@ async function main(): Promise<number> {
 
   // ---- notes ----
   const notes: string[] = [];
-  for (const p of [pgroute, bouncer]) {
+  for (const p of [pgroute, bouncer, ...(relay ? [relay] : [])]) {
     const lines = logProblems(p);
     if (lines.length > 0) {
       notes.push(`${p.name} logged ${lines.length} line(s)${p.name === "pgbouncer" ? " at WARNING or worse" : " at warn or worse"}:`);

@@ -1,6 +1,7 @@
 /**
- * The two proxies under test, each as a separate process whose CPU time we can read: pgroute (`bun
- * src/cli/main.ts serve`) and PgBouncer, both in the same pool mode in front of the same PostgreSQL primary.
+ * The proxies under test, each as a separate process whose CPU time we can read: pgroute (`bun src/cli/main.ts
+ * serve`) and PgBouncer, both in the same pool mode in front of the same PostgreSQL primary, and the runtime's floor
+ * beside them (a plain Bun TCP relay).
  */
 import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -209,6 +210,26 @@ export async function startPgbouncer(listenPort: number, up: Upstream, poolSize:
     asPostgres: pgUser !== undefined,
     stopSignal: "SIGTERM", // immediate shutdown
     find: (proc) => findPgbouncer(proc),
+    readyTimeoutMs: READY_TIMEOUT_MS,
+  });
+}
+
+/**
+ * The runtime's floor (bench/lib/relay.ts): a plain Bun TCP relay to the upstream, one server connection per
+ * client, no protocol work. What a proxy on Bun pays per query before it does anything of its own.
+ */
+export async function startBunRelay(listenPort: number, up: Upstream): Promise<ProxyProcess> {
+  const dir = mkdtempSync(join(tmpdir(), "bun-relay-bench-"));
+  const rm = () => rmSync(dir, { recursive: true, force: true });
+  onCleanup({ name: "bun-relay temp dir", run: rm, sync: rm });
+  return superviseProxy({
+    name: "bun-relay",
+    argv: [process.execPath, join(ROOT, "bench", "lib", "relay.ts"), String(listenPort), up.host, String(up.port)],
+    dir,
+    listenPort,
+    asPostgres: false,
+    stopSignal: "SIGTERM",
+    find: async (proc) => proc.pid,
     readyTimeoutMs: READY_TIMEOUT_MS,
   });
 }
