@@ -56,6 +56,8 @@ export interface ProxyOptions {
   profileDir?: string;
   /** pgroute only: streaming replicas of the upstream, added as `role = "replica"` nodes (reads go there). */
   replicas?: { name: string; host: string; port: number }[];
+  /** pgroute only: extra environment variables (e.g. JavaScriptCore options for a profile). */
+  env?: Record<string, string>;
 }
 
 function tomlString(v: string): string {
@@ -109,6 +111,7 @@ export async function startPgroute(listenPort: number, up: Upstream, poolSize: n
   const profile = o.profileDir ? ["--cpu-prof", `--cpu-prof-dir=${o.profileDir}`, "--cpu-prof-md"] : [];
   const proc = Bun.spawn([process.execPath, ...profile, "src/cli/main.ts", "serve", "-c", configPath, "--log-level", "warn"], {
     cwd: ROOT,
+    env: o.env ? { ...process.env, ...o.env } : undefined,
     stdin: "ignore",
     stdout: Bun.file(logFile),
     stderr: Bun.file(logFile),

@@ -44,10 +44,21 @@ const VIRTUAL = /^(set|reset|show) (session )?pgroute\./;
 /** `SET [SESSION] pgroute.<name> =|TO <word>` on a shape key (words lower-cased, literals already `?`). */
 const BARE_WORD = /^set (?:session )?(pgroute\.[a-z_][a-z0-9_$]*) ?(?:=|to) ?([a-z_][a-z0-9_$]*) ?;?$/;
 
+/**
+ * Whether the shape key starts with `set`, `show` or `reset`: checked before the regular expression, which every
+ * statement would otherwise run (a SELECT starts with `s` too), and which is a call into the runtime.
+ */
+function mayBeVirtual(key: string): boolean {
+  const c = key.charCodeAt(0);
+  if (c === 0x72) return key.startsWith("reset ");
+  if (c !== 0x73) return false;
+  const c1 = key.charCodeAt(1);
+  return (c1 === 0x65 && key.charCodeAt(2) === 0x74) || (c1 === 0x68 && key.charCodeAt(2) === 0x6f && key.charCodeAt(3) === 0x77); // se(t), sho(w)
+}
+
 /** A `SET/RESET/SHOW pgroute.*` statement, or null. Cheap for everything else (a prefix check on the shape). */
 export function virtualSetting(sql: string, key: string = shape(sql).key): Virtual | null {
-  const c = key.charCodeAt(0);
-  if ((c !== 0x73 && c !== 0x72) || !VIRTUAL.test(key)) return null; // 's' or 'r' first: set, show, reset
+  if (!mayBeVirtual(key) || !VIRTUAL.test(key)) return null;
   const parsed = parseSql(sql);
   if (!parsed.ok) {
     // PRIMARY is a reserved word, so Postgres's grammar rejects `SET pgroute.target = primary`; the setting and its
