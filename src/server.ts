@@ -142,7 +142,7 @@ export class Proxy implements SessionHost {
     this.observers.add(this.monitor);
     // An operator's drain or role change applies to the next transaction, not the next check.
     this.overrides.subscribe(() => this.monitor.publish());
-    this.traffic = new Traffic(opts.config.admin.top_queries);
+    this.traffic = new Traffic(opts.config.admin.top_queries, this.observers.flush);
     this.observers.add(this.traffic);
     this.functions = functionLists(opts.config.routing);
     this.policies = new Policies(opts.config, this.functions);
@@ -402,6 +402,7 @@ export class Proxy implements SessionHost {
     for (const s of [...this.sessions]) s.fatal(errors.shuttingDown());
     for (const p of this.pools.values()) p.close();
     this.pools.clear();
+    this.observers.flush(); // the last requests' reports, before the monitor stops (and no timer left behind)
     await this.monitor.stop();
     this.groups.clear();
     // Clients held by PAUSE go on to find the pools closed.

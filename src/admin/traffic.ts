@@ -26,10 +26,23 @@ export interface NodeTraffic {
 
 export class Traffic implements RequestObserver {
   private readonly nodes = new Map<string, NodeTraffic>();
-  readonly fingerprints: FingerprintTable;
+  private readonly table: FingerprintTable;
 
-  constructor(topQueries: number) {
-    this.fingerprints = new FingerprintTable(topQueries);
+  /**
+   * `beforeRead`: called before anything is read, to bring in the reports still queued (the relay's reports reach
+   * observers in batches: {@link Observers}), so what is read counts every request answered so far.
+   */
+  constructor(
+    topQueries: number,
+    private readonly beforeRead: () => void = () => {},
+  ) {
+    this.table = new FingerprintTable(topQueries);
+  }
+
+  /** Per-fingerprint statistics, with every request answered so far counted. */
+  get fingerprints(): FingerprintTable {
+    this.beforeRead();
+    return this.table;
   }
 
   request(node: NodeConfig, sample: RequestSample): void {
@@ -38,11 +51,12 @@ export class Traffic implements RequestObserver {
     if (sample.failed) t.failed++;
     if (sample.txEnd) t.transactions++;
     recordMs(t.hdr, sample.ms);
-    this.fingerprints.record(sample, node);
+    this.table.record(sample, node);
   }
 
-  /** The traffic of node `name` (zeros when it has had none). */
+  /** The traffic of node `name` (zeros when it has had none), with every request answered so far counted. */
   of(name: string): NodeTraffic {
+    this.beforeRead();
     return this.nodes.get(name) ?? this.add(name);
   }
 

@@ -45,13 +45,32 @@ export interface RequestObserver {
   request(node: NodeConfig, sample: RequestSample): void;
 }
 
-/** Fans one report out to several observers (in order of registration). */
+/**
+ * Fans reports out to several observers (in order of registration), in batches. Each report is queued and the
+ * queue goes to the observers when it holds {@link BATCH} reports, {@link DELAY_MS} after its first one, when a
+ * request failed (a node's own failure may open its breaker: it is not held back), or when {@link flush} is
+ * called — which readers of what the observers learn do first (the metrics' Traffic does). Between two
+ * queries a busy server's caches fill with the clients' and PostgreSQL's data, not the observers' tables and
+ * code: taken one request at a time, the metrics and health bookkeeping cost two to three times what they cost in
+ * a batch (bench/profile.ts: 0.6–0.8 µs of JavaScript per query against 0.2–0.3).
+ */
 export class Observers implements RequestObserver {
   private list: RequestObserver[] = [];
+  private readonly nodes: NodeConfig[] = [];
+  private readonly samples: RequestSample[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+
+  /** `batch`, `delayMs`: see {@link BATCH} and {@link DELAY_MS} (tests use others). */
+  constructor(
+    private readonly batch = BATCH,
+    private readonly delayMs = DELAY_MS,
+  ) {}
 
   add(o: RequestObserver): () => void {
+    this.flush(); // what was reported before it is not its
     this.list = [...this.list, o];
     return () => {
+      this.flush();
       this.list = this.list.filter((x) => x !== o);
     };
   }
@@ -60,7 +79,39 @@ export class Observers implements RequestObserver {
     return this.list.length === 0;
   }
 
-  request(node: NodeConfig, sample: RequestSample): void {
-    for (const o of this.list) o.request(node, sample);
+  /** Reports waiting to be handed on. */
+  get queued(): number {
+    return this.nodes.length;
   }
+
+  request(node: NodeConfig, sample: RequestSample): void {
+    this.nodes.push(node);
+    this.samples.push(sample);
+    if (sample.failed || this.nodes.length >= this.batch) this.flush();
+    else if (this.timer === null) {
+      this.timer = setTimeout(this.flush, this.delayMs);
+      this.timer.unref?.();
+    }
+  }
+
+  /** Hands every queued report to the observers now. */
+  readonly flush = (): void => {
+    if (this.timer !== null) {
+      clearTimeout(this.timer);
+      this.timer = null;
+    }
+    const n = this.nodes.length;
+    if (n === 0) return;
+    const nodes = this.nodes;
+    const samples = this.samples;
+    // One observer at a time over the whole batch: its code and tables stay in cache.
+    for (const o of this.list) for (let i = 0; i < n; i++) o.request(nodes[i]!, samples[i]!);
+    nodes.length = 0;
+    samples.length = 0;
+  };
 }
+
+/** Reports handed on together at most (a busy server fills a batch in about 10 ms at 20,000 requests a second). */
+export const BATCH = 256;
+/** The longest a report waits in the queue, in ms (latency averages and request counts lag by at most this). */
+export const DELAY_MS = 25;

@@ -26,10 +26,12 @@ afterAll(async () => {
   await tp?.stop();
 });
 
-/** The samples reported while `run` ran. */
+/** The samples reported while `run` ran (reports reach observers in batches: the queue is handed on first). */
 async function observed(run: () => Promise<unknown>): Promise<{ node: NodeConfig; sample: RequestSample }[]> {
+  tp.proxy.observers.flush();
   const from = seen.length;
   await run();
+  tp.proxy.observers.flush();
   return seen.slice(from);
 }
 
