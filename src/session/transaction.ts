@@ -131,7 +131,7 @@ export class TransactionRelay extends MessageRelay {
   private readonly refuseAdmission = (e: PgError) => this.refusePolicy(e.fields);
   private readonly consistency: Consistency | null;
   /** The retryable read in flight (a replica's connection lost before any row: sent once more elsewhere). */
-  private retryable: { conn: ServerConn; group: RetryGroup; req: Extract<Request, { kind: "simple" | "batch" }> } | null = null;
+  private retryable: ReplicaRead | null = null;
   /** The node the next lease avoids (a read retried after its connection there was lost). */
   private avoid: string | null = null;
   /** The FATAL the server sent before it went away, kept from the client (see absorbFatal). */
@@ -676,33 +676,23 @@ export class TransactionRelay extends MessageRelay {
 
   /** The retry group of a read sent to a replica outside a transaction, remembered while it is in flight. */
   private retryGroupOf(conn: ServerConn, req: Extract<Request, { kind: "simple" | "batch" }>): RetryGroup {
-    const group = this.retryGroup(conn, req);
-    this.retryable = { conn, group, req };
-    return group;
+    this.retryable = new ReplicaRead(this, conn, req);
+    return this.retryable;
   }
 
-  /**
-   * How a read sent to a replica outside a transaction is retried elsewhere: on the primary when the replica
-   * refuses it (25006), on another node when the replica goes away before answering (a FATAL, then the close:
-   * see {@link survive}).
-   */
-  private retryGroup(conn: ServerConn, req: Extract<Request, { kind: "simple" | "batch" }>): RetryGroup {
-    return {
-      // 25006: the statement wanted to write. Only in autocommit: nothing else of the session ran there.
-      retryOn: (e) => conn.txStatus === TxStatus.Idle && (e.code === "25006" || e.severity === "FATAL" || e.severity === "PANIC"),
-      retry: () => {
-        this.inflight.shift();
-        this.log.info("retry_on_primary", { node: conn.node.name, reason: "replica answered 25006" });
-        if (this.conn === conn && conn.idle && !this.settings.pinned) {
-          this.conn = null;
-          this.pool?.release(conn);
-        }
-        if (req.kind === "batch" && req.creates) this.prepared.forget(req.creates);
-        this.queue.unshift(req.kind === "simple" ? { ...req, frame: req.frame.slice(), target: "primary", retry: false } : { ...req, target: "primary", retry: false });
-        if (!this.conn) this.acquire();
-        else this.drainQueue();
-      },
-    };
+  /** A read the replica `r.conn` refused (25006) is sent again, to the primary (see {@link ReplicaRead}). */
+  retryOnPrimary(r: ReplicaRead): void {
+    const { conn, req } = r;
+    this.inflight.shift();
+    this.log.info("retry_on_primary", { node: conn.node.name, reason: "replica answered 25006" });
+    if (this.conn === conn && conn.idle && !this.settings.pinned) {
+      this.conn = null;
+      this.pool?.release(conn);
+    }
+    if (req.kind === "batch" && req.creates) this.prepared.forget(req.creates);
+    this.queue.unshift(req.kind === "simple" ? { ...req, frame: req.frame.slice(), target: "primary", retry: false } : { ...req, target: "primary", retry: false });
+    if (!this.conn) this.acquire();
+    else this.drainQueue();
   }
 
   /** Brings the client's session settings to `conn`, pipelined before its request. */
@@ -860,7 +850,7 @@ export class TransactionRelay extends MessageRelay {
     this.serverFatal = null;
     const r = this.retryable;
     this.retryable = null;
-    if (!inTx && r && r.conn === conn && !r.group.committed && oneRequest(lost.steps)) {
+    if (!inTx && r && r.conn === conn && !r.committed && oneRequest(lost.steps)) {
       this.log.info("retry_elsewhere", { node: conn.node.name, reason: why });
       if (r.req.kind === "batch" && r.req.creates) this.prepared.forget(r.req.creates);
       this.avoid = conn.node.name;
@@ -922,6 +912,30 @@ export class TransactionRelay extends MessageRelay {
 }
 
 /** Adds one executed statement to what observers are told of its batch: the first one names it, any write makes it a write. */
+/**
+ * How a read sent to a replica outside a transaction is retried elsewhere: on the primary when the replica refuses
+ * it (25006), on another node when the replica goes away before answering (a FATAL, then the close: see
+ * TransactionRelay's `survive`). One object per such read, with no closures: it is made for every replica read.
+ */
+class ReplicaRead implements RetryGroup {
+  committed?: boolean;
+
+  constructor(
+    private readonly relay: TransactionRelay,
+    readonly conn: ServerConn,
+    readonly req: Extract<Request, { kind: "simple" | "batch" }>,
+  ) {}
+
+  /** 25006: the statement wanted to write. Only in autocommit: nothing else of the session ran there. */
+  retryOn(e: ErrorInfo): boolean {
+    return this.conn.txStatus === TxStatus.Idle && (e.code === "25006" || e.severity === "FATAL" || e.severity === "PANIC");
+  }
+
+  retry(): void {
+    this.relay.retryOnPrimary(this);
+  }
+}
+
 function describeInto(about: About, key: string, d: Pick<Decision, "route" | "classification">): void {
   if (about.reason === null) {
     about.fingerprint = key;

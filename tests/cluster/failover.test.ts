@@ -127,7 +127,7 @@ describe("a replica failing under a read that has not returned rows", () => {
     const results = await reads;
     expect(results.filter((r) => "error" in r)).toEqual([]);
     expect(results.some((r) => "port" in r && r.port === replica1.port)).toBe(false);
-  });
+  }, 30_000);
 
   test("its server stopped (immediate): the read runs once more on another node", async () => {
     await eventually("both replicas to take reads again", () => own.proxy.cluster.current.nodes.filter((n) => n.readable && n.role === "replica").length === 2, 15_000);
@@ -137,7 +137,7 @@ describe("a replica failing under a read that has not returned rows", () => {
     const results = await reads;
     expect(results.filter((r) => "error" in r)).toEqual([]);
     expect(results.some((r) => "port" in r && r.port === replica2.port)).toBe(false);
-  });
+  }, 30_000); // the wait for replica1's breaker to close after the test before may take up to 15 s
 });
 
 interface Writer {
