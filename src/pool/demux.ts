@@ -345,15 +345,22 @@ export class Demux implements FrameSink {
     }
     const group = head?.retry;
     let hold = false;
+    /**
+     * Whether the head entry or its retry group changed: only then can a local reply be due or the messages the
+     * reader must surface differ (most replies — a RowDescription, each row, a CommandComplete — change neither).
+     */
+    let changed = false;
     if (group && !group.committed && this.retrying !== group) {
       this.holding ??= group;
       if (error && group.retryOn(error)) {
         this.retrying = group;
         this.dropHeld(msgStart >= 0 ? msgStart : next);
+        changed = true;
       } else if (error || type === B.DataRow || type === B.ReadyForQuery || type === B.CopyInResponse || type === B.CopyOutResponse || type === B.CopyBothResponse) {
         // The request is answered here (a ReadyForQuery: with nothing but descriptions and a CommandComplete): what
         // was held goes out first, then this message as usual — also when this message began in an earlier chunk.
         this.releaseHeld(msgStart);
+        changed = true;
       } else hold = true;
     }
     const swallow = head !== undefined && (head.mode === "swallow" || (group !== undefined && this.retrying === group));
@@ -405,6 +412,7 @@ export class Demux implements FrameSink {
       this.rolledBack = false;
       if (head && ends) {
         this.shift();
+        changed = true;
         if (group && this.retrying === group) {
           // Withheld reply over: the request is sent again elsewhere (the owner is told, not the client).
           this.retrying = null;
@@ -425,13 +433,16 @@ export class Demux implements FrameSink {
       }
     } else if (head && ends) {
       this.shift();
+      changed = true;
       if (error) {
         head.fail?.();
         this.skipToSync();
       } else head.ok?.();
     }
-    this.emitLocals(next);
-    this.updateWant();
+    if (changed) {
+      this.emitLocals(next);
+      this.updateWant();
+    }
   }
 
   /** After an extended-protocol error: the server ignores everything up to the next Sync. */
