@@ -17,7 +17,7 @@ import { onCleanup } from "./lib/cleanup.ts";
 import { startBenchCluster } from "./lib/cluster.ts";
 import { treeCpuSeconds } from "./lib/cpu.ts";
 import { bunVersion, err, gitState, loadavg, machine, machineLine, out, which } from "./lib/env.ts";
-import { addDiagnostic, guard, runMain } from "./lib/main.ts";
+import { addDiagnostic, guard, parseCommandLine, runMain } from "./lib/main.ts";
 import { psqlValue } from "./lib/pgbench.ts";
 import { pgpoolVersion, startPgpool } from "./lib/pgpool.ts";
 import { cpuSeconds, stopChild } from "./lib/proc.ts";
@@ -99,17 +99,8 @@ function transactionsOf(r: BenchResults, target: string): number {
 }
 
 async function main(): Promise<number> {
-  let o: Options | undefined;
-  try {
-    o = parse(process.argv.slice(2));
-  } catch (e) {
-    err(`${(e as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (!o) {
-    console.log(USAGE);
-    return 0;
-  }
+  const o = parseCommandLine(USAGE, parse);
+  if (typeof o === "number") return o;
   const bouncer = which("pgbouncer") ? pgbouncerVersion() : undefined;
   const pgpool = which("pgpool") ? pgpoolVersion() : undefined;
   const missing = [!bouncer && "pgbouncer not found: apt-get install pgbouncer", !pgpool && "pgpool not found: apt-get install pgpool2", process.platform !== "linux" && "this benchmark reads /proc and needs Linux"].filter(Boolean);

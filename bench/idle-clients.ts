@@ -15,7 +15,7 @@ import { startBenchCluster } from "./lib/cluster.ts";
 import { freePort } from "../src/devcluster/index.ts";
 import { bunVersion, err, gitState, loadavg, machine, machineLine, openFilesLimit, out, which, intOption } from "./lib/env.ts";
 import type { Percentiles, WorkerCommand, WorkerReply } from "./lib/idle-worker.ts";
-import { addDiagnostic, guard, runMain } from "./lib/main.ts";
+import { addDiagnostic, guard, parseCommandLine, runMain } from "./lib/main.ts";
 import { measure } from "./lib/measure.ts";
 import { psqlValue } from "./lib/pgbench.ts";
 import { clientEnv, cpuSeconds, fdCount, killNow, memoryOf, sleep, stopChild } from "./lib/proc.ts";
@@ -199,18 +199,8 @@ async function serverConnections(direct: Parameters<typeof psqlValue>[0]): Promi
 }
 
 async function main(): Promise<number> {
-  let opts: Options | undefined;
-  try {
-    opts = parseOptions(process.argv.slice(2));
-  } catch (e) {
-    err(`${(e as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (!opts) {
-    out(USAGE);
-    return 0;
-  }
-  const o = opts;
+  const o = parseCommandLine(USAGE, parseOptions);
+  if (typeof o === "number") return o;
   const reexec = await reexecWithMoreFiles(o.clients + o.warmup);
   if (reexec !== undefined) return reexec;
 

@@ -26,7 +26,7 @@ import { createLogger } from "../src/log.ts";
 import { Proxy } from "../src/server.ts";
 import { onCleanup } from "./lib/cleanup.ts";
 import { err, out, which } from "./lib/env.ts";
-import { addDiagnostic, guard, runMain } from "./lib/main.ts";
+import { addDiagnostic, guard, parseCommandLine, runMain } from "./lib/main.ts";
 import { childrenOf, commOf, killNow, sleep, terminate, waitForPort } from "./lib/proc.ts";
 
 const USAGE = `usage: bun bench/patroni-failover.ts [--ttl SECONDS] [--endpoint cluster|leader]
@@ -131,17 +131,8 @@ async function until<T>(what: string, read: () => Promise<T>, ok: (v: T) => bool
 }
 
 async function main(): Promise<number> {
-  let args: ReturnType<typeof parseArgs>;
-  try {
-    args = parseArgs(process.argv.slice(2));
-  } catch (e) {
-    err(`${(e as Error).message}\n${USAGE}`);
-    return 2;
-  }
-  if (args === undefined) {
-    out(USAGE);
-    return 0;
-  }
+  const args = parseCommandLine(USAGE, parseArgs);
+  if (typeof args === "number") return args;
   const { ttl, endpoint } = args;
   const needed = ["etcd", "patroni"].filter((c) => !which(c));
   if (process.platform !== "linux") needed.push("Linux (/proc)");

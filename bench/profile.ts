@@ -17,7 +17,7 @@ import { onCleanup } from "./lib/cleanup.ts";
 import { startBenchCluster } from "./lib/cluster.ts";
 import { bunVersion, err, gitState, intOption, machine, machineLine, out, which } from "./lib/env.ts";
 import { attribute, parseJitdump, perfMapText, type Attribution } from "./lib/jitprof.ts";
-import { guard, runMain } from "./lib/main.ts";
+import { guard, parseCommandLine, runMain } from "./lib/main.ts";
 import { initPgbench, runPgbench, stopPgbench, stopPgbenchSync, type RunOptions } from "./lib/pgbench.ts";
 import { cpuSeconds } from "./lib/proc.ts";
 import { ROOT, startPgroute, type PoolMode } from "./lib/proxies.ts";
@@ -119,17 +119,8 @@ function report(a: Attribution, queries: number, top: number, frequency: number)
 }
 
 async function main(): Promise<number> {
-  let o: Options | undefined;
-  try {
-    o = parseOptions(process.argv.slice(2));
-  } catch (e) {
-    err(`${(e as Error).message}\n\n${USAGE}`);
-    return 2;
-  }
-  if (!o) {
-    console.log(USAGE);
-    return 0;
-  }
+  const o = parseCommandLine(USAGE, parseOptions);
+  if (typeof o === "number") return o;
   const missing = ["perf", "pgbench", "psql"].filter((c) => !which(c));
   if (missing.length > 0) {
     err(`not found: ${missing.join(", ")} (apt-get install linux-perf postgresql-client)`);

@@ -39,6 +39,25 @@ export async function runMain(main: () => Promise<number>): Promise<never> {
 }
 
 /**
+ * A script's options from its command line, or the exit code when there are none to run with: 2 after a usage error
+ * (printed with the usage), 0 after `--help` (`parse` returns undefined; the usage is printed).
+ */
+export function parseCommandLine<O>(usage: string, parse: (argv: string[]) => O | undefined): O | number {
+  let opts: O | undefined;
+  try {
+    opts = parse(process.argv.slice(2));
+  } catch (e) {
+    err(`${(e as Error).message}\n\n${usage}`);
+    return 2;
+  }
+  if (opts === undefined) {
+    console.log(usage);
+    return 0;
+  }
+  return opts;
+}
+
+/**
  * The start every pgbench script shares: parse the options (usage errors exit 2, `--help` prints the usage),
  * check that pgbench, psql and PgBouncer are installed and that this is Linux (for /proc), and install the
  * signal handlers and pgbench's tear-down. Returns the options and PgBouncer's version, or an exit code.
@@ -48,17 +67,8 @@ export function startPgbenchScript<O>(
   parse: (argv: string[]) => O | undefined,
   deps: { which: (cmd: string) => boolean; pgbouncerVersion: () => string | undefined; onPgbenchCleanup: () => void },
 ): { opts: O; bouncerVersion: string } | number {
-  let opts: O | undefined;
-  try {
-    opts = parse(process.argv.slice(2));
-  } catch (e) {
-    err(`${(e as Error).message}\n\n${usage}`);
-    return 2;
-  }
-  if (!opts) {
-    console.log(usage);
-    return 0;
-  }
+  const opts = parseCommandLine(usage, parse);
+  if (typeof opts === "number") return opts;
   const missing: string[] = [];
   if (!deps.which("pgbench") || !deps.which("psql")) missing.push("pgbench/psql not found: apt-get install postgresql-client");
   const bouncerVersion = deps.which("pgbouncer") ? deps.pgbouncerVersion() : undefined;
