@@ -88,14 +88,6 @@ function parseOptions(argv: string[]): Options | undefined {
   };
 }
 
-/** Runs a command to completion; throws with its stderr when it fails. */
-async function run(argv: string[], cwd: string, stdout: "pipe" | "ignore" = "ignore"): Promise<string> {
-  const proc = Bun.spawn(argv, { cwd, stdin: "ignore", stdout, stderr: "pipe" });
-  const [text, errText, code] = await Promise.all([stdout === "pipe" ? new Response(proc.stdout).text() : "", new Response(proc.stderr).text(), proc.exited]);
-  if (code !== 0) throw new Error(`${argv.join(" ")} exited ${code}: ${errText.trim().slice(-1000)}`);
-  return text;
-}
-
 function report(a: Attribution, queries: number, top: number, frequency: number): void {
   const samplePeriodUs = 1e6 / frequency;
   const us = (n: number) => fmt((n * samplePeriodUs) / queries, 3);
@@ -171,7 +163,9 @@ async function main(): Promise<number> {
   const dumps = readdirSync(jitDir).filter((f) => /^jit-[\d-]+\.dump$/.test(f));
   if (dumps.length !== 1) throw new Error(`expected one jitdump from pgroute in ${jitDir} (BUN_JSC_useJITDump), found ${dumps.length}: JavaScript functions cannot be named`);
   writeFileSync(mapFile, perfMapText(parseJitdump(readFileSync(join(jitDir, dumps[0]!)))));
-  const script = await run(["perf", "script", "-i", perfData, "--pid", String(pgroute.pid)], dir, "pipe");
+  const ps = Bun.spawnSync(["perf", "script", "-i", perfData, "--pid", String(pgroute.pid)], { cwd: dir, stdout: "pipe", stderr: "pipe" });
+  if (ps.exitCode !== 0) throw new Error(`perf script exited ${ps.exitCode}: ${ps.stderr.toString().trim().slice(-1000)}`);
+  const script = ps.stdout.toString();
   if (o.keep) {
     writeFileSync(join(dir, "perf-script.txt"), script);
     writeFileSync(join(dir, `perf-${pgroute.pid}.map`), readFileSync(mapFile));
