@@ -357,7 +357,7 @@ async function main(): Promise<number> {
   const allOk = all.reduce((s, r) => s + r.ok, 0);
   const allFailed = all.reduce((s, r) => s + r.failed, 0);
   const allMs = Math.max(...all.map((r) => r.ms));
-  const afterQueries = reading(`after SELECT 1 through each of them`);
+  reading(`after SELECT 1 through each of them`);
   const serversAfterQueries = await serverConnections(direct);
 
   // ---- close ----

@@ -4,6 +4,12 @@
  * so statements that differ only in their constants share one cache entry, and the full parser runs once per
  * shape rather than once per statement. It also collects comment text, where routing hints live.
  *
+ * It reads the statement's UTF-8 bytes, as Postgres's own scanner does (every byte ≥ 0x80 is an identifier
+ * character there too): a Query frame is lexed where it arrived, and a byte loop runs about twice as fast as one
+ * over a string's characters. Keys are interned: a shape seen before is recognised by its bytes (a hash and one
+ * comparison) and its key string is the one made the first time, so a cache hit makes no string, and the caches
+ * keyed by it never hash the key again (the string keeps its hash).
+ *
  * It never throws: an unterminated string or comment just ends the shape (the real parser reports the error).
  */
 
@@ -11,7 +17,7 @@ export interface Shape {
   /** The normalized statement text, the cache key. */
   key: string;
   /** Text inside comments, in order (hints are looked for here). */
-  comments: string[];
+  comments: readonly string[];
 }
 
 import { HotCache } from "./cache.ts";
@@ -23,16 +29,18 @@ const DIGIT = 8;
 /** A–Z: lowered in the key. */
 const UPPER = 16;
 
-/** Character classes for ASCII; bytes ≥ 0x80 count as identifier characters, as in Postgres. */
-const cls = new Uint8Array(128);
+/** Character classes by byte; bytes ≥ 0x80 (parts of multibyte characters) are identifier characters, as in Postgres. */
+const cls = new Uint8Array(256);
 for (const c of " \t\n\r\f\v") cls[c.charCodeAt(0)] = SPACE;
 for (let c = 0x61; c <= 0x7a; c++) cls[c] = IDENT_START | IDENT;
 for (let c = 0x41; c <= 0x5a; c++) cls[c] = IDENT_START | IDENT | UPPER;
 cls[0x5f] = IDENT_START | IDENT; // _
 for (let c = 0x30; c <= 0x39; c++) cls[c] = IDENT | DIGIT;
 cls[0x24] = IDENT; // $ inside identifiers
-
-const classOf = (code: number) => (code >= 128 ? IDENT_START | IDENT : cls[code]!);
+for (let c = 0x80; c <= 0xff; c++) cls[c] = IDENT_START | IDENT;
+/** Each byte as it goes into a key: A–Z lowered, everything else as is. */
+const lower = new Uint8Array(256);
+for (let c = 0; c < 256; c++) lower[c] = cls[c]! & UPPER ? c | 0x20 : c;
 
 /**
  * Set when the statement holds something lexically invalid (an unterminated quote or comment, a number with junk
@@ -42,17 +50,16 @@ const classOf = (code: number) => (code >= 128 ? IDENT_START | IDENT : cls[code]
 let invalid = false;
 
 /** Index just past the string literal whose opening quote is at `i`; `backslash` for E'' strings. */
-function skipString(s: string, i: number, backslash: boolean): number {
-  const n = s.length;
+function skipString(s: Uint8Array, i: number, n: number, backslash: boolean): number {
   i++;
   while (i < n) {
-    const c = s.charCodeAt(i);
+    const c = s[i]!;
     if (backslash && c === 0x5c) {
       i += 2;
       continue;
     }
     if (c === 0x27) {
-      if (s.charCodeAt(i + 1) === 0x27) {
+      if (i + 1 < n && s[i + 1] === 0x27) {
         i += 2; // '' is an escaped quote
         continue;
       }
@@ -65,40 +72,42 @@ function skipString(s: string, i: number, backslash: boolean): number {
 }
 
 /** If a dollar-quote tag (`$$` or `$tag$`) starts at `i`, its length; else 0. */
-function dollarTag(s: string, i: number): number {
+function dollarTag(s: Uint8Array, i: number, n: number): number {
   let j = i + 1;
-  const first = s.charCodeAt(j);
+  if (j >= n) return 0;
+  const first = s[j]!;
   if (first === 0x24) return 2;
-  if (!(classOf(first) & IDENT_START)) return 0;
+  if (!(cls[first]! & IDENT_START)) return 0;
   j++;
-  while (j < s.length) {
-    const c = s.charCodeAt(j);
+  while (j < n) {
+    const c = s[j]!;
     if (c === 0x24) return j - i + 1;
-    if (!(classOf(c) & IDENT) || c === 0x24) return 0;
+    if (!(cls[c]! & IDENT)) return 0;
     j++;
   }
   return 0;
 }
 
+/** Where the dollar quote whose tag (`t` bytes) starts at `i` ends: the index past its closing tag, or -1. */
+function closingTag(s: Uint8Array, i: number, t: number, n: number): number {
+  const last = n - t;
+  for (let j = i + t; j <= last; j++) {
+    if (s[j] !== 0x24) continue;
+    let m = 1;
+    while (m < t && s[j + m] === s[i + m]) m++;
+    if (m === t) return j + t;
+  }
+  return -1;
+}
+
 /**
  * Output buffer for the shape, reused across calls (the lexer is synchronous). A key is never longer than its
- * statement — every character of it stands for at least one of the statement's — so one size check per call
- * is enough.
+ * statement — every byte of it stands for at least one of the statement's — plus the invalid marker, so one size
+ * check per call is enough.
  */
-let out = new Uint16Array(4096);
-/** `out`'s bytes, for decoding the key natively (UTF-16 code units in the machine's byte order). */
-let outBytes = Buffer.from(out.buffer);
-
-/** Typed arrays use the machine's byte order: UTF-16LE decoding of `out` is right on little-endian machines only. */
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-function text(len: number): string {
-  // Native decoding costs a third of String.fromCharCode.apply's (a cache hit is mostly this lexer pass).
-  if (LITTLE_ENDIAN) return outBytes.toString("utf16le", 0, len * 2);
-  let s = "";
-  for (let i = 0; i < len; i += 8192) s += String.fromCharCode.apply(null, out.subarray(i, Math.min(len, i + 8192)) as unknown as number[]);
-  return s;
-}
+let out = Buffer.alloc(4096);
+/** A string statement's UTF-8 bytes, reused likewise. */
+let input = Buffer.alloc(4096);
 
 const Q = 0x3f; // '?'
 
@@ -109,94 +118,100 @@ const Q = 0x3f; // '?'
  */
 const NUMBER = /^(?:(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][+-]?\d(?:_?\d)*)?|0[xX](?:_?[0-9a-fA-F])+|0[oO](?:_?[0-7])+|0[bB](?:_?[01])+)$/;
 
+const NO_COMMENTS: readonly string[] = Object.freeze([]);
+
+/** Comment bounds of the statement being lexed, as [from, to) pairs: decoded only when there are any. */
+let commentAt: number[] = [];
+
 /**
- * Reduces `sql` to its {@link Shape}. One pass; a cache hit on a long statement is mostly this loop, so it writes
- * straight into the output buffer (locals, no helper calls for the common tokens: words, spaces, punctuation).
+ * Lexes `sql[from, to)` (UTF-8) into `out`; returns the key's length. One pass; a cache hit on a long statement
+ * is mostly this loop, so it writes straight into the output buffer (locals, no helper calls for the common
+ * tokens: words, spaces, punctuation).
  */
-export function shape(sql: string): Shape {
-  const n = sql.length;
-  if (out.length < n + 2) {
-    out = new Uint16Array(Math.max(n + 2, out.length * 2));
-    outBytes = Buffer.from(out.buffer);
-  }
+function lex(sql: Uint8Array, from: number, n: number): number {
+  if (out.length < n - from + 2) out = Buffer.alloc(Math.max(n - from + 2, out.length * 2));
   const o = out;
-  const comments: string[] = [];
   let l = 0;
   /** Whether a space must separate the next token from the previous one. */
   let sp = false;
   invalid = false;
-  let i = 0;
+  commentAt.length = 0;
+  let i = from;
   while (i < n) {
-    const c = sql.charCodeAt(i);
-    const k = c >= 128 ? IDENT_START | IDENT : cls[c]!;
+    const c = sql[i]!;
+    const k = cls[c]!;
     if (k & SPACE) {
       sp = true;
       i++;
+      while (i < n && cls[sql[i]!]! & SPACE) i++;
       continue;
     }
-    // The space before a token (none at the start); a comment only adds to it (handled below).
-    if (sp && !((c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) || (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a))) {
-      sp = false;
-      if (l > 0) o[l++] = 0x20;
-    }
     if (k & IDENT_START) {
-      // A word, lowered as it is copied.
-      const from = l;
-      o[l++] = k & UPPER ? c | 0x20 : c;
+      // A word, lowered as it is copied, after the space before it (none at the start).
+      if (sp) {
+        sp = false;
+        if (l > 0) o[l++] = 0x20;
+      }
+      const start = l;
+      o[l++] = lower[c]!;
       let j = i + 1;
       while (j < n) {
-        const d = sql.charCodeAt(j);
-        if (d < 128) {
-          const kd = cls[d]!;
-          if (!(kd & IDENT)) break;
-          o[l++] = kd & UPPER ? d | 0x20 : d;
-        } else o[l++] = d;
+        const d = sql[j]!;
+        if (!(cls[d]! & IDENT)) break;
+        o[l++] = lower[d]!;
         j++;
       }
       // E'…', B'…', X'…', N'…' and U&'…' are literals with a prefix.
-      if (j - i === 1) {
-        const next = sql.charCodeAt(j);
+      if (j - i === 1 && j < n) {
+        const after = sql[j]!;
         const p = c | 0x20;
-        if (next === 0x27 && (p === 0x65 || p === 0x62 || p === 0x78 || p === 0x6e)) {
-          l = from;
+        if (after === 0x27 && (p === 0x65 || p === 0x62 || p === 0x78 || p === 0x6e)) {
+          l = start;
           o[l++] = Q;
-          i = skipString(sql, j, p === 0x65);
+          i = skipString(sql, j, n, p === 0x65);
           continue;
         }
-        if (p === 0x75 && next === 0x26 && sql.charCodeAt(j + 1) === 0x27) {
-          l = from;
+        if (p === 0x75 && after === 0x26 && j + 1 < n && sql[j + 1] === 0x27) {
+          l = start;
           o[l++] = Q;
-          i = skipString(sql, j + 1, false);
+          i = skipString(sql, j + 1, n, false);
           continue;
         }
       }
       i = j;
       continue;
     }
+    const next = i + 1 < n ? sql[i + 1]! : 0;
+    // The space before any other token; a comment only adds to it (handled below).
+    if (sp && !((c === 0x2d && next === 0x2d) || (c === 0x2f && next === 0x2a))) {
+      sp = false;
+      if (l > 0) o[l++] = 0x20;
+    }
     // -- line comment, which ends at a carriage return as well as a newline (scan.l: non_newline is [^\n\r]);
     // reading past a lone \r would hide the code after it from the key.
-    if (c === 0x2d && sql.charCodeAt(i + 1) === 0x2d) {
+    if (c === 0x2d && next === 0x2d) {
       let end = i + 2;
-      while (end < n && sql.charCodeAt(end) !== 0x0a && sql.charCodeAt(end) !== 0x0d) end++;
-      comments.push(sql.slice(i + 2, end));
+      while (end < n && sql[end] !== 0x0a && sql[end] !== 0x0d) end++;
+      commentAt.push(i + 2, end);
       i = end;
       sp = true;
       continue;
     }
     // /* block comment */, which nests in Postgres
-    if (c === 0x2f && sql.charCodeAt(i + 1) === 0x2a) {
+    if (c === 0x2f && next === 0x2a) {
       let depth = 1;
       let j = i + 2;
       while (j < n && depth > 0) {
-        if (sql.charCodeAt(j) === 0x2f && sql.charCodeAt(j + 1) === 0x2a) {
+        const d = sql[j]!;
+        if (d === 0x2f && j + 1 < n && sql[j + 1] === 0x2a) {
           depth++;
           j += 2;
-        } else if (sql.charCodeAt(j) === 0x2a && sql.charCodeAt(j + 1) === 0x2f) {
+        } else if (d === 0x2a && j + 1 < n && sql[j + 1] === 0x2f) {
           depth--;
           j += 2;
         } else j++;
       }
-      comments.push(sql.slice(i + 2, depth === 0 ? j - 2 : n));
+      commentAt.push(i + 2, depth === 0 ? j - 2 : n);
       if (depth > 0) invalid = true;
       i = j;
       sp = true;
@@ -204,7 +219,7 @@ export function shape(sql: string): Shape {
     }
     if (c === 0x27) {
       o[l++] = Q;
-      i = skipString(sql, i, false);
+      i = skipString(sql, i, n, false);
       continue;
     }
     if (c === 0x22) {
@@ -212,8 +227,8 @@ export function shape(sql: string): Shape {
       let j = i + 1;
       let closed = false;
       while (j < n) {
-        if (sql.charCodeAt(j) === 0x22) {
-          if (sql.charCodeAt(j + 1) === 0x22) {
+        if (sql[j] === 0x22) {
+          if (j + 1 < n && sql[j + 1] === 0x22) {
             j += 2;
             continue;
           }
@@ -224,64 +239,127 @@ export function shape(sql: string): Shape {
         j++;
       }
       if (!closed) invalid = true;
-      for (let m = i; m < j; m++) o[l++] = sql.charCodeAt(m);
+      for (let m = i; m < j; m++) o[l++] = sql[m]!;
       i = j;
       continue;
     }
     if (c === 0x24) {
-      const d = sql.charCodeAt(i + 1);
-      if (d >= 0x30 && d <= 0x39) {
+      if (cls[next]! & DIGIT) {
         // $1: a parameter, part of the shape.
         o[l++] = c;
         let j = i + 1;
-        while (j < n && classOf(sql.charCodeAt(j)) & DIGIT) o[l++] = sql.charCodeAt(j++);
+        while (j < n && cls[sql[j]!]! & DIGIT) o[l++] = sql[j++]!;
         i = j;
         continue;
       }
-      const t = dollarTag(sql, i);
+      const t = dollarTag(sql, i, n);
       if (t > 0) {
-        const tag = sql.slice(i, i + t);
-        const end = sql.indexOf(tag, i + t);
+        const end = closingTag(sql, i, t, n);
         if (end < 0) invalid = true;
         o[l++] = Q;
-        i = end < 0 ? n : end + t;
+        i = end < 0 ? n : end;
         continue;
       }
       o[l++] = c;
       i++;
       continue;
     }
-    if (k & DIGIT || (c === 0x2e && classOf(sql.charCodeAt(i + 1)) & DIGIT)) {
+    if (k & DIGIT || (c === 0x2e && cls[next]! & DIGIT)) {
       // Numeric constant: digits, '.', exponent, hex/octal/binary prefixes and '_' separators (PG 16+).
       let j = i + 1;
       // In 0x1e+5 the `e` is a hex digit and `+` an operator: only a decimal number has an exponent sign.
-      const hex = c === 0x30 && (sql.charCodeAt(i + 1) | 0x20) === 0x78;
+      const hex = c === 0x30 && (next | 0x20) === 0x78;
+      let plain = k === (IDENT | DIGIT);
       while (j < n) {
-        const d = sql.charCodeAt(j);
-        if (classOf(d) & IDENT || d === 0x2e) j++;
-        else if ((d === 0x2b || d === 0x2d) && !hex && (sql.charCodeAt(j - 1) | 0x20) === 0x65) j++;
-        else break;
+        const d = sql[j]!;
+        const kd = cls[d]!;
+        if (kd & IDENT || d === 0x2e) {
+          if (kd !== (IDENT | DIGIT)) plain = false;
+          j++;
+        } else if ((d === 0x2b || d === 0x2d) && !hex && (sql[j - 1]! | 0x20) === 0x65) {
+          plain = false;
+          j++;
+        } else break;
       }
-      let plain = true;
-      for (let m = i; m < j && plain; m++) plain = classOf(sql.charCodeAt(m)) === (IDENT | DIGIT);
-      if (!plain && !NUMBER.test(sql.slice(i, j))) invalid = true;
+      if (!plain && !NUMBER.test(Buffer.from(sql.buffer, sql.byteOffset + i, j - i).toString("latin1"))) invalid = true;
       o[l++] = Q;
       i = j;
       continue;
     }
-    // Operators and punctuation, one character at a time.
+    // Operators and punctuation, one byte at a time.
     o[l++] = c;
     i++;
   }
   // NUL cannot occur in a query's text (the protocol sends it as a C string), so no valid statement has this key.
-  return { key: invalid ? `${text(l)}\0` : text(l), comments };
+  if (invalid) o[l++] = 0;
+  return l;
+}
+
+/** A shape met before, by its key's bytes; `next` chains keys whose hashes collide. */
+interface Interned {
+  bytes: Buffer;
+  shape: Shape;
+  next: Interned | undefined;
 }
 
 /**
- * Statements at least this long are remembered by their exact text: hashing a string costs about a tenth of
- * lexing it, so a statement sent again verbatim (an ORM's parameterized query, a prepared statement's text at
- * every Execute) skips the lexer. Shorter ones are cheap to lex, and remembering each distinct one (literals
- * inlined) would only churn the cache.
+ * Interned shapes, bounded in bytes: two generations, the older dropped when the young one fills (a shape in
+ * steady use is promoted on its next hit), so memory stays within a few MB whatever clients send.
+ */
+class Interner {
+  private young = new Map<number, Interned>();
+  private old = new Map<number, Interned>();
+  private youngBytes = 0;
+
+  constructor(private readonly maxBytes: number) {}
+
+  /** The shape whose key is `out[0, l)`. */
+  shape(l: number): Shape {
+    const view = out.subarray(0, l);
+    const h = Bun.hash.crc32(view);
+    for (let e = this.young.get(h); e !== undefined; e = e.next) if (e.bytes.equals(view)) return e.shape;
+    for (let e = this.old.get(h); e !== undefined; e = e.next) if (e.bytes.equals(view)) return this.add(h, e.bytes, e.shape);
+    return this.add(h, Buffer.from(view), { key: view.toString("utf8"), comments: NO_COMMENTS });
+  }
+
+  private add(h: number, bytes: Buffer, shape: Shape): Shape {
+    if (this.youngBytes >= this.maxBytes) {
+      this.old = this.young;
+      this.young = new Map();
+      this.youngBytes = 0;
+    }
+    // Key bytes plus the key string (one byte a character for ASCII) and the entry itself.
+    this.youngBytes += 2 * bytes.length + 64;
+    this.young.set(h, { bytes, shape, next: this.young.get(h) });
+    return shape;
+  }
+}
+
+const interned = new Interner(2 << 20);
+
+function shapeBytes(sql: Uint8Array, from: number, to: number): Shape {
+  const l = lex(sql, from, to);
+  const sh = interned.shape(l);
+  if (commentAt.length === 0) return sh;
+  const comments: string[] = [];
+  const b = Buffer.isBuffer(sql) ? sql : Buffer.from(sql.buffer, sql.byteOffset, sql.byteLength);
+  for (let m = 0; m < commentAt.length; m += 2) comments.push(b.toString("utf8", commentAt[m], commentAt[m + 1]));
+  return { key: sh.key, comments };
+}
+
+/** Reduces `sql` to its {@link Shape}. The result may be shared: callers must not change it. */
+export function shape(sql: string): Shape {
+  // UTF-8 takes at most 3 bytes per UTF-16 code unit.
+  if (input.length < 3 * sql.length) input = Buffer.alloc(Math.max(3 * sql.length, 2 * input.length));
+  const n = input.write(sql, 0, "utf8");
+  return shapeBytes(input, 0, n);
+}
+
+/**
+ * Statements at least this long are remembered by their exact text: hashing a string costs less than lexing it,
+ * so a statement sent again verbatim (an ORM's parameterized query, a prepared statement's text at every Execute)
+ * skips the lexer. Shorter ones are cheap to lex, and remembering each distinct one (literals inlined) would only
+ * churn the cache.
  */
 const REMEMBER_FROM = 200;
 /** Beyond this a statement is not remembered: the cache stays within a few MB whatever clients send. */
@@ -289,14 +367,16 @@ const REMEMBER_UP_TO = 8192;
 const remembered = new HotCache<string, Shape>(512);
 
 /**
- * {@link shape}, remembered for long statements by their exact text. The result is shared: callers must not
- * change it.
+ * {@link shape}, remembered for long statements by their exact text. `utf8[from, to)`, when given, is the
+ * statement's own bytes (a Query frame's), which spares encoding it again. The result is shared: callers must
+ * not change it.
  */
-export function shapeOf(sql: string): Shape {
-  if (sql.length < REMEMBER_FROM || sql.length > REMEMBER_UP_TO) return shape(sql);
+export function shapeOf(sql: string, utf8?: Uint8Array, from = 0, to = utf8?.length ?? 0): Shape {
+  const lexed = () => (utf8 === undefined ? shape(sql) : shapeBytes(utf8, from, to));
+  if (sql.length < REMEMBER_FROM || sql.length > REMEMBER_UP_TO) return lexed();
   let s = remembered.get(sql);
   if (s === undefined) {
-    s = shape(sql);
+    s = lexed();
     remembered.set(sql, s);
   }
   return s;

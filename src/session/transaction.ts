@@ -25,7 +25,7 @@ import { F, TxStatus } from "../wire/codes.ts";
 import { MessageWriter, errorResponse, readyForQuery, writeError, type ErrorFields } from "../wire/encode.ts";
 import { concatBytes, copyBytes } from "../wire/bytes.ts";
 import { commandComplete, showReply } from "../wire/results.ts";
-import { decodeQuery } from "../wire/frontend.ts";
+import { decodeQuery, queryEnd } from "../wire/frontend.ts";
 import { PreparedStatements, namesStatements, type Message } from "./prepared.ts";
 import type { SessionSettings } from "./settings.ts";
 import type { SessionPolicy } from "../policy/check.ts";
@@ -243,9 +243,11 @@ export class TransactionRelay extends MessageRelay {
    * admit it (a refused statement spends no token), and it is routed.
    */
   protected query(frame: Uint8Array): void {
+    const end = queryEnd(frame, 5, frame.length);
     const sql = decodeQuery(frame, 5, frame.length);
-    // One lexer pass serves the virtual-setting check, the session effects, the classification and the hints.
-    const sh = shapeOf(sql);
+    // One lexer pass (over the frame's own bytes) serves the virtual-setting check, the session effects, the
+    // classification and the hints.
+    const sh = shapeOf(sql, frame, 5, end);
     const v = virtualSetting(sql, sh.key);
     if (v) {
       if (this.consistency && Consistency.handles(v.name)) return this.consistencySetting(v);

@@ -83,7 +83,12 @@ export function decodeExecute(buf: Uint8Array, start: number, end: number): stri
 
 /** Query ('Q'): the query string. */
 export function decodeQuery(buf: Uint8Array, start: number, end: number): string {
+  return utf8(buf, start, queryEnd(buf, start, end));
+}
+
+/** Where a Query's text ends (its NUL): {@link decodeQuery} decodes `buf[start, queryEnd)`. */
+export function queryEnd(buf: Uint8Array, start: number, end: number): number {
   // The query string is the whole body, NUL last: no search needed.
-  if (end > start && buf[end - 1] === 0) return utf8(buf, start, end - 1);
-  return cstring(buf, start, end)[0];
+  if (end > start && buf[end - 1] === 0) return end - 1;
+  return cstringEnd(buf, start, end) - 1;
 }

@@ -283,7 +283,19 @@ describe("a client that does not read its results", () => {
         await raw.loginTrust(TRUST_LOGIN);
         setReading(raw, false);
         raw.send(query(bigQuery(200_000, tag)));
-        await until("pgroute to drop the client", () => sessionsOf(p.proxy).length === 0, 20_000);
+        // Where the kernel's buffers cut the stream decides how much pgroute holds once the client stops reading.
+        // Should that stay within the limit, the client is only paused there; it then reads a little and stops
+        // again, which makes a new cut, until one leaves more than the limit.
+        const dropped = () => sessionsOf(p.proxy).length === 0;
+        for (let cut = 1; !dropped(); cut++) {
+          expect(cut).toBeLessThanOrEqual(20);
+          const [session] = sessionsOf(p.proxy);
+          await until("pgroute to drop the client or hold its results", () => dropped() || queuedFor(session!) > 0, 20_000);
+          if (dropped()) break;
+          setReading(raw, true);
+          await until("pgroute to deliver what it held", () => dropped() || queuedFor(session!) === 0, 20_000);
+          setReading(raw, false);
+        }
         expect(lines.some((l) => /WARN  client_buffer_exceeded .*limit=1024/.test(l))).toBe(true);
         // The server connection had results in flight: closed, so its backend goes away rather than back to the pool.
         await until("the server backend to end", async () => (await running()) === 0, 20_000);

@@ -165,6 +165,33 @@ describe("shapeOf: long statements remembered by their exact text", () => {
   });
 
   test("short and very long statements are lexed every time, not remembered", () => {
-    for (const sql of ["select 1 where x = 'a'", long(2000)]) expect(shapeOf(sql)).not.toBe(shapeOf(sql));
+    // With a comment, each lexer pass makes its own shape (its comments are the statement's own).
+    for (const sql of ["select 1 where x = 'a' -- c", long(2000)]) expect(shapeOf(sql)).not.toBe(shapeOf(sql));
+  });
+
+  test("the statement's own bytes (a Query frame's) give the shape its text gives", () => {
+    for (const sql of ["SELECT 1 /* pgroute: replica */", "select ünïcödé, 'x' from tåble -- é", long(30), long(2000)]) {
+      const frame = Buffer.concat([Buffer.from("Q\0\0\0\0"), Buffer.from(sql), Buffer.from([0])]);
+      expect(shapeOf(sql, frame, 5, frame.length - 1)).toEqual(shape(sql));
+    }
+  });
+});
+
+describe("shape: interned keys", () => {
+  test("statements of one shape without comments get one shape object", () => {
+    expect(shape("SELECT * FROM t WHERE id = 1")).toBe(shape("select * from t where id = 2"));
+  });
+
+  test("keys whose hashes collide stay apart", () => {
+    // The interning table is keyed by CRC-32 and compares the bytes: these two keys have the same CRC-32.
+    const [a, b] = ["select uejgtcuo from t", "select iiwucoup from t"];
+    expect(Bun.hash.crc32(a)).toBe(Bun.hash.crc32(b));
+    expect([key(a), key(b), key(a), key(b)]).toEqual([a, b, a, b]);
+  });
+
+  test("keys stay right while far more shapes pass than the table keeps", () => {
+    const sql = (i: number) => `select c${i}, ${"x".repeat((i % 300) + 1)} from t${i} where id = ${i}`;
+    for (let i = 0; i < 30_000; i++) expect(key(sql(i))).toBe(`select c${i}, ${"x".repeat((i % 300) + 1)} from t${i} where id = ?`);
+    expect(key(sql(7))).toBe(`select c7, xxxxxxxx from t7 where id = ?`);
   });
 });
