@@ -57,7 +57,6 @@ export class Pool {
   private sweeper: ReturnType<typeof setInterval>;
   private closed = false;
   /** Connections opened under settings a reload replaced: closed instead of reused once they are idle. */
-  private readonly stale = new WeakSet<ServerConn>();
   private readonly now: () => number;
   readonly counters: NodeCounters;
   /** An operator drained the node: connections are closed as they come back instead of pooled. */
@@ -90,7 +89,7 @@ export class Pool {
     Object.assign(this.opts, update);
     if (update.node) this.node = update.node;
     if (update.credentials) this.credentials = update.credentials;
-    for (const c of this.all) this.stale.add(c);
+    for (const c of this.all) c.stale = true;
     this.closeIdle();
     clearInterval(this.sweeper);
     this.sweeper = this.startSweeper();
@@ -208,7 +207,7 @@ export class Pool {
     if (this.closed || this.waiters.length > 0) return null;
     const now = this.now();
     for (let c = this.idle.pop(); c; c = this.idle.pop()) {
-      if (c.closed || this.expired(c)) {
+      if (c.closed || this.expired(c, now)) {
         this.discard(c);
         continue;
       }
@@ -229,12 +228,13 @@ export class Pool {
       conn.afterCancel = () => this.release(conn);
       return;
     }
-    if (conn.closed || !conn.idle || this.closed || this.draining || this.expired(conn)) {
+    const now = this.now();
+    if (conn.closed || !conn.idle || this.closed || this.draining || this.expired(conn, now)) {
       this.discard(conn);
       return;
     }
     conn.attach(null, "tracked");
-    conn.idleSince = this.now();
+    conn.idleSince = now;
     const w = this.waiters.shift();
     if (w) {
       clearTimeout(w.timer);
@@ -298,14 +298,14 @@ export class Pool {
   private takeIdle(): ServerConn | undefined {
     // LIFO: the most recently used connection is the warmest and lets the others age out.
     for (let c = this.idle.pop(); c; c = this.idle.pop()) {
-      if (!c.closed && !this.expired(c)) return c;
+      if (!c.closed && !this.expired(c, this.now())) return c;
       this.discard(c);
     }
     return undefined;
   }
 
-  private expired(c: ServerConn): boolean {
-    return this.stale.has(c) || this.now() - c.createdAt >= this.opts.config.max_lifetime_ms;
+  private expired(c: ServerConn, now: number): boolean {
+    return c.stale || now - c.createdAt >= this.opts.config.max_lifetime_ms;
   }
 
   /** A connection idle longer than `validate_after` is pinged first; a dead one is replaced transparently. */
@@ -397,7 +397,7 @@ export class Pool {
   private sweep(): void {
     const now = this.now();
     for (const c of [...this.idle]) {
-      if (c.closed || now - c.idleSince >= this.opts.config.idle_timeout_ms || this.expired(c)) {
+      if (c.closed || now - c.idleSince >= this.opts.config.idle_timeout_ms || this.expired(c, now)) {
         this.opts.log.debug("server_closed_idle", { pool: this.name, conn: c.id });
         this.forget(c);
         this.idle.splice(this.idle.indexOf(c), 1);

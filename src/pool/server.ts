@@ -123,6 +123,8 @@ export class ServerConn implements FrameSink, OutboxOwner {
   /** Transaction status from the latest ReadyForQuery. */
   txStatus: number = TxStatus.Idle;
   readonly createdAt = Date.now();
+  /** Opened with settings a reload has since changed: closed when it comes back rather than pooled again. */
+  stale = false;
   /** Made once: no closure per chunk. */
   private readonly feedDemux = (chunk: Uint8Array) => this.demux.feed(chunk);
   /** When it last went idle (returned to its pool). */

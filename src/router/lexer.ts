@@ -295,6 +295,19 @@ function lex(sql: Uint8Array, from: number, n: number): number {
   return l;
 }
 
+/** Keys up to this many bytes are hashed (FNV-1a) and compared in JavaScript, longer ones natively (CRC-32). */
+const SHORT_KEY = 64;
+const FNV_OFFSET = 0x811c9dc5;
+const FNV_PRIME = 0x01000193;
+
+/** Whether `bytes` is the key `out[0, l)` (`view` is that key as a view, for long keys). */
+function sameKey(bytes: Buffer, l: number, view: Buffer | undefined): boolean {
+  if (bytes.length !== l) return false;
+  if (view !== undefined) return bytes.equals(view);
+  for (let i = 0; i < l; i++) if (bytes[i] !== out[i]) return false;
+  return true;
+}
+
 /** A shape met before, by its key's bytes; `next` chains keys whose hashes collide. */
 interface Interned {
   bytes: Buffer;
@@ -315,11 +328,16 @@ class Interner {
 
   /** The shape whose key is `out[0, l)`. */
   shape(l: number): Shape {
-    const view = out.subarray(0, l);
-    const h = Bun.hash.crc32(view);
-    for (let e = this.young.get(h); e !== undefined; e = e.next) if (e.bytes.equals(view)) return e.shape;
-    for (let e = this.old.get(h); e !== undefined; e = e.next) if (e.bytes.equals(view)) return this.add(h, e.bytes, e.shape);
-    return this.add(h, Buffer.from(view), { key: view.toString("utf8"), comments: NO_COMMENTS });
+    // A short key is hashed and compared in JavaScript (cheaper than two calls into the runtime and a view);
+    // a long one natively.
+    let view: Buffer | undefined;
+    let h = FNV_OFFSET;
+    if (l <= SHORT_KEY) for (let i = 0; i < l; i++) h = Math.imul(h ^ out[i]!, FNV_PRIME);
+    else h = Bun.hash.crc32((view = out.subarray(0, l)));
+    for (let e = this.young.get(h); e !== undefined; e = e.next) if (sameKey(e.bytes, l, view)) return e.shape;
+    for (let e = this.old.get(h); e !== undefined; e = e.next) if (sameKey(e.bytes, l, view)) return this.add(h, e.bytes, e.shape);
+    const bytes = Buffer.from(out.subarray(0, l));
+    return this.add(h, bytes, { key: bytes.toString("utf8"), comments: NO_COMMENTS });
   }
 
   private add(h: number, bytes: Buffer, shape: Shape): Shape {

@@ -183,10 +183,16 @@ describe("shape: interned keys", () => {
   });
 
   test("keys whose hashes collide stay apart", () => {
-    // The interning table is keyed by CRC-32 and compares the bytes: these two keys have the same CRC-32.
-    const [a, b] = ["select uejgtcuo from t", "select iiwucoup from t"];
-    expect(Bun.hash.crc32(a)).toBe(Bun.hash.crc32(b));
-    expect([key(a), key(b), key(a), key(b)]).toEqual([a, b, a, b]);
+    // The interning table is keyed by a hash of the key and compares the bytes: FNV-1a for keys up to 64 bytes,
+    // CRC-32 for longer ones. Each pair here has the same hash.
+    const fnv1a = (s: string) => [...Buffer.from(s)].reduce((h, b) => Math.imul(h ^ b, 0x01000193), 0x811c9dc5);
+    const short = ["select erbadxps from t", "select snlyokol from t"] as const;
+    const tail = " from a_table_with_a_rather_long_name_to_pass_the_short_key_limit";
+    const long = [`select hznydjui${tail}`, `select qizmplpn${tail}`] as const;
+    expect(fnv1a(short[0])).toBe(fnv1a(short[1]));
+    expect(Bun.hash.crc32(long[0])).toBe(Bun.hash.crc32(long[1]));
+    expect(long[0].length).toBeGreaterThan(64);
+    for (const [a, b] of [short, long]) expect([key(a), key(b), key(a), key(b)]).toEqual([a, b, a, b]);
   });
 
   test("keys stay right while far more shapes pass than the table keeps", () => {
