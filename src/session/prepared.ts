@@ -7,7 +7,7 @@
  * one, unnamed statements untouched.
  */
 import { serialize } from "pg-protocol";
-import { concatBytes } from "../wire/bytes.ts";
+import { concatBytes, copyInto } from "../wire/bytes.ts";
 import type { Pending } from "../pool/demux.ts";
 import type { ServerConn } from "../pool/server.ts";
 import { Lru } from "../router/cache.ts";
@@ -180,10 +180,13 @@ export class PreparedStatements {
     const executedAt: number[] = [];
     const namedParses: string[] = [];
     let unnamed = this.unnamedText;
-    const named = new Map<string, string>();
-    const portals = new Map<string, { text: string; at: number }>();
-    const textOf = (name: string) => (name === "" ? unnamed : (named.get(name) ?? this.statements.get(name)?.query));
-    batch.forEach((m, i) => {
+    // Made only for a batch that names statements or portals: most bind the unnamed portal to a statement.
+    let named: Map<string, string> | undefined;
+    let portals: Map<string, { text: string; at: number }> | undefined;
+    let unnamedPortal: { text: string; at: number } | undefined;
+    const textOf = (name: string) => (name === "" ? unnamed : (named?.get(name) ?? this.statements.get(name)?.query));
+    for (let i = 0; i < batch.length; i++) {
+      const m = batch[i]!;
       const msg = m.frame; // decoders take offsets: the body starts at 5, after type and length
       try {
         switch (m.type) {
@@ -191,20 +194,22 @@ export class PreparedStatements {
             const p = decodeParse(msg, 5, msg.length);
             if (p.name === "") unnamed = p.query;
             else {
-              named.set(p.name, p.query);
+              (named ??= new Map()).set(p.name, p.query);
               namedParses.push(p.name);
             }
             break;
           }
           case F.Bind: {
             const b = decodeBind(msg, 5, msg.length);
-            const t = textOf(b.statement);
-            if (t !== undefined) portals.set(b.portal, { text: t, at: i });
+            const text = textOf(b.statement);
+            if (text === undefined) break;
+            if (b.portal === "") unnamedPortal = { text, at: i };
+            else (portals ??= new Map()).set(b.portal, { text, at: i });
             break;
           }
           case F.Execute: {
             const portal = decodeExecute(msg, 5, msg.length);
-            const bound = portals.get(portal);
+            const bound = portal === "" ? unnamedPortal : portals?.get(portal);
             const t = bound?.text ?? this.portalText.get(portal);
             if (t !== undefined) {
               executed.push(t);
@@ -216,7 +221,7 @@ export class PreparedStatements {
       } catch {
         // A malformed message is the server's to reject; it does not change where the batch goes.
       }
-    });
+    }
     return { executed, executedAt, named: namedParses };
   }
 
@@ -253,26 +258,11 @@ export class PreparedStatements {
     const out: Uint8Array[] = [];
     const entries: Pending[] = [];
     const ops: SessionOp[] = [];
-    /** Statements this batch relies on, anywhere in it: never evicted to make room for another one of it. */
-    const inUse = this.referenced(batch);
-
-    const ensure = (s: Statement) => {
-      inUse.add(s.name);
-      if (conn.prepared.has(s.name)) {
-        conn.prepared.touch(s.name);
-        this.registry.hits++;
-        return;
-      }
-      this.registry.misses++;
-      this.evictFor(conn, inUse, out, entries);
-      out.push(s.parse);
-      conn.prepared.set(s.name, true);
-      entries.push(this.track({ end: "parse", mode: "swallow", onSwallowedError: relayError, fail: () => conn.prepared.delete(s.name) }));
-    };
-    const poison = (error: Uint8Array) => {
-      out.push(POISON);
-      entries.push({ end: "parse", mode: "forward", replaceError: error });
-    };
+    /**
+     * Statements this batch relies on: never evicted to make room for another one of it. Those met so far are
+     * added as they come; the rest of the batch is looked at only when a statement must be evicted.
+     */
+    const inUse = new Set<string>();
 
     for (const m of batch) {
       const type = m.type;
@@ -281,7 +271,7 @@ export class PreparedStatements {
         // A refused Parse: as after a failed one, the unnamed statement is gone and no name is created.
         this.unnamedOps = [];
         this.unnamedText = "";
-        poison(m.refusal);
+        poison(out, entries, m.refusal);
         continue;
       }
       switch (type) {
@@ -295,7 +285,7 @@ export class PreparedStatements {
             break;
           }
           if (this.statements.has(p.name)) {
-            poison(stmtError("42P05", `prepared statement "${p.name}" already exists`));
+            poison(out, entries, stmtError("42P05", `prepared statement "${p.name}" already exists`));
             break;
           }
           const s = this.registry.get(p.query, p.types);
@@ -311,7 +301,7 @@ export class PreparedStatements {
             entries.push(this.track({ local: parseComplete, fail: forget }));
           } else {
             this.registry.misses++;
-            this.evictFor(conn, inUse, out, entries);
+            this.evictFor(conn, batch, inUse, out, entries);
             out.push(s.parse);
             conn.prepared.set(s.name, true);
             entries.push(
@@ -338,10 +328,10 @@ export class PreparedStatements {
           }
           const s = this.statements.get(b.statement);
           if (!s) {
-            poison(stmtError("26000", `prepared statement "${b.statement}" does not exist`));
+            poison(out, entries, stmtError("26000", `prepared statement "${b.statement}" does not exist`));
             break;
           }
-          ensure(s);
+          this.ensure(s, conn, batch, inUse, out, entries);
           this.portalOps.set(b.portal, s.ops);
           this.portalText.set(b.portal, s.query);
           out.push(renamedBind(msg, b.statementAt, b.rest, s.nameBytes));
@@ -357,10 +347,10 @@ export class PreparedStatements {
           }
           const s = this.statements.get(d.name);
           if (!s) {
-            poison(stmtError("26000", `prepared statement "${d.name}" does not exist`));
+            poison(out, entries, stmtError("26000", `prepared statement "${d.name}" does not exist`));
             break;
           }
-          ensure(s);
+          this.ensure(s, conn, batch, inUse, out, entries);
           out.push(new Uint8Array(serialize.describe({ type: "S", name: s.name })));
           entries.push({ end: "describe", mode: "forward" });
           break;
@@ -407,6 +397,21 @@ export class PreparedStatements {
     return { bytes: concatBytes(out), entries, ops };
   }
 
+  /** Prepares statement `s` on `conn` ahead of a message that uses it, unless the connection has it already. */
+  private ensure(s: Statement, conn: ServerConn, batch: readonly Message[], inUse: Set<string>, out: Uint8Array[], entries: Pending[]): void {
+    inUse.add(s.name);
+    if (conn.prepared.has(s.name)) {
+      conn.prepared.touch(s.name);
+      this.registry.hits++;
+      return;
+    }
+    this.registry.misses++;
+    this.evictFor(conn, batch, inUse, out, entries);
+    out.push(s.parse);
+    conn.prepared.set(s.name, true);
+    entries.push(this.track({ end: "parse", mode: "swallow", onSwallowedError: relayError, fail: () => conn.prepared.delete(s.name) }));
+  }
+
   /** Server-side names of the statements a batch parses, binds or describes. */
   private referenced(batch: readonly Message[]): Set<string> {
     const names = new Set<string>();
@@ -433,8 +438,9 @@ export class PreparedStatements {
    * Makes room for one more statement on the connection, closing the least recently used ones this batch does not
    * use. (When the batch itself uses more than the capacity, the connection holds more until a later batch.)
    */
-  private evictFor(conn: ServerConn, inUse: Set<string>, out: Uint8Array[], entries: Pending[]): void {
+  private evictFor(conn: ServerConn, batch: readonly Message[], inUse: Set<string>, out: Uint8Array[], entries: Pending[]): void {
     if (conn.prepared.size < conn.preparedCapacity) return;
+    for (const name of this.referenced(batch)) inUse.add(name);
     for (const victim of [...conn.prepared.keys()]) {
       if (conn.prepared.size < conn.preparedCapacity) return;
       if (inUse.has(victim)) continue;
@@ -446,15 +452,21 @@ export class PreparedStatements {
   }
 }
 
+/** A message the server must fail in place of one pgroute refused: its error is swapped for `error`. */
+function poison(out: Uint8Array[], entries: Pending[], error: Uint8Array): void {
+  out.push(POISON);
+  entries.push({ end: "parse", mode: "forward", replaceError: error });
+}
+
 /** A Bind message with its statement name replaced: type, portal and the rest copied as they are. */
 function renamedBind(msg: Uint8Array, statementAt: number, rest: number, name: Uint8Array): Uint8Array {
   const total = statementAt + name.length + 1 + (msg.length - rest);
   const out = new Uint8Array(total);
-  out.set(msg.subarray(0, statementAt));
+  copyInto(out, 0, msg, 0, statementAt);
   putInt32(out, 1, total - 1);
-  out.set(name, statementAt);
+  copyInto(out, statementAt, name, 0, name.length);
   out[statementAt + name.length] = 0;
-  out.set(msg.subarray(rest), statementAt + name.length + 1);
+  copyInto(out, statementAt + name.length + 1, msg, rest, msg.length);
   return out;
 }
 

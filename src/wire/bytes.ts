@@ -8,10 +8,19 @@ export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
   const out = new Uint8Array(len);
   let o = 0;
   for (const p of parts) {
-    out.set(p, o);
+    copyInto(out, o, p, 0, p.length);
     o += p.length;
   }
   return out;
+}
+
+/** Parts up to this many bytes are copied in JavaScript: cheaper than a call into the runtime for a few bytes. */
+const SHORT_COPY = 64;
+
+/** Copies `src[from, to)` into `dst` at `at`. */
+export function copyInto(dst: Uint8Array, at: number, src: Uint8Array, from: number, to: number): void {
+  if (to - from <= SHORT_COPY) for (let i = from; i < to; i++) dst[at++] = src[i]!;
+  else dst.set(src.subarray(from, to), at);
 }
 
 /**
