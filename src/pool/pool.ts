@@ -33,7 +33,9 @@ export interface PoolOptions {
 interface Waiter {
   resolve: (conn: ServerConn) => void;
   reject: (err: PgError) => void;
-  timer: ReturnType<typeof setTimeout>;
+  /** `performance.now()` past which it gets 53300 (checkout_timeout). */
+  deadline: number;
+  timeoutMs: number;
 }
 
 const BACKOFF_MIN_MS = 100;
@@ -52,6 +54,13 @@ export class Pool {
   private readonly all = new Set<ServerConn>();
   private connecting = 0;
   private readonly waiters: Waiter[] = [];
+  /**
+   * One timer for every waiter's checkout timeout, armed for the earliest deadline: a timer per wait would be set
+   * and cleared for nearly every request while clients outnumber connections.
+   */
+  private waitTimer: ReturnType<typeof setTimeout> | null = null;
+  /** When it fires (`performance.now()`). */
+  private waitTimerAt = Number.POSITIVE_INFINITY;
   private backoffMs = 0;
   private lastFailure: { at: number; error: PgError } | null = null;
   private sweeper: ReturnType<typeof setInterval>;
@@ -103,10 +112,7 @@ export class Pool {
     if (this.closed) return;
     this.closed = true;
     clearInterval(this.sweeper);
-    for (const w of this.waiters.splice(0)) {
-      clearTimeout(w.timer);
-      w.reject(new PgError("08006", `pool ${this.name} was removed by a configuration reload`));
-    }
+    this.rejectWaiters(new PgError("08006", `pool ${this.name} was removed by a configuration reload`));
     this.closeIdle();
   }
 
@@ -177,29 +183,63 @@ export class Pool {
     const conn = this.takeIdle();
     if (conn) return this.validated(conn);
     return new Promise((resolve, reject) => {
-      const timeout = this.opts.config.checkout_timeout_ms;
+      const timeoutMs = this.opts.config.checkout_timeout_ms;
       const since = performance.now();
-      const waiter: Waiter = {
+      this.waiters.push({
         resolve: (c) => {
           this.counters.waits.observe((performance.now() - since) / 1000);
           resolve(c);
         },
         reject,
-        timer: setTimeout(() => {
-          this.removeWaiter(waiter);
-          reject(
-            new PgError(
-              "53300",
-              `no server connection available in pool "${this.name}" within checkout_timeout (${timeout} ms)`,
-              "ERROR",
-              `all ${this.opts.config.size} connections of the pool are in use`,
-            ),
-          );
-        }, timeout),
-      };
-      this.waiters.push(waiter);
+        deadline: since + timeoutMs,
+        timeoutMs,
+      });
+      if (since + timeoutMs < this.waitTimerAt) this.armWaitTimer(since + timeoutMs, since);
       this.grow();
     });
+  }
+
+  /** Fails waiters whose checkout timeout passed, and waits for the next deadline. */
+  private readonly expireWaiters = (): void => {
+    this.waitTimer = null;
+    this.waitTimerAt = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    let next = Number.POSITIVE_INFINITY;
+    // In arrival order, mostly by deadline too; a reload may change the timeout for later ones, so all are looked at.
+    for (let i = 0; i < this.waiters.length; ) {
+      const w = this.waiters[i]!;
+      if (w.deadline > now) {
+        next = Math.min(next, w.deadline);
+        i++;
+        continue;
+      }
+      this.waiters.splice(i, 1);
+      w.reject(
+        new PgError(
+          "53300",
+          `no server connection available in pool "${this.name}" within checkout_timeout (${w.timeoutMs} ms)`,
+          "ERROR",
+          `all ${this.opts.config.size} connections of the pool are in use`,
+        ),
+      );
+    }
+    if (next !== Number.POSITIVE_INFINITY) this.armWaitTimer(next, now);
+  };
+
+  private armWaitTimer(at: number, now: number): void {
+    if (this.waitTimer) clearTimeout(this.waitTimer);
+    this.waitTimerAt = at;
+    // Unreferenced: once its waiters are served it may still be pending, and that must not keep a process alive.
+    this.waitTimer = setTimeout(this.expireWaiters, Math.max(1, Math.ceil(at - now)));
+    this.waitTimer.unref();
+  }
+
+  /** Fails every waiter with `err`. */
+  private rejectWaiters(err: PgError): void {
+    if (this.waitTimer) clearTimeout(this.waitTimer);
+    this.waitTimer = null;
+    this.waitTimerAt = Number.POSITIVE_INFINITY;
+    for (const w of this.waiters.splice(0)) w.reject(err);
   }
 
   /** An idle connection that needs no validation, leased at once; null when there is none (use `acquire`). */
@@ -235,12 +275,9 @@ export class Pool {
     }
     conn.attach(null, "tracked");
     conn.idleSince = now;
+    // Straight to the first waiter: it was in use until now, so it needs no validation.
     const w = this.waiters.shift();
-    if (w) {
-      clearTimeout(w.timer);
-      this.validated(conn).then(w.resolve, w.reject);
-      return;
-    }
+    if (w) return w.resolve(conn);
     this.idle.push(conn);
   }
 
@@ -285,10 +322,7 @@ export class Pool {
   close(): void {
     this.closed = true;
     clearInterval(this.sweeper);
-    for (const w of this.waiters.splice(0)) {
-      clearTimeout(w.timer);
-      w.reject(new PgError("57P01", `pool ${this.name} is shutting down`, "FATAL"));
-    }
+    this.rejectWaiters(new PgError("57P01", `pool ${this.name} is shutting down`, "FATAL"));
     for (const c of this.all) c.close();
     this.counters.closed += this.all.size;
     this.all.clear();
@@ -321,21 +355,13 @@ export class Pool {
     }
   }
 
-  private removeWaiter(w: Waiter): void {
-    const i = this.waiters.indexOf(w);
-    if (i >= 0) this.waiters.splice(i, 1);
-  }
-
   /** Opens connections for waiting clients, within the pool size and the login backoff. */
   private grow(): void {
     while (!this.closed && this.waiters.length > this.connecting && this.all.size + this.connecting < this.opts.config.size) {
       const f = this.lastFailure;
       if (f && this.now() - f.at < this.backoffMs) {
         // Logins are failing: tell the waiters why instead of hammering the server.
-        for (const w of this.waiters.splice(0)) {
-          clearTimeout(w.timer);
-          w.reject(f.error);
-        }
+        this.rejectWaiters(f.error);
         return;
       }
       this.connecting++;
@@ -367,10 +393,7 @@ export class Pool {
       this.opts.log.warn("server_login_failed", { pool: this.name, code: e.code, error: e.message, retry_ms: this.backoffMs });
       this.opts.onLoginFailed?.(e);
       // The clients waiting now get the server's own error rather than a timeout.
-      for (const w of this.waiters.splice(0)) {
-        clearTimeout(w.timer);
-        w.reject(e);
-      }
+      this.rejectWaiters(e);
       return;
     }
     this.connecting--;
@@ -387,10 +410,8 @@ export class Pool {
     this.opts.log.debug("server_connected", { pool: this.name, conn: conn.id, size: this.all.size });
     conn.attach(null, "tracked");
     const w = this.waiters.shift();
-    if (w) {
-      clearTimeout(w.timer);
-      w.resolve(conn);
-    } else this.idle.push(conn);
+    if (w) w.resolve(conn);
+    else this.idle.push(conn);
   }
 
   /** Closes idle connections past `idle_timeout` or `max_lifetime`. */

@@ -9,6 +9,7 @@ import postgres from "postgres";
 import type { DevCluster } from "../../src/devcluster/index.ts";
 import { testCluster } from "../support/cluster.ts";
 import { backends, ownDatabase, waitFor, type OwnDatabase } from "../support/pool-db.ts";
+import { pace } from "../support/wait.ts";
 import { startPoolProxy } from "../support/pool-proxy.ts";
 import { exchange, pbe, rawLogin, sync, views } from "../support/pool-raw.ts";
 import type { TestProxy } from "../support/proxy.ts";
@@ -64,6 +65,43 @@ test("checkout_timeout: ERROR 53300 naming the timeout and the pool; the session
     } finally {
       await holder.end({ timeout: 1 });
       await waiter.end({ timeout: 1 });
+    }
+  });
+});
+
+test("checkout_timeout with waiters arriving one after another: each gets its own full wait; one served in time never fails later", async () => {
+  await withProxy({ size: 1, checkout_timeout: "400ms" }, {}, async (tp) => {
+    const [holder, first, second, served] = [connect(tp), connect(tp), connect(tp), connect(tp)];
+    try {
+      for (const c of [holder, first, second, served]) await pidOf(c);
+      await holder.unsafe("begin");
+      await holder.unsafe("select 1");
+      const timed = async (sql: postgres.Sql) => {
+        const started = Date.now();
+        const result = await sql`select 'got it' as s`.then(
+          (rows) => [...rows],
+          (e: postgres.PostgresError) => e.code,
+        );
+        return { result, waited: Date.now() - started };
+      };
+      const a = timed(first);
+      await pace(200); // the second one arrives while the first is still waiting
+      const b = timed(second);
+      const [ra, rb] = [await a, await b];
+      expect(ra.result).toBe("53300");
+      expect(rb.result).toBe("53300");
+      // The second waited its own 400 ms, not just until the first one's deadline.
+      for (const r of [ra, rb]) expect(r.waited).toBeGreaterThanOrEqual(350);
+      for (const r of [ra, rb]) expect(r.waited).toBeLessThan(3000);
+      // A third is handed the connection before its deadline and keeps it: no 53300 arrives afterwards.
+      const c = timed(served);
+      await pace(100);
+      await holder.unsafe("commit");
+      expect((await c).result).toEqual([{ s: "got it" }]);
+      await pace(500);
+      expect([...(await served`select 'still fine' as s`)]).toEqual([{ s: "still fine" }]);
+    } finally {
+      for (const c of [holder, first, second, served]) await c.end({ timeout: 1 });
     }
   });
 });
