@@ -55,8 +55,9 @@ Options:
   --secret KIND  what both proxies are given to check SCRAM logins: "plain" (default) the password, or
                  "verifier" PostgreSQL's stored SCRAM verifier (then both log in to PostgreSQL by SCRAM
                  pass-through). PgBouncer 1.18 runs PBKDF2 on every client login with a plaintext password.
-  --no-floor     leave out the runtime's floor (bun-relay: a plain Bun TCP relay, no protocol work), which
-                 otherwise runs beside the three targets
+  --no-floor     leave out the references: the runtime's floor (bun-relay: a plain Bun TCP relay, no protocol
+                 work) beside the three targets, and in the prepared row PgBouncer in session mode (C, a
+                 server connection per client, statements untouched), which otherwise run
   --profile DIR  run pgroute under Bun's CPU profiler (--cpu-prof --cpu-prof-md); the profile is written
                  into DIR when pgroute stops at the end (profiling slows pgroute down: not for the numbers)
   --json FILE    also write the results as JSON
@@ -66,8 +67,11 @@ Options:
  * `bun-relay` is the runtime's floor (bench/lib/relay.ts): a plain TCP relay on Bun's sockets, one server
  * connection per client and no protocol work — what any proxy running on Bun pays per query on this machine before
  * it does anything of its own. It is not a contender; it shows which targets are within reach of the runtime.
+ * `pgbouncer-session` runs only in the prepared row, where PgBouncer fails in transaction mode: PgBouncer in
+ * session mode with a server connection per client, passing statements through as they are — what a proxy written
+ * in C reaches on this machine with prepared statements, against the issue's "≥ 0.75× direct".
  */
-type TargetName = "direct" | "pgroute" | "pgbouncer" | "bun-relay";
+type TargetName = "direct" | "pgroute" | "pgbouncer" | "bun-relay" | "pgbouncer-session";
 const CONTENDERS: readonly TargetName[] = ["direct", "pgroute", "pgbouncer"];
 
 interface Row {
@@ -99,7 +103,7 @@ interface Options {
   warmup: number;
   rows: Row[];
   secret: "plain" | "verifier";
-  /** Run bun-relay beside the three targets. */
+  /** Run the references (bun-relay; pgbouncer-session in the prepared row) beside the three targets. */
   floor: boolean;
   profile: string | undefined;
   json: string | undefined;
@@ -284,7 +288,9 @@ async function main(): Promise<number> {
     if (!up.scramVerifier.startsWith("SCRAM-SHA-256$")) throw new Error(`the role's password is not stored as a SCRAM verifier`);
   }
   const maxConnections = Number(await psqlValue(direct, "SHOW max_connections"));
-  const needConnections = Math.max(...o.rows.map((r) => r.clients)) + 2 * o.pool + 5;
+  const preparedClients = o.floor ? Math.max(0, ...o.rows.filter((r) => r.protocol === "prepared").map((r) => r.clients)) : 0;
+  // Direct runs (or the relay's) beside both pools and PgBouncer's session-mode pool, which stays open.
+  const needConnections = Math.max(...o.rows.map((r) => r.clients)) + 2 * o.pool + preparedClients + 5;
   if (!(maxConnections >= needConnections)) {
     throw new Error(`PostgreSQL max_connections is ${maxConnections}; the direct runs and both pools need at least ${needConnections}`);
   }
@@ -318,10 +324,30 @@ async function main(): Promise<number> {
   while (relayPort === pgroutePort || relayPort === bouncerPort) relayPort = await freePort();
   const relay = o.floor ? await startBunRelay(relayPort, up) : undefined;
   if (relay) addDiagnostic("bun-relay log", relay.logFile);
-  const targets: TargetName[] = relay ? [...CONTENDERS, "bun-relay"] : [...CONTENDERS];
-  const proxies: Record<TargetName, ProxyProcess | undefined> = { direct: undefined, pgroute, pgbouncer: bouncer, "bun-relay": relay };
+  let sessionPort = await freePort();
+  while ([pgroutePort, bouncerPort, relayPort].includes(sessionPort)) sessionPort = await freePort();
+  const bouncerSession =
+    preparedClients > 0 ? await startPgbouncer(sessionPort, up, preparedClients, { mode: "session", maxClients, name: "pgbouncer-session" }) : undefined;
+  if (bouncerSession) addDiagnostic("pgbouncer-session log", bouncerSession.logFile);
+  const targets: TargetName[] = [...CONTENDERS, ...(relay ? (["bun-relay"] as const) : []), ...(bouncerSession ? (["pgbouncer-session"] as const) : [])];
+  /** The targets a row runs against: PgBouncer in session mode only where prepared statements are. */
+  const targetsFor = (row: Row) => targets.filter((t) => t !== "pgbouncer-session" || row.protocol === "prepared");
+  const references = [relay, bouncerSession].filter((p): p is ProxyProcess => p !== undefined);
+  const proxies: Record<TargetName, ProxyProcess | undefined> = {
+    direct: undefined,
+    pgroute,
+    pgbouncer: bouncer,
+    "bun-relay": relay,
+    "pgbouncer-session": bouncerSession,
+  };
   const endpoint = (p: ProxyProcess | undefined): Endpoint => (p ? { ...up, host: p.host, port: p.port } : direct);
-  const endpoints: Record<TargetName, Endpoint> = { direct, pgroute: endpoint(pgroute), pgbouncer: endpoint(bouncer), "bun-relay": endpoint(relay) };
+  const endpoints: Record<TargetName, Endpoint> = {
+    direct,
+    pgroute: endpoint(pgroute),
+    pgbouncer: endpoint(bouncer),
+    "bun-relay": endpoint(relay),
+    "pgbouncer-session": endpoint(bouncerSession),
+  };
   for (const t of targets) {
     const n = await psqlValue(endpoints[t], "SELECT count(*) FROM pgbench_branches");
     if (n !== String(o.scale)) throw new Error(`${t}: expected ${o.scale} pgbench_branches rows, got "${n}"`);
@@ -347,10 +373,17 @@ async function main(): Promise<number> {
   if (relay) {
     out(`floor   : bun-relay pid ${relay.pid} (bun bench/lib/relay.ts): a plain TCP relay on Bun's sockets, a server connection per client, no protocol work`);
   }
+  if (bouncerSession) {
+    out(
+      `C ref.  : pgbouncer-session pid ${bouncerSession.pid} (prepared row only): PgBouncer pool_mode = session, default_pool_size = ${preparedClients} — ` +
+        `a server connection per client, statements passed through as they are`,
+    );
+  }
   out("rows    :");
   for (const row of o.rows) out(`  ${row.id.padEnd(9)} ${shownArgv(row)}`);
   out(
-    `${o.rounds} round(s), each running every row against ${targets.join(", ")} in turn; ` +
+    `${o.rounds} round(s), each running every row against ${targets.filter((t) => t !== "pgbouncer-session").join(", ")} in turn` +
+      `${bouncerSession ? " (and the prepared row against pgbouncer-session)" : ""}; ` +
       `${o.warmup} s warm-up per row and target before round 1`,
   );
   out(`load avg: ${loadStart} (at start)`);
@@ -360,7 +393,7 @@ async function main(): Promise<number> {
   // ---- warm-up ----
   if (o.warmup > 0) {
     for (const row of o.rows) {
-      for (const t of targets) {
+      for (const t of targetsFor(row)) {
         err(`warm-up: ${row.label}, ${t} ${o.warmup} s…`);
         const r = await runPgbench(endpoints[t], runOptions(row, o, o.warmup));
         if (r.exitCode !== 0 || r.noSummary) err(`  (warm-up failed: ${firstError(r) ?? `exit ${r.exitCode}`})`);
@@ -372,13 +405,13 @@ async function main(): Promise<number> {
   const runs: RunRecord[] = [];
   for (let round = 1; round <= o.rounds; round++) {
     for (const row of o.rows) {
-      for (const t of targets) {
+      for (const t of targetsFor(row)) {
         const proxy = proxies[t];
         if (proxy && !proxy.alive()) throw new Error(`${proxy.name} (pid ${proxy.pid}) is no longer running\n${tail(proxy.logFile)}`);
         await sleep(500); // let the previous run's connections close
         const m = await measure({
           proxy,
-          ours: [pgroute, bouncer, ...(relay ? [relay] : [])],
+          ours: [pgroute, bouncer, ...references],
           pmPid,
           run: () => runPgbench(endpoints[t], runOptions(row, o, o.duration)),
           clientCpuS: (x) => x.clientCpuS,
@@ -410,7 +443,7 @@ async function main(): Promise<number> {
   const loadEnd = loadavg();
 
   // ---- summary ----
-  const cells = o.rows.flatMap((row) => targets.map((t) => summarise(runs, row.id, t)));
+  const cells = o.rows.flatMap((row) => targetsFor(row).map((t) => summarise(runs, row.id, t)));
   const cell = (row: string, t: TargetName) => cells.find((c) => c.row === row && c.target === t)!;
   const labelOf = (id: string) => ROWS.find((r) => r.id === id)!.label;
 
@@ -421,7 +454,7 @@ async function main(): Promise<number> {
   ];
   for (const row of o.rows) {
     const directTps = cell(row.id, "direct").tps?.median ?? Number.NaN;
-    for (const t of targets) {
+    for (const t of targetsFor(row)) {
       const c = cell(row.id, t);
       const first = t === targets[0] ? row.label : "";
       if (!works(c)) {
@@ -476,6 +509,13 @@ async function main(): Promise<number> {
       pgrouteOwnUs: ok && works(pr) && f.cpuPer10k && pr.cpuPer10k ? ((pr.cpuPer10k.median - f.cpuPer10k.median) / 10_000) * 1e6 : Number.NaN,
     };
   }
+  /** PgBouncer in session mode against direct, in a row that ran it (NaN elsewhere). */
+  function sessionVsDirect(row: Row): number {
+    if (!targetsFor(row).includes("pgbouncer-session")) return Number.NaN;
+    const c = cell(row.id, "pgbouncer-session");
+    const d = cell(row.id, "direct");
+    return works(c) && works(d) ? c.tps!.median / d.tps!.median : Number.NaN;
+  }
   const ratios = o.rows.map((row) => {
     const d = cell(row.id, "direct");
     const pr = cell(row.id, "pgroute");
@@ -515,6 +555,14 @@ async function main(): Promise<number> {
       ]),
     );
     if (o.rows.some((r) => r.reconnect)) out("(-C: the relay opens a server connection, with a SCRAM login, per client connection; pgroute and PgBouncer reuse their pools)");
+  }
+  for (const row of o.rows.filter((r) => targetsFor(r).includes("pgbouncer-session"))) {
+    const pr = cell(row.id, "pgroute");
+    const ps = cell(row.id, "pgbouncer-session");
+    out(
+      `a proxy in C on ${row.label}: PgBouncer in session mode (a server connection per client, statements untouched) ` +
+        `${ratio(sessionVsDirect(row))} direct; pgroute (transaction mode, pool ${o.pool}) ${works(pr) && works(ps) ? ratio(pr.tps!.median / ps.tps!.median) : "n/a"} of it`,
+    );
   }
 
   // ---- targets ----
@@ -566,7 +614,7 @@ async function main(): Promise<number> {
         target: `tps ≥ ${PREPARED_VS_DIRECT_MIN}× direct`,
         measured: works(pr) ? `${ratio(r.tpsVsDirect)} (${fmt(pr.tps!.median, 0)} vs ${fmt(cell(row.id, "direct").tps?.median, 0)})` : "pgroute failed",
         met: works(pr) ? r.tpsVsDirect >= PREPARED_VS_DIRECT_MIN : false,
-        floor: r.floor ? ratio(r.floor.tpsVsDirect) : "",
+        floor: [r.floor ? ratio(r.floor.tpsVsDirect) : "", Number.isFinite(sessionVsDirect(row)) ? `PgBouncer session ${ratio(sessionVsDirect(row))}` : ""].filter(Boolean).join("; "),
       });
     }
   }
@@ -581,6 +629,7 @@ async function main(): Promise<number> {
     ),
   );
   if (relay) out("  (the floor column: the same criterion measured for a plain Bun relay; a target its floor misses is out of reach of any proxy on this runtime and machine)");
+  if (bouncerSession) out("  (PgBouncer session: the same for PgBouncer in session mode, a proxy in C that leaves statements alone)");
   const metCount = checks.filter((c) => c.met).length;
   out(`  ${metCount} of ${checks.length} met`);
 
@@ -594,10 +643,10 @@ async function main(): Promise<number> {
 
   // ---- notes ----
   const notes: string[] = [];
-  for (const p of [pgroute, bouncer, ...(relay ? [relay] : [])]) {
+  for (const p of [pgroute, bouncer, ...references]) {
     const lines = logProblems(p);
     if (lines.length > 0) {
-      notes.push(`${p.name} logged ${lines.length} line(s)${p.name === "pgbouncer" ? " at WARNING or worse" : " at warn or worse"}:`);
+      notes.push(`${p.name} logged ${lines.length} line(s)${p.name.startsWith("pgbouncer") ? " at WARNING or worse" : " at warn or worse"}:`);
       notes.push(...lines.slice(0, 10).map((l) => `    ${truncate(l, 200)}`));
     }
   }

@@ -58,6 +58,8 @@ export interface ProxyOptions {
   replicas?: { name: string; host: string; port: number }[];
   /** pgroute only: extra environment variables (e.g. JavaScriptCore options for a profile). */
   env?: Record<string, string>;
+  /** PgBouncer only: its name in reports, when more than one runs (default "pgbouncer"). */
+  name?: string;
 }
 
 function tomlString(v: string): string {
@@ -206,7 +208,7 @@ export async function startPgbouncer(listenPort: number, up: Upstream, poolSize:
 
   const argv = pgUser ? ["runuser", "-u", "postgres", "--", "pgbouncer", iniPath] : ["pgbouncer", iniPath];
   return superviseProxy({
-    name: "pgbouncer",
+    name: o.name ?? "pgbouncer",
     argv,
     dir,
     listenPort,
