@@ -108,6 +108,13 @@ function closingTag(s: Uint8Array, i: number, t: number, n: number): number {
 let out = Buffer.alloc(4096);
 /** A string statement's UTF-8 bytes, reused likewise. */
 let input = Buffer.alloc(4096);
+/**
+ * The reused buffers are kept up to this size; a larger statement (a Query may be up to `max_message_size`) gets
+ * buffers of its own for that call, so one huge statement does not pin its size in memory for good.
+ */
+const KEEP_BUFFER = 1 << 20;
+/** Keys longer than this are not interned (the table's memory stays bounded by entries, not by their size). */
+const MAX_INTERNED = 8192;
 
 const Q = 0x3f; // '?'
 
@@ -328,6 +335,7 @@ class Interner {
 
   /** The shape whose key is `out[0, l)`. */
   shape(l: number): Shape {
+    if (l > MAX_INTERNED) return { key: out.toString("utf8", 0, l), comments: NO_COMMENTS };
     // A short key is hashed and compared in JavaScript (cheaper than two calls into the runtime and a view);
     // a long one natively.
     let view: Buffer | undefined;
@@ -358,6 +366,7 @@ const interned = new Interner(2 << 20);
 function shapeBytes(sql: Uint8Array, from: number, to: number): Shape {
   const l = lex(sql, from, to);
   const sh = interned.shape(l);
+  if (out.length > KEEP_BUFFER) out = Buffer.alloc(4096);
   if (commentAt.length === 0) return sh;
   const comments: string[] = [];
   const b = Buffer.isBuffer(sql) ? sql : Buffer.from(sql.buffer, sql.byteOffset, sql.byteLength);
@@ -368,7 +377,11 @@ function shapeBytes(sql: Uint8Array, from: number, to: number): Shape {
 /** Reduces `sql` to its {@link Shape}. The result may be shared: callers must not change it. */
 export function shape(sql: string): Shape {
   // UTF-8 takes at most 3 bytes per UTF-16 code unit.
-  if (input.length < 3 * sql.length) input = Buffer.alloc(Math.max(3 * sql.length, 2 * input.length));
+  if (3 * sql.length > KEEP_BUFFER) {
+    const bytes = Buffer.from(sql, "utf8");
+    return shapeBytes(bytes, 0, bytes.length);
+  }
+  if (input.length < 3 * sql.length) input = Buffer.alloc(Math.min(KEEP_BUFFER, Math.max(3 * sql.length, 2 * input.length)));
   const n = input.write(sql, 0, "utf8");
   return shapeBytes(input, 0, n);
 }

@@ -195,6 +195,18 @@ describe("shape: interned keys", () => {
     for (const [a, b] of [short, long]) expect([key(a), key(b), key(a), key(b)]).toEqual([a, b, a, b]);
   });
 
+  test("long keys are not interned, and a huge statement (over the reused buffers' size) lexes right", () => {
+    const long = `select ${"a, ".repeat(3000)}b from t where x = 1`;
+    expect(shape(long)).not.toBe(shape(long)); // over 8 KB: a shape of its own each time
+    const huge = `/* pgroute: replica */ select '${"x".repeat(1_500_000)}', ${"é, ".repeat(200_000)}1 from t`;
+    const sh = shape(huge);
+    expect(sh.key).toBe(`select ?, ${"é, ".repeat(200_000)}? from t`);
+    expect(sh.comments).toEqual([" pgroute: replica "]);
+    const frame = Buffer.from(huge);
+    expect(shapeOf(huge, frame, 0, frame.length).key).toBe(sh.key);
+    expect(key("SELECT 2")).toBe("select ?");
+  });
+
   test("keys stay right while far more shapes pass than the table keeps", () => {
     const sql = (i: number) => `select c${i}, ${"x".repeat((i % 300) + 1)} from t${i} where id = ${i}`;
     for (let i = 0; i < 30_000; i++) expect(key(sql(i))).toBe(`select c${i}, ${"x".repeat((i % 300) + 1)} from t${i} where id = ?`);
