@@ -65,7 +65,6 @@ export class Pool {
   private lastFailure: { at: number; error: PgError } | null = null;
   private sweeper: ReturnType<typeof setInterval>;
   private closed = false;
-  /** Connections opened under settings a reload replaced: closed instead of reused once they are idle. */
   private readonly now: () => number;
   readonly counters: NodeCounters;
   /** An operator drained the node: connections are closed as they come back instead of pooled. */

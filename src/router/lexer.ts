@@ -5,8 +5,7 @@
  * shape rather than once per statement. It also collects comment text, where routing hints live.
  *
  * It reads the statement's UTF-8 bytes, as Postgres's own scanner does (every byte ≥ 0x80 is an identifier
- * character there too): a Query frame is lexed where it arrived, and a byte loop runs about twice as fast as one
- * over a string's characters. Keys are interned: a shape seen before is recognised by its bytes (a hash and one
+ * character there too), so a Query frame is lexed where it arrived. Keys are interned: a shape seen before is recognised by its bytes (a hash and one
  * comparison) and its key string is the one made the first time, so a cache hit makes no string, and the caches
  * keyed by it never hash the key again (the string keeps its hash).
  *
@@ -128,7 +127,7 @@ const NUMBER = /^(?:(?:\d(?:_?\d)*(?:\.(?:\d(?:_?\d)*)?)?|\.\d(?:_?\d)*)(?:[eE][
 const NO_COMMENTS: readonly string[] = Object.freeze([]);
 
 /** Comment bounds of the statement being lexed, as [from, to) pairs: decoded only when there are any. */
-let commentAt: number[] = [];
+const commentAt: number[] = [];
 
 /**
  * Lexes `sql[from, to)` (UTF-8) into `out`; returns the key's length. One pass; a cache hit on a long statement
@@ -403,12 +402,11 @@ const remembered = new HotCache<string, Shape>(512);
  * not change it.
  */
 export function shapeOf(sql: string, utf8?: Uint8Array, from = 0, to = utf8?.length ?? 0): Shape {
-  const lexed = () => (utf8 === undefined ? shape(sql) : shapeBytes(utf8, from, to));
-  if (sql.length < REMEMBER_FROM || sql.length > REMEMBER_UP_TO) return lexed();
-  let s = remembered.get(sql);
+  const remember = sql.length >= REMEMBER_FROM && sql.length <= REMEMBER_UP_TO;
+  let s = remember ? remembered.get(sql) : undefined;
   if (s === undefined) {
-    s = lexed();
-    remembered.set(sql, s);
+    s = utf8 === undefined ? shape(sql) : shapeBytes(utf8, from, to);
+    if (remember) remembered.set(sql, s);
   }
   return s;
 }

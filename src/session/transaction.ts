@@ -244,7 +244,7 @@ export class TransactionRelay extends MessageRelay {
    */
   protected query(frame: Uint8Array): void {
     const end = queryEnd(frame, 5, frame.length);
-    const sql = decodeQuery(frame, 5, frame.length);
+    const sql = decodeQuery(frame, 5, frame.length, end);
     // One lexer pass (over the frame's own bytes) serves the virtual-setting check, the session effects, the
     // classification and the hints.
     const sh = shapeOf(sql, frame, 5, end);
@@ -913,7 +913,6 @@ export class TransactionRelay extends MessageRelay {
   }
 }
 
-/** Adds one executed statement to what observers are told of its batch: the first one names it, any write makes it a write. */
 /**
  * How a read sent to a replica outside a transaction is retried elsewhere: on the primary when the replica refuses
  * it (25006), on another node when the replica goes away before answering (a FATAL, then the close: see
@@ -938,6 +937,7 @@ class ReplicaRead implements RetryGroup {
   }
 }
 
+/** Adds one executed statement to what observers are told of its batch: the first one names it, any write makes it a write. */
 function describeInto(about: About, key: string, d: Pick<Decision, "route" | "classification">): void {
   if (about.reason === null) {
     about.fingerprint = key;

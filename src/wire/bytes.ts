@@ -20,7 +20,7 @@ const SHORT_COPY = 64;
 /** Copies `src[from, to)` into `dst` at `at`. */
 export function copyInto(dst: Uint8Array, at: number, src: Uint8Array, from: number, to: number): void {
   if (to - from <= SHORT_COPY) for (let i = from; i < to; i++) dst[at++] = src[i]!;
-  else dst.set(src.subarray(from, to), at);
+  else dst.set(from === 0 && to === src.length ? src : src.subarray(from, to), at);
 }
 
 /**

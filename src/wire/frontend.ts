@@ -81,9 +81,9 @@ export function decodeExecute(buf: Uint8Array, start: number, end: number): stri
   return cstring(buf, start, end)[0];
 }
 
-/** Query ('Q'): the query string. */
-export function decodeQuery(buf: Uint8Array, start: number, end: number): string {
-  return utf8(buf, start, queryEnd(buf, start, end));
+/** Query ('Q'): the query string (`textEnd`: its {@link queryEnd}, when the caller has it already). */
+export function decodeQuery(buf: Uint8Array, start: number, end: number, textEnd = queryEnd(buf, start, end)): string {
+  return utf8(buf, start, textEnd);
 }
 
 /** Where a Query's text ends (its NUL): {@link decodeQuery} decodes `buf[start, queryEnd)`. */
