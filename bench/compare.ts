@@ -12,9 +12,8 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import type { BenchResults } from "../src/bench/results.ts";
-import { freePort } from "../src/devcluster/index.ts";
 import { onCleanup } from "./lib/cleanup.ts";
-import { startBenchCluster } from "./lib/cluster.ts";
+import { freePorts, startBenchCluster } from "./lib/cluster.ts";
 import { treeCpuSeconds } from "./lib/cpu.ts";
 import { bunVersion, err, gitState, loadavg, machine, machineLine, out, which } from "./lib/env.ts";
 import { addDiagnostic, guard, parseCommandLine, runMain } from "./lib/main.ts";
@@ -125,7 +124,7 @@ async function main(): Promise<number> {
   out(`versions: Bun ${bunVersion()}, PostgreSQL ${bc.version}, ${bouncer}, ${pgpool}`);
   out(`pgroute : ${git.text}`);
 
-  const [pgroutePort, bouncerPort, pgpoolPort] = [await freePort(), await freePort(), await freePort()];
+  const [pgroutePort, bouncerPort, pgpoolPort] = (await freePorts(3)) as [number, number, number];
   const pgroute = await startPgroute(pgroutePort, up, o.pool, {
     mode: "transaction",
     replicas: bc.cluster.replicas.map((r) => ({ name: r.name, host: r.host, port: r.port })),

@@ -14,7 +14,7 @@
  * user (Patroni and PostgreSQL run as it). Exit status: 0 pgroute followed, 1 it did not (or the run failed),
  * 2 a prerequisite is missing. About a minute with the default TTL (20 s, Patroni's minimum).
  */
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
@@ -24,7 +24,7 @@ import { handOver, runAs } from "../src/devcluster/exec.ts";
 import { postmasterPid } from "../src/devcluster/node.ts";
 import { createLogger } from "../src/log.ts";
 import { Proxy } from "../src/server.ts";
-import { onCleanup } from "./lib/cleanup.ts";
+import { onCleanup, removeOnCleanup } from "./lib/cleanup.ts";
 import { err, out, which } from "./lib/env.ts";
 import { addDiagnostic, guard, parseCommandLine, runMain } from "./lib/main.ts";
 import { childrenOf, commOf, killNow, sleep, terminate, waitForPort } from "./lib/proc.ts";
@@ -151,7 +151,7 @@ async function main(): Promise<number> {
   const dir = mkdtempSync(join(tmpdir(), "pgroute-patroni-"));
   chmodSync(dir, 0o700);
   handOver(dir, who);
-  onCleanup({ name: "remove the directory", run: () => rmSync(dir, { recursive: true, force: true }) });
+  removeOnCleanup("remove the directory", dir);
 
   // etcd, one member on loopback.
   const [etcdPort, peerPort] = [await freePort(), await freePort()];

@@ -8,14 +8,14 @@
  *
  *   bun bench/profile.ts [--mode transaction] [--replicas 0] [--protocol simple] [--clients 10] [--duration 8]
  */
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { freePort } from "../src/devcluster/index.ts";
-import { onCleanup } from "./lib/cleanup.ts";
+import { onCleanup, removeOnCleanup } from "./lib/cleanup.ts";
 import { startBenchCluster } from "./lib/cluster.ts";
-import { bunVersion, err, gitState, intOption, machine, machineLine, out, which } from "./lib/env.ts";
+import { bunVersion, err, gitState, choiceOption, intOption, machine, machineLine, out, which } from "./lib/env.ts";
 import { attribute, parseJitdump, perfMapText, type Attribution } from "./lib/jitprof.ts";
 import { guard, parseCommandLine, runMain } from "./lib/main.ts";
 import { initPgbench, runPgbench, stopPgbench, stopPgbenchSync, type RunOptions } from "./lib/pgbench.ts";
@@ -71,14 +71,10 @@ function parseOptions(argv: string[]): Options | undefined {
     allowPositionals: false,
   });
   if (values.help) return undefined;
-  const mode = values.mode ?? "transaction";
-  if (mode !== "transaction" && mode !== "session") throw new Error(`--mode: expected transaction or session, got "${mode}"`);
-  const protocol = values.protocol ?? "simple";
-  if (protocol !== "simple" && protocol !== "extended" && protocol !== "prepared") throw new Error(`--protocol: expected simple, extended or prepared, got "${protocol}"`);
   return {
-    mode,
+    mode: choiceOption("mode", values.mode, ["transaction", "session"] as const, "transaction"),
     replicas: intOption("replicas", values.replicas, 0, 0),
-    protocol,
+    protocol: choiceOption("protocol", values.protocol, ["simple", "extended", "prepared"] as const, "simple"),
     clients: intOption("clients", values.clients, 10, 1),
     duration: intOption("duration", values.duration, 8, 1),
     warmup: intOption("warmup", values.warmup, 3, 0),
@@ -121,10 +117,8 @@ async function main(): Promise<number> {
   guard();
   onCleanup({ name: "pgbench", first: true, run: stopPgbench, sync: stopPgbenchSync });
 
-  const dir = o.keep ?? mkdtempSync(join(tmpdir(), "pgroute-profile-"));
-  if (!o.keep) onCleanup({ name: "profile temp dir", run: () => rmSync(dir, { recursive: true, force: true }), sync: () => rmSync(dir, { recursive: true, force: true }) });
-  const jitDir = mkdtempSync(join(tmpdir(), "pgroute-jitdump-"));
-  onCleanup({ name: "jitdump dir", run: () => rmSync(jitDir, { recursive: true, force: true }), sync: () => rmSync(jitDir, { recursive: true, force: true }) });
+  const dir = o.keep ?? removeOnCleanup("profile temp dir", mkdtempSync(join(tmpdir(), "pgroute-profile-")));
+  const jitDir = removeOnCleanup("jitdump dir", mkdtempSync(join(tmpdir(), "pgroute-jitdump-")));
 
   out(`pgroute in-place profile — ${new Date().toISOString()}`);
   out(machineLine(machine()));
@@ -138,8 +132,7 @@ async function main(): Promise<number> {
     replicas,
     env: { BUN_JSC_useJITDump: "true", BUN_JSC_jitDumpDirectory: jitDir },
   });
-  const mapFile = `/tmp/perf-${pgroute.pid}.map`;
-  onCleanup({ name: "perf map", run: () => rmSync(mapFile, { force: true }), sync: () => rmSync(mapFile, { force: true }) });
+  const mapFile = removeOnCleanup("perf map", `/tmp/perf-${pgroute.pid}.map`);
   const ep = { ...up, host: pgroute.host, port: pgroute.port };
   const runOpts = (durationS: number): RunOptions => ({ clients: o.clients, threads: Math.min(2, o.clients), durationS, protocol: o.protocol });
   out(`workload: pgbench -S -M ${o.protocol} -c ${o.clients} through pgroute (${o.mode} pooling, pool 20, ${o.replicas} replica(s)), ${o.warmup} s warm-up, ${o.duration} s sampled`);

@@ -9,7 +9,7 @@
 import { writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { onCleanup } from "./lib/cleanup.ts";
-import { startBenchCluster, twoFreePorts } from "./lib/cluster.ts";
+import { freePorts, startBenchCluster } from "./lib/cluster.ts";
 import { bunVersion, err, loadavg, machine, machineLine, out, pgbenchVersion, which, intOption, PGBENCH_OPTIONS } from "./lib/env.ts";
 import { addDiagnostic, runMain, startPgbenchScript } from "./lib/main.ts";
 import { measure } from "./lib/measure.ts";
@@ -159,7 +159,7 @@ async function main(): Promise<number> {
   err(`  done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
   // ---- the proxies ----
-  const [pgroutePort, bouncerPort] = await twoFreePorts();
+  const [pgroutePort, bouncerPort] = (await freePorts(2)) as [number, number];
   err(`starting pgroute on 127.0.0.1:${pgroutePort} and PgBouncer on 127.0.0.1:${bouncerPort} (session mode, pool ${poolSize})…`);
   const pgroute = await startPgroute(pgroutePort, up, poolSize, { mode: "session" });
   addDiagnostic("pgroute log", pgroute.logFile);

@@ -11,9 +11,8 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { onCleanup } from "./lib/cleanup.ts";
-import { startBenchCluster, twoFreePorts } from "./lib/cluster.ts";
-import { freePort } from "../src/devcluster/index.ts";
-import { bunVersion, err, gitState, loadavg, machine, machineLine, out, pgbenchVersion, which, intOption } from "./lib/env.ts";
+import { freePorts, startBenchCluster } from "./lib/cluster.ts";
+import { bunVersion, err, gitState, loadavg, machine, machineLine, out, pgbenchVersion, which, intOption, choiceOption } from "./lib/env.ts";
 import { addDiagnostic, runMain, startPgbenchScript } from "./lib/main.ts";
 import { measure } from "./lib/measure.ts";
 import {
@@ -188,8 +187,6 @@ function parseOptions(argv: string[]): Options | undefined {
     }
     rows = ROWS.filter((r) => ids.includes(r.id));
   }
-  const secret = values.secret ?? "plain";
-  if (secret !== "plain" && secret !== "verifier") throw new Error(`--secret: expected plain or verifier, got "${secret}"`);
   return {
     rounds: int("rounds", values.rounds, 3, 1),
     duration: int("duration", values.duration, 10, 1),
@@ -198,7 +195,7 @@ function parseOptions(argv: string[]): Options | undefined {
     scale: int("scale", values.scale, 10, 1),
     warmup: int("warmup", values.warmup, 2, 0),
     rows,
-    secret,
+    secret: choiceOption("secret", values.secret, ["plain", "verifier"] as const, "plain"),
     floor: !values["no-floor"],
     profile: values.profile,
     json: values.json,
@@ -311,7 +308,7 @@ async function main(): Promise<number> {
   err(`  done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
   // ---- the proxies ----
-  const [pgroutePort, bouncerPort] = await twoFreePorts();
+  const [pgroutePort, bouncerPort, relayPort, sessionPort] = (await freePorts(4)) as [number, number, number, number];
   // Room for the 100-client rows plus stragglers of the previous run still closing.
   const maxClients = Math.max(1000, 4 * Math.max(...o.rows.map((r) => r.clients)));
   err(`starting pgroute on 127.0.0.1:${pgroutePort} and PgBouncer on 127.0.0.1:${bouncerPort} (transaction mode, pool ${o.pool})…`);
@@ -320,12 +317,8 @@ async function main(): Promise<number> {
   addDiagnostic("pgroute log", pgroute.logFile);
   const bouncer = await startPgbouncer(bouncerPort, up, o.pool, { mode: "transaction", maxClients });
   addDiagnostic("pgbouncer log", bouncer.logFile);
-  let relayPort = await freePort();
-  while (relayPort === pgroutePort || relayPort === bouncerPort) relayPort = await freePort();
   const relay = o.floor ? await startBunRelay(relayPort, up) : undefined;
   if (relay) addDiagnostic("bun-relay log", relay.logFile);
-  let sessionPort = await freePort();
-  while ([pgroutePort, bouncerPort, relayPort].includes(sessionPort)) sessionPort = await freePort();
   const bouncerSession =
     preparedClients > 0 ? await startPgbouncer(sessionPort, up, preparedClients, { mode: "session", maxClients, name: "pgbouncer-session" }) : undefined;
   if (bouncerSession) addDiagnostic("pgbouncer-session log", bouncerSession.logFile);
@@ -621,7 +614,7 @@ async function main(): Promise<number> {
   const mark = (m: boolean | undefined) => (m === undefined ? "?" : m ? "✓" : "✗");
   out();
   out("targets from the issue:");
-  const floorColumn = relay ? ["the floor (bun-relay)"] : [];
+  const floorColumn = relay ? [bouncerSession ? "the floor (bun-relay); PgBouncer session" : "the floor (bun-relay)"] : [];
   out(
     table([["workload", "target", "measured", "met", ...floorColumn], ...checks.map((c) => [c.workload, c.target, c.measured, mark(c.met), ...(relay ? [c.floor] : [])])], [1, 2, 3]).replace(
       /^/gm,

@@ -5,6 +5,7 @@
  * Each step has an asynchronous `run` (graceful) and an optional synchronous `sync` (immediate, for a second
  * Ctrl-C or `process.on("exit")`, where nothing asynchronous can run any more).
  */
+import { rmSync } from "node:fs";
 
 export interface CleanupStep {
   name: string;
@@ -37,6 +38,13 @@ export function onCleanup(step: CleanupStep): () => void {
     const i = steps.indexOf(step);
     if (i >= 0) steps.splice(i, 1);
   };
+}
+
+/** Registers the removal of `path` (a temporary file or directory) and returns the path. */
+export function removeOnCleanup(name: string, path: string): string {
+  const rm = () => rmSync(path, { recursive: true, force: true });
+  onCleanup({ name, run: rm, sync: rm });
+  return path;
 }
 
 /** Run every registered step (`first` ones, then newest first), each one guarded so one failure does not skip the rest. */

@@ -58,10 +58,12 @@ export async function startBenchCluster(settings: Record<string, string | number
   return { cluster, up, direct, version, pmPid: postmasterPid(cluster.primary.dataDir) };
 }
 
-/** Two distinct free ports. */
-export async function twoFreePorts(): Promise<[number, number]> {
-  const a = await freePort();
-  let b = await freePort();
-  while (b === a) b = await freePort();
-  return [a, b];
+/** `n` distinct free ports (each probe may return one handed out just before: it is asked again). */
+export async function freePorts(n: number): Promise<number[]> {
+  const ports: number[] = [];
+  while (ports.length < n) {
+    const p = await freePort();
+    if (!ports.includes(p)) ports.push(p);
+  }
+  return ports;
 }

@@ -116,6 +116,13 @@ export function intOption(name: string, v: string | undefined, def: number, lo: 
   return n;
 }
 
+/** An option that must be one of `choices`, `def` when absent; a usage error (thrown) otherwise. */
+export function choiceOption<C extends string>(name: string, v: string | undefined, choices: readonly C[], def: C): C {
+  if (v === undefined) return def;
+  if (!(choices as readonly string[]).includes(v)) throw new Error(`--${name}: expected one of ${choices.join(", ")}, got "${v}"`);
+  return v as C;
+}
+
 /** The options the pgbench scripts share (`parseArgs` tables; numbers come as strings, see {@link intOption}). */
 export const PGBENCH_OPTIONS = {
   rounds: { type: "string" },

@@ -4,10 +4,10 @@
  * weight is 0, as pgroute sends reads to replicas), SCRAM for clients and servers. Started in the foreground as
  * the postgres user, like PgBouncer.
  */
-import { chmodSync, chownSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { onCleanup } from "./cleanup.ts";
+import { removeOnCleanup } from "./cleanup.ts";
 import { freePort } from "../../src/devcluster/index.ts";
 import { childrenOf, commOf, postgresUser, sleep } from "./proc.ts";
 import { superviseProxy, type ProxyProcess } from "./proxies.ts";
@@ -95,9 +95,7 @@ export async function startPgpool(listenPort: number, nodes: readonly PgpoolNode
   const asRoot = process.getuid?.() === 0;
   const pgUser = asRoot ? postgresUser() : undefined;
   if (asRoot && !pgUser) throw new Error("running as root but there is no 'postgres' user to run pgpool as");
-  const dir = mkdtempSync(join(tmpdir(), "pgpool-bench-"));
-  const rm = () => rmSync(dir, { recursive: true, force: true });
-  onCleanup({ name: "pgpool temp dir", run: rm, sync: rm });
+  const dir = removeOnCleanup("pgpool temp dir", mkdtempSync(join(tmpdir(), "pgpool-bench-")));
   chmodSync(dir, 0o700);
   const conf = join(dir, "pgpool.conf");
   const files: [string, string][] = [

@@ -3,11 +3,11 @@
  * serve`) and PgBouncer, both in the same pool mode in front of the same PostgreSQL primary, and the runtime's floor
  * beside them (a plain Bun TCP relay).
  */
-import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import type { Subprocess } from "bun";
-import { onCleanup } from "./cleanup.ts";
+import { onCleanup, removeOnCleanup } from "./cleanup.ts";
 import { childrenOf, commOf, isAlive, killNow, postgresUser, sleep, stopChild, tail, terminate, waitForPort } from "./proc.ts";
 
 /** A proxy process under test. */
@@ -104,9 +104,8 @@ export function pgrouteToml(listenPort: number, up: Upstream, poolSize: number, 
 
 /** Start pgroute as `bun src/cli/main.ts serve -c <config> --log-level warn` and wait until it accepts connections. */
 export async function startPgroute(listenPort: number, up: Upstream, poolSize: number, o: ProxyOptions = {}): Promise<ProxyProcess & { configPath: string }> {
-  const dir = mkdtempSync(join(tmpdir(), "pgroute-bench-"));
-  const rm = () => rmSync(dir, { recursive: true, force: true });
-  onCleanup({ name: "pgroute temp dir", run: rm, sync: rm }); // kept until the end: the report reads the log
+  // Kept until the end: the report reads the log.
+  const dir = removeOnCleanup("pgroute temp dir", mkdtempSync(join(tmpdir(), "pgroute-bench-")));
   const configPath = join(dir, "pgroute.toml");
   writeFileSync(configPath, pgrouteToml(listenPort, up, poolSize, o), { mode: 0o600 });
   const logFile = join(dir, "pgroute.log");
@@ -195,9 +194,7 @@ export async function startPgbouncer(listenPort: number, up: Upstream, poolSize:
   const asRoot = process.getuid?.() === 0;
   const pgUser = asRoot ? postgresUser() : undefined;
   if (asRoot && !pgUser) throw new Error("running as root but there is no 'postgres' user to run pgbouncer as");
-  const dir = mkdtempSync(join(tmpdir(), "pgbouncer-bench-"));
-  const rm = () => rmSync(dir, { recursive: true, force: true });
-  onCleanup({ name: "pgbouncer temp dir", run: rm, sync: rm });
+  const dir = removeOnCleanup("pgbouncer temp dir", mkdtempSync(join(tmpdir(), "pgbouncer-bench-")));
   chmodSync(dir, 0o700);
   const iniPath = join(dir, "pgbouncer.ini");
   const userlist = join(dir, "userlist.txt");
@@ -224,9 +221,7 @@ export async function startPgbouncer(listenPort: number, up: Upstream, poolSize:
  * client, no protocol work. What a proxy on Bun pays per query before it does anything of its own.
  */
 export async function startBunRelay(listenPort: number, up: Upstream): Promise<ProxyProcess> {
-  const dir = mkdtempSync(join(tmpdir(), "bun-relay-bench-"));
-  const rm = () => rmSync(dir, { recursive: true, force: true });
-  onCleanup({ name: "bun-relay temp dir", run: rm, sync: rm });
+  const dir = removeOnCleanup("bun-relay temp dir", mkdtempSync(join(tmpdir(), "bun-relay-bench-")));
   return superviseProxy({
     name: "bun-relay",
     argv: [process.execPath, join(ROOT, "bench", "lib", "relay.ts"), String(listenPort), up.host, String(up.port)],

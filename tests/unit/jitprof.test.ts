@@ -4,6 +4,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { attribute, jsFunctionOf, parseJitdump, perfMapText } from "../../bench/lib/jitprof.ts";
+import { concat } from "../support/wire-frames.ts";
 
 /** A jitdump file (perf's jitdump specification, little-endian) with these JIT_CODE_LOAD records, in order. */
 function jitdump(loads: { addr: number; size: number; name: string }[]): Uint8Array {
@@ -30,13 +31,7 @@ function jitdump(loads: { addr: number; size: number; name: string }[]): Uint8Ar
     rec.setBigUint64(48, BigInt(i), true); // code_index
     parts.push(new Uint8Array(rec.buffer), name, code);
   });
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
+  return concat(...parts);
 }
 
 describe("parseJitdump", () => {
