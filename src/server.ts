@@ -12,7 +12,7 @@ import type { Config, NodeConfig, UserConfig } from "./config/types.ts";
 import { errors } from "./errors.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { Topology } from "./cluster/topology.ts";
-import { Observers } from "./cluster/observe.ts";
+import { BATCH, DELAY_MS, Observers } from "./cluster/observe.ts";
 import { Overrides } from "./cluster/overrides.ts";
 import { AdminConsole } from "./admin/console.ts";
 import { Traffic } from "./admin/traffic.ts";
@@ -90,7 +90,7 @@ export class Proxy implements SessionHost {
   /** Roles and the replica for each read, from the latest snapshot. */
   readonly topology: Topology;
   /** Told about every request transaction-pooled sessions complete; see {@link RequestObserver}. */
-  readonly observers = new Observers();
+  readonly observers: Observers;
   /** TLS offered to clients: the `[tls]` mode and the certificate new handshakes use. */
   readonly clientTls = new ClientTls();
   /** Drained nodes and roles set by an operator (admin API and console). */
@@ -120,6 +120,7 @@ export class Proxy implements SessionHost {
   constructor(opts: ProxyOptions) {
     this.config = opts.config;
     this.log = opts.log;
+    this.observers = new Observers(BATCH, DELAY_MS, (err) => this.log.error("request_observer_failed", { error: err instanceof Error ? (err.stack ?? err.message) : String(err) }));
     this.lives = new LiveNodes(opts.config);
     this.monitor = new Monitor({
       config: opts.config,

@@ -2,8 +2,9 @@
  * What the relay reports about each request it completed, for the consumers that learn from live traffic: node
  * health (observed latency and errors per node), metrics (per destination and per query fingerprint) and
  * policies. The relay calls {@link RequestObserver.request} once per request — a Query, a FunctionCall, or
- * extended-protocol messages up to Sync — when its ReadyForQuery arrives; observers must be cheap and must not
- * throw (the relay does not catch).
+ * extended-protocol messages up to Sync — when its ReadyForQuery arrives; observers must be cheap. One that
+ * throws loses the rest of that batch (its error goes to {@link Observers}' `onError`); the others, the relay and
+ * later batches are unaffected.
  */
 import type { NodeConfig } from "../config/types.ts";
 import type { Target } from "../pool/group.ts";
@@ -56,14 +57,18 @@ export interface RequestObserver {
  */
 export class Observers implements RequestObserver {
   private list: RequestObserver[] = [];
-  private readonly nodes: NodeConfig[] = [];
-  private readonly samples: RequestSample[] = [];
+  private nodes: NodeConfig[] = [];
+  private samples: RequestSample[] = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
 
-  /** `batch`, `delayMs`: see {@link BATCH} and {@link DELAY_MS} (tests use others). */
+  /**
+   * `batch`, `delayMs`: see {@link BATCH} and {@link DELAY_MS} (tests use others). `onError` is told of an
+   * observer that threw (the server logs it).
+   */
   constructor(
     private readonly batch = BATCH,
     private readonly delayMs = DELAY_MS,
+    private readonly onError: (err: unknown) => void = (err) => console.error("pgroute: a request observer failed:", err),
   ) {}
 
   add(o: RequestObserver): () => void {
@@ -102,12 +107,20 @@ export class Observers implements RequestObserver {
     }
     const n = this.nodes.length;
     if (n === 0) return;
+    // The batch is taken off the queue first: whatever an observer does (throw, or report again), it is handed
+    // on once.
     const nodes = this.nodes;
     const samples = this.samples;
+    this.nodes = [];
+    this.samples = [];
     // One observer at a time over the whole batch: its code and tables stay in cache.
-    for (const o of this.list) for (let i = 0; i < n; i++) o.request(nodes[i]!, samples[i]!);
-    nodes.length = 0;
-    samples.length = 0;
+    for (const o of this.list) {
+      try {
+        for (let i = 0; i < n; i++) o.request(nodes[i]!, samples[i]!);
+      } catch (err) {
+        this.onError(err);
+      }
+    }
   };
 }
 

@@ -86,4 +86,49 @@ describe("Observers", () => {
     expect(traffic.fingerprints.get("select ?")?.count).toBe(7);
     expect(traffic.of("replica1").transactions).toBe(2);
   });
+
+  test("an observer that throws loses that batch only: the others get it, and later batches reach everyone once", () => {
+    const errors: unknown[] = [];
+    const obs = new Observers(2, 60_000, (err) => errors.push(err));
+    const before = recorder();
+    let fail = true;
+    const flaky = recorder();
+    const after = recorder();
+    obs.add(before);
+    obs.add({
+      request: (n, s) => {
+        if (fail && s.fingerprint === "q2") throw new Error("observer bug");
+        flaky.request(n, s);
+      },
+    });
+    obs.add(after);
+    obs.request(primary, sample("q1"));
+    expect(() => obs.request(primary, sample("q2"))).not.toThrow();
+    expect(errors.map((e) => (e as Error).message)).toEqual(["observer bug"]);
+    expect(before.seen).toEqual(["primary:q1", "primary:q2"]);
+    expect(after.seen).toEqual(["primary:q1", "primary:q2"]);
+    expect(flaky.seen).toEqual(["primary:q1"]);
+    expect(obs.queued).toBe(0);
+    fail = false;
+    obs.request(replica, sample("q3"));
+    obs.request(replica, sample("q4"));
+    expect(before.seen).toEqual(["primary:q1", "primary:q2", "replica1:q3", "replica1:q4"]);
+    expect(flaky.seen).toEqual(["primary:q1", "replica1:q3", "replica1:q4"]);
+    expect(after.seen).toEqual(before.seen);
+  });
+
+  test("an observer that throws from the delay's timer does not reach the event loop", async () => {
+    const errors: unknown[] = [];
+    const obs = new Observers(100, 1, (err) => errors.push(err));
+    const told = new Promise<void>((resolve) => obs.add({ request: () => resolve() }));
+    obs.add({
+      request: () => {
+        throw new Error("late bug");
+      },
+    });
+    obs.request(primary, sample("q"));
+    await told;
+    expect(errors.map((e) => (e as Error).message)).toEqual(["late bug"]);
+    expect(obs.queued).toBe(0);
+  });
 });
