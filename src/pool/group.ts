@@ -11,7 +11,7 @@ import type { NodeConfig } from "../config/types.ts";
 import { PgError, errors } from "../errors.ts";
 import type { Topology } from "../cluster/topology.ts";
 import type { PauseGate } from "./gate.ts";
-import type { Pool } from "./pool.ts";
+import type { Pool, PoolWaiter } from "./pool.ts";
 import type { ServerConn, ServerCredentials } from "./server.ts";
 
 export type Target = "primary" | "replica";
@@ -38,6 +38,21 @@ export class PoolGroup {
       this.pools.set(node, p);
     }
     return p;
+  }
+
+  /**
+   * A replica's pool could not lease: pgroute's own checkout timeout (53300 ERROR) is the client's answer (true);
+   * a server that failed costs it nothing (the monitor is told, and the read goes on elsewhere).
+   */
+  replicaFailed(node: NodeConfig, err: PgError): boolean {
+    if (err.code === "53300" && err.severity === "ERROR") return true;
+    this.topology.acquireFailed(node, err);
+    return false;
+  }
+
+  /** Whether `node` is the primary now. */
+  isPrimary(node: NodeConfig): boolean {
+    return this.topology.roleOf(node) === "primary";
   }
 
   /** Whether a read of a client in the default zone has a replica to go to (asked for every statement). */
@@ -73,6 +88,25 @@ export class PoolGroup {
   }
 
   /**
+   * {@link acquire} by callback: `to` is told of the lease later, never during this call. A write while the
+   * primary is known waits in that pool's queue directly — with more clients than connections nearly every
+   * request waits, and a connection handed on then costs one call instead of a chain of promises. Anything else
+   * (a read, a pause, no known primary) takes {@link acquire}.
+   */
+  lease(target: Target, read: ReadBound = ANY_READ, zone: string | undefined, to: LeaseWaiter): void {
+    if (!this.gate?.paused) {
+      if (target === "primary") {
+        const node = this.topology.primary();
+        if (node !== null) return this.poolOn(node).lease(new PrimaryWait(this, node, to));
+      } else {
+        const node = this.topology.pickReplica(zone, read.minLsn, read.avoid);
+        if (node !== null) return this.poolOn(node).lease(new ReplicaWait(this, node, read, zone, to));
+      }
+    }
+    this.acquire(target, read, zone).then(to.granted, to.failed);
+  }
+
+  /**
    * Leases a connection on a node of the wanted kind. A read whose replica cannot be reached tries one more
    * replica, then the primary (its login failure has told the monitor, which takes the replica out of the
    * picks); with no replica left it goes to the primary. A read bound to a WAL position (`read`) goes only to
@@ -89,10 +123,14 @@ export class PoolGroup {
     return this.acquirePrimary();
   }
 
-  private async acquireReplica(read: ReadBound, zone: string | undefined): Promise<Lease | null> {
+  /** What {@link acquire} does for a read after its first replica, `tried`, failed it: one more replica, else the primary. */
+  async acquireAfter(tried: NodeConfig, read: ReadBound, zone: string | undefined): Promise<Lease> {
+    return (await this.acquireReplica(read, zone, tried)) ?? this.acquirePrimary();
+  }
+
+  private async acquireReplica(read: ReadBound, zone: string | undefined, tried: NodeConfig | null = null): Promise<Lease | null> {
     const waitUntil = read.minLsn > 0 && read.waitMs > 0 ? Date.now() + read.waitMs : 0;
-    let tried: NodeConfig | null = null;
-    for (let attempt = 0; attempt < 2; ) {
+    for (let attempt = tried === null ? 0 : 1; attempt < 2; ) {
       const node = this.topology.pickReplica(zone, read.minLsn, read.avoid);
       if (!node) {
         // No replica has replayed the session's last write yet: wait a little for one, when allowed.
@@ -110,9 +148,8 @@ export class PoolGroup {
       try {
         return { conn: await pool.acquire(), pool, target: "replica" };
       } catch (err) {
-        // pgroute's own checkout timeout (53300 ERROR) is the client's answer; a server that failed costs it nothing.
-        if (err instanceof PgError && err.code === "53300" && err.severity === "ERROR") throw err;
-        if (err instanceof PgError) this.topology.acquireFailed(node, err);
+        if (!(err instanceof PgError)) continue;
+        if (this.replicaFailed(node, err)) throw err;
       }
     }
     return null;
@@ -164,6 +201,41 @@ export interface Lease {
   target: Target;
 }
 
+/** Who asked {@link PoolGroup.lease} for a connection. */
+export interface LeaseWaiter {
+  readonly granted: (lease: Lease) => void;
+  readonly failed: (err: PgError) => void;
+}
+
+/**
+ * A write waiting in the known primary's pool. What {@link PoolGroup.acquire} would do after the wait is done
+ * here: a node that is no longer the primary when its connection comes gives it back, and a failure a failover
+ * may fix ({@link outage}) is not the client's answer yet — both go on through `acquire`, which looks for the
+ * primary again and waits for one as configured.
+ */
+class PrimaryWait implements PoolWaiter {
+  constructor(
+    private readonly group: PoolGroup,
+    private readonly node: NodeConfig,
+    private readonly to: LeaseWaiter,
+  ) {}
+
+  granted(conn: ServerConn, pool: Pool): void {
+    if (this.group.isPrimary(this.node)) return this.to.granted({ conn, pool, target: "primary" });
+    pool.release(conn);
+    this.again();
+  }
+
+  failed(err: PgError): void {
+    if (outage(err)) return this.again();
+    this.to.failed(err);
+  }
+
+  private again(): void {
+    this.group.acquire("primary").then(this.to.granted, this.to.failed);
+  }
+}
+
 /**
  * What restricts the replica a read may go to. Read-your-writes (src/session/consistency.ts) binds a session's
  * reads to the WAL position of its last write; a read retried after its replica failed avoids that replica.
@@ -183,4 +255,27 @@ export const ANY_READ: ReadBound = Object.freeze({ minLsn: 0, waitMs: 0, avoid: 
 /** A failure a failover may fix: the server could not be reached, or says it is shutting down or not up yet. */
 function outage(e: PgError): boolean {
   return e.unreachable || e.code === "57P01" || e.code === "57P02" || e.code === "57P03";
+}
+
+/**
+ * A read waiting in the pool of the replica picked for it. After a failure, what {@link PoolGroup.acquire} would
+ * do: 53300 is the client's answer, a server that failed has the read go on to one more replica, else the primary.
+ */
+class ReplicaWait implements PoolWaiter {
+  constructor(
+    private readonly group: PoolGroup,
+    private readonly node: NodeConfig,
+    private readonly read: ReadBound,
+    private readonly zone: string | undefined,
+    private readonly to: LeaseWaiter,
+  ) {}
+
+  granted(conn: ServerConn, pool: Pool): void {
+    this.to.granted({ conn, pool, target: "replica" });
+  }
+
+  failed(err: PgError): void {
+    if (this.group.replicaFailed(this.node, err)) return this.to.failed(err);
+    this.group.acquireAfter(this.node, this.read, this.zone).then(this.to.granted, this.to.failed);
+  }
 }

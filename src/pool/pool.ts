@@ -30,9 +30,19 @@ export interface PoolOptions {
   counters?: NodeCounters;
 }
 
+/**
+ * Who waits for a connection: told by a call, never during the call that queued it (the pool tells its waiters
+ * in a microtask, after whatever released or failed the connection has finished).
+ */
+export interface PoolWaiter {
+  granted(conn: ServerConn, pool: Pool): void;
+  failed(err: PgError): void;
+}
+
 interface Waiter {
-  resolve: (conn: ServerConn) => void;
-  reject: (err: PgError) => void;
+  to: PoolWaiter;
+  /** `performance.now()` when it began to wait. */
+  since: number;
   /** `performance.now()` past which it gets 53300 (checkout_timeout). */
   deadline: number;
   timeoutMs: number;
@@ -61,6 +71,9 @@ export class Pool {
   private waitTimer: ReturnType<typeof setTimeout> | null = null;
   /** When it fires (`performance.now()`). */
   private waitTimerAt = Number.POSITIVE_INFINITY;
+  /** Waiters to tell, with what (a connection or an error), in order: see {@link tell}. */
+  private readonly told: (PoolWaiter | ServerConn | PgError)[] = [];
+  private telling = false;
   private backoffMs = 0;
   private lastFailure: { at: number; error: PgError } | null = null;
   private sweeper: ReturnType<typeof setInterval>;
@@ -177,26 +190,69 @@ export class Pool {
 
   /** Leases a connection; rejects with 53300 after the checkout timeout, or with the server's login error. */
   acquire(): Promise<ServerConn> {
-    if (this.closed) return Promise.reject(new PgError("08006", `pool ${this.name} is closed`));
+    return new Promise((resolve, reject) => this.lease({ granted: resolve, failed: reject }));
+  }
+
+  /**
+   * {@link acquire} without a promise: `to` is told of the connection (or of 53300 after the checkout timeout, or
+   * of the server's login error) later, never during this call. While clients outnumber connections nearly every
+   * request waits here, so a connection handed on costs one call, not a chain of promises.
+   */
+  lease(to: PoolWaiter): void {
+    if (this.closed) return this.tell(to, new PgError("08006", `pool ${this.name} is closed`));
     this.counters.checkouts++;
     const conn = this.takeIdle();
-    if (conn) return this.validated(conn);
-    return new Promise((resolve, reject) => {
-      const timeoutMs = this.opts.config.checkout_timeout_ms;
-      const since = performance.now();
-      this.waiters.push({
-        resolve: (c) => {
-          this.counters.waits.observe((performance.now() - since) / 1000);
-          resolve(c);
-        },
-        reject,
-        deadline: since + timeoutMs,
-        timeoutMs,
-      });
-      if (since + timeoutMs < this.waitTimerAt) this.armWaitTimer(since + timeoutMs, since);
-      this.grow();
-    });
+    if (conn) {
+      this.validated(conn).then(
+        (c) => to.granted(c, this),
+        (e: PgError) => to.failed(e),
+      );
+      return;
+    }
+    const timeoutMs = this.opts.config.checkout_timeout_ms;
+    const since = performance.now();
+    this.waiters.push({ to, since, deadline: since + timeoutMs, timeoutMs });
+    if (since + timeoutMs < this.waitTimerAt) this.armWaitTimer(since + timeoutMs, since);
+    this.grow();
   }
+
+  /** Hands `conn` to the first waiter; false when nobody waits. */
+  private handOn(conn: ServerConn): boolean {
+    const w = this.waiters.shift();
+    if (!w) return false;
+    this.counters.waits.observe((performance.now() - w.since) / 1000);
+    this.tell(w.to, conn);
+    return true;
+  }
+
+  /**
+   * Tells `to` of `what` in a microtask: whoever released the connection (a session handling its server's reply)
+   * finishes first, as with a promise, but one microtask tells every waiter served meanwhile.
+   */
+  private tell(to: PoolWaiter, what: ServerConn | PgError): void {
+    this.told.push(to, what);
+    if (this.telling) return;
+    this.telling = true;
+    queueMicrotask(this.tellAll);
+  }
+
+  private readonly tellAll = (): void => {
+    const told = this.told;
+    // Waiters told during the loop (a session served may release another connection) are told in it too.
+    for (let i = 0; i < told.length; i += 2) {
+      const to = told[i] as PoolWaiter;
+      const what = told[i + 1]!;
+      try {
+        if (what instanceof PgError) to.failed(what);
+        else to.granted(what as ServerConn, this);
+      } catch (err) {
+        // A waiter's own bug: the ones after it are told all the same.
+        this.opts.log.error("pool_waiter_failed", { pool: this.name, error: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+      }
+    }
+    told.length = 0;
+    this.telling = false;
+  };
 
   /** Fails waiters whose checkout timeout passed, and waits for the next deadline. */
   private readonly expireWaiters = (): void => {
@@ -213,7 +269,8 @@ export class Pool {
         continue;
       }
       this.waiters.splice(i, 1);
-      w.reject(
+      this.tell(
+        w.to,
         new PgError(
           "53300",
           `no server connection available in pool "${this.name}" within checkout_timeout (${w.timeoutMs} ms)`,
@@ -238,7 +295,7 @@ export class Pool {
     if (this.waitTimer) clearTimeout(this.waitTimer);
     this.waitTimer = null;
     this.waitTimerAt = Number.POSITIVE_INFINITY;
-    for (const w of this.waiters.splice(0)) w.reject(err);
+    for (const w of this.waiters.splice(0)) this.tell(w.to, err);
   }
 
   /** An idle connection that needs no validation, leased at once; null when there is none (use `acquire`). */
@@ -275,9 +332,7 @@ export class Pool {
     conn.attach(null, "tracked");
     conn.idleSince = now;
     // Straight to the first waiter: it was in use until now, so it needs no validation.
-    const w = this.waiters.shift();
-    if (w) return w.resolve(conn);
-    this.idle.push(conn);
+    if (!this.handOn(conn)) this.idle.push(conn);
   }
 
   /**
@@ -408,9 +463,7 @@ export class Pool {
     this.counters.opened++;
     this.opts.log.debug("server_connected", { pool: this.name, conn: conn.id, size: this.all.size });
     conn.attach(null, "tracked");
-    const w = this.waiters.shift();
-    if (w) w.resolve(conn);
-    else this.idle.push(conn);
+    if (!this.handOn(conn)) this.idle.push(conn);
   }
 
   /** Closes idle connections past `idle_timeout` or `max_lifetime`. */

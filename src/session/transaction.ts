@@ -10,7 +10,7 @@ import { serialize } from "pg-protocol";
 import { errors, type PgError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Entry, RetryGroup } from "../pool/demux.ts";
-import type { PoolGroup, ReadBound, Target } from "../pool/group.ts";
+import type { LeaseWaiter, PoolGroup, ReadBound, Target } from "../pool/group.ts";
 import type { Pool } from "../pool/pool.ts";
 import type { ServerConn } from "../pool/server.ts";
 import { MessageRelay, type ClientSide } from "./relay.ts";
@@ -561,26 +561,36 @@ export class TransactionRelay extends MessageRelay {
     const head = this.queue[0];
     if (!head) return;
     this.acquiring = true;
+    this.leasingFor = head;
     const read = this.readBound(head); // first: it may move the request to the primary
-    this.group.acquire(head.target, read, this.zone).then(
-      ({ conn, pool, target }) => {
-        this.acquiring = false;
-        if (this.closed) return pool.release(conn);
-        this.adopt(conn, pool, target);
-        // No replica could be reached and the group gave the primary instead: the read runs there (otherwise it
-        // would wait forever for a connection of the kind it asked for). It is not retried: it is on the primary.
-        if (target !== head.target && this.queue[0] === head) {
-          head.target = target;
-          if (head.kind === "simple" || head.kind === "batch") head.retry = false;
-        }
-        this.drainQueue();
-      },
-      (err: PgError) => {
-        this.acquiring = false;
-        this.failQueued(err);
-      },
-    );
+    this.group.lease(head.target, read, this.zone, this.leaseWaiter);
   }
+
+  /** The request a lease is being waited for (the queue's head then). */
+  private leasingFor: Request | null = null;
+
+  /** Told by the pool group when the connection {@link acquire} waits for comes, or cannot. */
+  private readonly leaseWaiter: LeaseWaiter = {
+    granted: ({ conn, pool, target }) => {
+      const head = this.leasingFor!;
+      this.leasingFor = null;
+      this.acquiring = false;
+      if (this.closed) return pool.release(conn);
+      this.adopt(conn, pool, target);
+      // No replica could be reached and the group gave the primary instead: the read runs there (otherwise it
+      // would wait forever for a connection of the kind it asked for). It is not retried: it is on the primary.
+      if (target !== head.target && this.queue[0] === head) {
+        head.target = target;
+        if (head.kind === "simple" || head.kind === "batch") head.retry = false;
+      }
+      this.drainQueue();
+    },
+    failed: (err) => {
+      this.leasingFor = null;
+      this.acquiring = false;
+      this.failQueued(err);
+    },
+  };
 
   /** Sends queued requests that belong on the current connection, in order. */
   private drainQueue(): void {

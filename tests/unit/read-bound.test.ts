@@ -11,8 +11,8 @@ import { configFrom } from "../../src/config/load.ts";
 import type { NodeConfig } from "../../src/config/types.ts";
 import { PgError, errors } from "../../src/errors.ts";
 import { assemble, emptyState, type NodeState } from "../../src/monitor/assemble.ts";
-import { PoolGroup, type ReadBound } from "../../src/pool/group.ts";
-import type { Pool } from "../../src/pool/pool.ts";
+import { PoolGroup, type Lease, type ReadBound } from "../../src/pool/group.ts";
+import type { Pool, PoolWaiter } from "../../src/pool/pool.ts";
 import type { ServerConn } from "../../src/pool/server.ts";
 import { eventually } from "../support/wait.ts";
 
@@ -49,11 +49,17 @@ describe("replica picks", () => {
   });
 });
 
-/** A pool that leases at once, or fails with `error`. */
+/**
+ * A pool that leases at once, or fails with `error`; with `hold` set, a lease by callback waits until the test
+ * calls `serve` (a connection coming back) or `fail`.
+ */
 class FakePool {
   error: PgError | null = null;
   leases = 0;
   attempts = 0;
+  released = 0;
+  hold = false;
+  private waiting: PoolWaiter[] = [];
   constructor(readonly node: NodeConfig) {}
   async acquire(): Promise<ServerConn> {
     this.attempts++;
@@ -61,10 +67,33 @@ class FakePool {
     this.leases++;
     return { node: this.node } as unknown as ServerConn;
   }
+  lease(to: PoolWaiter): void {
+    if (this.hold) {
+      this.attempts++;
+      this.waiting.push(to);
+      return;
+    }
+    this.acquire().then(
+      (c) => to.granted(c, this as unknown as Pool),
+      (e: PgError) => to.failed(e),
+    );
+  }
+  get queued(): number {
+    return this.waiting.length;
+  }
+  serve(): void {
+    this.leases++;
+    this.waiting.shift()!.granted({ node: this.node } as unknown as ServerConn, this as unknown as Pool);
+  }
+  fail(err: PgError): void {
+    this.waiting.shift()!.failed(err);
+  }
   tryAcquire(): ServerConn | null {
     return null;
   }
-  release(): void {}
+  release(): void {
+    this.released++;
+  }
 }
 
 function group(waitMs: number) {
@@ -134,5 +163,109 @@ describe("writes while no primary can be reached", () => {
     pools.get("p")!.error = new PgError("28P01", 'password authentication failed for user "u"', "FATAL");
     const err = (await g.acquire("primary").catch((e: unknown) => e)) as PgError;
     expect(err.code).toBe("28P01");
+  });
+});
+
+/** `g.lease(…)` as a promise of the lease (or of the error), and whether it is settled yet. */
+function leased(g: PoolGroup, target: "primary" | "replica", read?: ReadBound) {
+  const state = { done: false };
+  const result = new Promise<Lease>((resolve, reject) =>
+    g.lease(target, read, undefined, {
+      granted: (l) => {
+        state.done = true;
+        resolve(l);
+      },
+      failed: (e) => {
+        state.done = true;
+        reject(e);
+      },
+    }),
+  );
+  return { result, state };
+}
+
+describe("leases by callback (PoolGroup.lease: what a waiting session uses)", () => {
+  test("a write waits in the known primary's pool and gets its connection when one comes back", async () => {
+    const { g, pools } = group(0);
+    const p = pools.get("p")!;
+    p.hold = true;
+    const w = leased(g, "primary");
+    expect(p.queued).toBe(1);
+    expect(w.state.done).toBe(false);
+    p.serve();
+    const got = await w.result;
+    expect([got.conn.node.name, got.target, got.pool]).toEqual(["p", "primary", p as unknown as Pool]);
+  });
+
+  test("the node stopped being the primary while the write waited: its connection goes back, the write finds the new primary", async () => {
+    const { g, pools, states, publish } = group(5_000);
+    const p = pools.get("p")!;
+    p.hold = true;
+    const w = leased(g, "primary");
+    // A failover: p is now a standby, r1 the primary.
+    Object.assign(states.get("p")!, { standby: true });
+    Object.assign(states.get("r1")!, { standby: false, node: { ...states.get("r1")!.node, role: "auto" } });
+    publish();
+    p.hold = false;
+    p.serve();
+    const got = await w.result;
+    expect([got.conn.node.name, got.target]).toEqual(["r1", "primary"]);
+    expect(p.released).toBe(1);
+  });
+
+  test("an outage while the write waited: it waits for the primary as configured; any other failure is its answer", async () => {
+    const { g, pools } = group(5_000);
+    const p = pools.get("p")!;
+    p.hold = true;
+    const w = leased(g, "primary");
+    p.hold = false;
+    p.error = errors.unreachable("p", "connect ECONNREFUSED");
+    p.fail(p.error);
+    await eventually("another attempt", () => p.attempts >= 3);
+    expect(w.state.done).toBe(false);
+    p.error = null;
+    expect((await w.result).conn.node.name).toBe("p");
+
+    p.hold = true;
+    const refused = leased(g, "primary");
+    p.fail(new PgError("28P01", 'password authentication failed for user "u"', "FATAL"));
+    expect(((await refused.result.catch((e: unknown) => e)) as PgError).code).toBe("28P01");
+  });
+
+  test("a read waits in its replica's pool; 53300 there is its answer; a failed login sends it to the other replica, then the primary", async () => {
+    const { g, pools } = group(0);
+    for (const n of ["r1", "r2"]) pools.get(n)!.hold = true;
+    const r = leased(g, "replica");
+    const first = pools.get("r1")!.queued === 1 ? pools.get("r1")! : pools.get("r2")!;
+    const other = first === pools.get("r1") ? pools.get("r2")! : pools.get("r1")!;
+    expect(first.queued + other.queued).toBe(1);
+    first.serve();
+    const got = await r.result;
+    expect([got.conn.node.name, got.target]).toEqual([first.node.name, "replica"]);
+
+    const timedOut = leased(g, "replica", bound(0, other.node.name));
+    first.fail(new PgError("53300", "no server connection available within checkout_timeout", "ERROR"));
+    expect(((await timedOut.result.catch((e: unknown) => e)) as PgError).code).toBe("53300");
+
+    // Whichever replica the read waits on fails to log in: the other one is tried (it fails too), then the primary.
+    const moved = leased(g, "replica");
+    const [at, next] = first.queued === 1 ? [first, other] : [other, first];
+    const before = next.attempts;
+    next.hold = false;
+    next.error = errors.unreachable(next.node.name, "connect ECONNREFUSED");
+    at.fail(errors.unreachable(at.node.name, "connect ECONNREFUSED"));
+    const landed = await moved.result;
+    expect([landed.conn.node.name, landed.target]).toEqual(["p", "primary"]);
+    expect(next.attempts).toBe(before + 1);
+  });
+
+  test("paused, or no primary known: the lease takes the promise path and still arrives", async () => {
+    const { g, states, publish } = group(5_000);
+    Object.assign(states.get("p")!, { reachable: false, failures: 3, error: "connection refused" });
+    publish();
+    const w = leased(g, "primary");
+    Object.assign(states.get("r1")!, { standby: false, node: { ...states.get("r1")!.node, role: "auto" } });
+    publish();
+    expect((await w.result).conn.node.name).toBe("r1");
   });
 });
