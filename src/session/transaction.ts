@@ -522,8 +522,10 @@ export class TransactionRelay extends MessageRelay {
         return this.dispatch(got.conn, req);
       }
     }
-    // Waiting for a connection: keep a copy of the frame, independent of the buffer it was read into.
-    if (req.kind === "simple" || req.kind === "copy") req.frame = copyBytes(req.frame);
+    // Waiting for a connection. Bun hands every read a buffer of its own, so a frame that is a whole read (a
+    // Query sent on its own) is kept as it is; one inside a larger read is copied, so that the request keeps only
+    // its own bytes alive.
+    if ((req.kind === "simple" || req.kind === "copy") && req.frame.byteLength !== req.frame.buffer.byteLength) req.frame = copyBytes(req.frame);
     this.queue.push(req);
     if (!conn) this.acquire();
   }
