@@ -1,4 +1,5 @@
-// Invariant: the transaction pool keeps its promises to clients — a client that cannot get a connection within
+// Invariant: the transaction pool keeps its promises to clients — requests waiting for a connection are answered
+// in order, each with its own reply, whether they came alone or several in one write; a client that cannot get a connection within
 // checkout_timeout gets ERROR 53300 naming the timeout and the pool (in the extended protocol, followed by the skip
 // to Sync Postgres does after any error) and can go on afterwards; a client beyond max_client_connections gets
 // FATAL 53300; idle connections past idle_timeout leave pg_stat_activity; a connection past max_lifetime is
@@ -9,7 +10,7 @@ import postgres from "postgres";
 import type { DevCluster } from "../../src/devcluster/index.ts";
 import { testCluster } from "../support/cluster.ts";
 import { backends, ownDatabase, waitFor, type OwnDatabase } from "../support/pool-db.ts";
-import { pace } from "../support/wait.ts";
+import { eventually, pace } from "../support/wait.ts";
 import { startPoolProxy } from "../support/pool-proxy.ts";
 import { exchange, pbe, rawLogin, sync, views } from "../support/pool-raw.ts";
 import type { TestProxy } from "../support/proxy.ts";
@@ -102,6 +103,28 @@ test("checkout_timeout with waiters arriving one after another: each gets its ow
       expect([...(await served`select 'still fine' as s`)]).toEqual([{ s: "still fine" }]);
     } finally {
       for (const c of [holder, first, second, served]) await c.end({ timeout: 1 });
+    }
+  });
+});
+
+test("Queries that wait for the only connection, sent alone or several in one write, each get their own answer, in order", async () => {
+  await withProxy({ size: 1, checkout_timeout: "10s" }, {}, async (tp) => {
+    const clients = await Promise.all(Array.from({ length: 12 }, () => rawLogin(tp.port, db.name)));
+    const [holder, ...waiting] = clients;
+    try {
+      expect(views(await exchange(holder!, [query("begin")])).at(-1)).toEqual(["Z", "T"]);
+      // Every client's Query now waits for the connection the holder keeps: half send one Query per write, half
+      // three Queries in one write (each then a part of a larger read).
+      const replies = waiting.map((raw, i) => {
+        const texts = i % 2 === 0 ? [`client ${i}`] : [0, 1, 2].map((k) => `client ${i} query ${k}`);
+        return exchange(raw, texts.map((t) => query(`select '${t}' as a`)), texts.length).then((ms) => ({ texts, rows: views(ms).filter((m) => m[0] === "D") }));
+      });
+      const pool = tp.proxy.allPools.find((p) => p.database === db.name)!;
+      await eventually("every other client waiting for the connection", () => pool.waiting === waiting.length);
+      expect(views(await exchange(holder!, [query("commit")])).at(-1)).toEqual(["Z", "I"]);
+      for (const { texts, rows } of await Promise.all(replies)) expect(rows).toEqual(texts.map((t) => ["D", [t]]));
+    } finally {
+      for (const c of clients) c.close();
     }
   });
 });
