@@ -4,6 +4,11 @@
  */
 export class Lru<K, V> {
   private readonly map = new Map<K, V>();
+  /**
+   * The most recently used key, when known: using it again changes no order, so a key used over and over (one
+   * prepared statement run again and again) costs a lookup, not a delete and an insert.
+   */
+  private newest: K | undefined = undefined;
   hits = 0;
   misses = 0;
 
@@ -16,15 +21,15 @@ export class Lru<K, V> {
       return undefined;
     }
     this.hits++;
-    this.map.delete(key);
-    this.map.set(key, v);
+    this.moveToNewest(key, v);
     return v;
   }
 
   set(key: K, value: V): void {
     this.map.delete(key);
     this.map.set(key, value);
-    if (this.map.size > this.capacity) this.map.delete(this.map.keys().next().value as K);
+    this.newest = key;
+    if (this.map.size > this.capacity) this.delete(this.map.keys().next().value as K);
   }
 
   /** Membership without counting a hit or refreshing the entry. */
@@ -34,18 +39,27 @@ export class Lru<K, V> {
 
   /** Marks `key` as just used (no-op when absent). */
   touch(key: K): void {
+    if (key === this.newest) return;
     const v = this.map.get(key);
     if (v === undefined) return;
+    this.moveToNewest(key, v);
+  }
+
+  private moveToNewest(key: K, v: V): void {
+    if (key === this.newest) return;
     this.map.delete(key);
     this.map.set(key, v);
+    this.newest = key;
   }
 
   delete(key: K): boolean {
+    if (key === this.newest) this.newest = undefined;
     return this.map.delete(key);
   }
 
   clear(): void {
     this.map.clear();
+    this.newest = undefined;
   }
 
   /** Keys from least to most recently used. */

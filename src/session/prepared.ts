@@ -133,6 +133,13 @@ export class PreparedStatements {
   /** Operations executed since the last Sync; the Sync's ReadyForQuery decides whether they stick. */
   private execOps: SessionOp[] = [];
 
+  /**
+   * Statements the batch being built relies on: never evicted to make room for another one of it. Those met so
+   * far are added as they come; the rest of the batch is looked at only when a statement must be evicted. One set
+   * for every batch (build is not re-entered).
+   */
+  private readonly inUse = new Set<string>();
+
   /** Parse and Close messages of named statements sent and not yet answered (or skipped) by the server. */
   private inFlight = 0;
   /** Runs, as a microtask, when the last of those is answered. */
@@ -258,11 +265,8 @@ export class PreparedStatements {
     const out: Uint8Array[] = [];
     const entries: Pending[] = [];
     const ops: SessionOp[] = [];
-    /**
-     * Statements this batch relies on: never evicted to make room for another one of it. Those met so far are
-     * added as they come; the rest of the batch is looked at only when a statement must be evicted.
-     */
-    const inUse = new Set<string>();
+    const inUse = this.inUse;
+    inUse.clear();
 
     for (const m of batch) {
       const type = m.type;
