@@ -223,6 +223,9 @@ export class Demux implements FrameSink {
 
   private updateWant(): void {
     const h = this.head();
+    // A simple Query's RowDescription ends nothing and holds nothing to check: it goes through unseen (one call
+    // less per SELECT). Everything that would be out of place in its reply is still looked at.
+    this.reader.want(B.RowDescription, h === undefined || isLocal(h) || h.end !== "query");
     // While pgroute's own request is answered, or a retryable reply is held, every message must be looked at.
     const all = h !== undefined && !isLocal(h) && (h.mode === "swallow" || (h.retry !== undefined && !h.retry.committed));
     this.reader.wantAll = all || (h !== undefined && !isLocal(h) && h.observe !== undefined);
