@@ -89,9 +89,10 @@ export class PoolGroup {
 
   /**
    * {@link acquire} by callback: `to` is told of the lease later, never during this call. A write while the
-   * primary is known waits in that pool's queue directly — with more clients than connections nearly every
-   * request waits, and a connection handed on then costs one call instead of a chain of promises. Anything else
-   * (a read, a pause, no known primary) takes {@link acquire}.
+   * primary is known, or a read with a replica to pick, waits in that node's pool queue directly — with more
+   * clients than connections nearly every request waits, and a connection handed on then costs one call instead
+   * of a chain of promises. Anything else (a pause, no known primary, no replica that may take the read yet)
+   * takes {@link acquire}.
    */
   lease(target: Target, read: ReadBound = ANY_READ, zone: string | undefined, to: LeaseWaiter): void {
     if (!this.gate?.paused) {
